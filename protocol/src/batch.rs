@@ -1,0 +1,145 @@
+//! Batches and frames as the program sees them, and their postcard body
+//! with delta-coded timestamps and integer values.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use crate::{BatchSeq, Catalog, CatalogHash, GroupIndex, MissingReason, Reading, SiteId};
+
+/// One poll of one register group: one timestamp, many values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub group: GroupIndex,
+    /// Milliseconds since the Unix epoch, UTC, taken when the response arrived.
+    pub ts_ms: i64,
+    /// One reading per point of the group, in catalog order.
+    pub values: Vec<Reading>,
+}
+
+/// Readings the edge had to drop, reported so the cloud knows exactly what
+/// is missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Index into the catalog's `devices`.
+    pub device: u16,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    /// Number of samples (value slots) dropped.
+    pub samples: u64,
+    pub reason: GapReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GapReason {
+    /// The buffer's disk cap was reached during an outage.
+    DiskCap,
+    /// The buffer file was corrupt and was moved aside.
+    BufferCorrupt,
+}
+
+/// A run of frames from one site, sealed with a sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub site: SiteId,
+    pub seq: BatchSeq,
+    /// The catalog the frames were written against.
+    pub catalog_hash: CatalogHash,
+    /// The catalog itself, in the first batch after a start or a change.
+    pub catalog: Option<Catalog>,
+    pub frames: Vec<Frame>,
+    pub gaps: Vec<Gap>,
+}
+
+impl Batch {
+    /// Number of value slots in all frames.
+    pub fn sample_count(&self) -> usize {
+        self.frames.iter().map(|f| f.values.len()).sum()
+    }
+}
+
+/// The postcard body of a batch, as documented in `SPEC.md`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireBody {
+    base_ts_ms: i64,
+    catalog: Option<Catalog>,
+    frames: Vec<WireFrame>,
+    gaps: Vec<Gap>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireFrame {
+    group: u16,
+    /// Difference to the previous frame's timestamp (the first frame: to `base_ts_ms`).
+    ts_delta_ms: i64,
+    values: Vec<WireValue>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireValue {
+    /// Difference to the previous integer in the same group and slot of
+    /// this batch (to 0 for the first).
+    IntDelta(i64),
+    Float(f64),
+    Missing(MissingReason),
+}
+
+impl WireBody {
+    pub(crate) fn from_batch(batch: &Batch) -> Self {
+        let base_ts_ms = batch.frames.first().map_or(0, |f| f.ts_ms);
+        let mut previous_ts = base_ts_ms;
+        let mut previous_ints: HashMap<(u16, usize), i64> = HashMap::new();
+        let frames = batch
+            .frames
+            .iter()
+            .map(|frame| {
+                let ts_delta_ms = frame.ts_ms.wrapping_sub(previous_ts);
+                previous_ts = frame.ts_ms;
+                let values = frame
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, reading)| match *reading {
+                        Reading::Int(v) => {
+                            let previous = previous_ints.insert((frame.group.0, slot), v).unwrap_or(0);
+                            WireValue::IntDelta(v.wrapping_sub(previous))
+                        }
+                        Reading::Float(v) => WireValue::Float(v),
+                        Reading::Missing(reason) => WireValue::Missing(reason),
+                    })
+                    .collect();
+                WireFrame { group: frame.group.0, ts_delta_ms, values }
+            })
+            .collect();
+        WireBody { base_ts_ms, catalog: batch.catalog.clone(), frames, gaps: batch.gaps.clone() }
+    }
+
+    /// Undo the delta coding. Returns (catalog, frames, gaps).
+    pub(crate) fn into_parts(self) -> (Option<Catalog>, Vec<Frame>, Vec<Gap>) {
+        let mut previous_ts = self.base_ts_ms;
+        let mut previous_ints: HashMap<(u16, usize), i64> = HashMap::new();
+        let frames = self
+            .frames
+            .into_iter()
+            .map(|wire| {
+                let ts_ms = previous_ts.wrapping_add(wire.ts_delta_ms);
+                previous_ts = ts_ms;
+                let values = wire
+                    .values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(slot, value)| match value {
+                        WireValue::IntDelta(delta) => {
+                            let entry = previous_ints.entry((wire.group, slot)).or_insert(0);
+                            *entry = entry.wrapping_add(delta);
+                            Reading::Int(*entry)
+                        }
+                        WireValue::Float(v) => Reading::Float(v),
+                        WireValue::Missing(reason) => Reading::Missing(reason),
+                    })
+                    .collect();
+                Frame { group: GroupIndex(wire.group), ts_ms, values }
+            })
+            .collect();
+        (self.catalog, frames, self.gaps)
+    }
+}

@@ -1,0 +1,117 @@
+//! Golden vectors: fixed batches whose encoded bytes are checked into
+//! `tests/golden/`. An encoding change that breaks them breaks every
+//! consumer already deployed; bump `FORMAT_VERSION` instead.
+//!
+//! Regenerate (only for a deliberate format change):
+//! `BESS_UPDATE_GOLDEN=1 cargo test -p bess-protocol --test golden`
+
+use bess_protocol::*;
+use std::path::PathBuf;
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn catalog() -> Catalog {
+    Catalog {
+        devices: vec![DeviceInfo { name: "bms-1".into(), model: "bess-controller v1".into() }],
+        groups: vec![GroupInfo {
+            device: 0,
+            name: "fast".into(),
+            interval_ms: 1000,
+            points: vec![
+                PointInfo::new("soc", "%", PointKind::Analog, 0.01, 0.0),
+                PointInfo::new("dc_current", "A", PointKind::Analog, 0.1, 0.0),
+                PointInfo::new("active_power", "W", PointKind::Analog, 1.0, 0.0),
+            ],
+        }],
+    }
+}
+
+/// (file stem, batch) pairs covered by golden files.
+fn vectors() -> Vec<(&'static str, Batch)> {
+    let catalog = catalog();
+    let hash = catalog.hash();
+    let site = SiteId::new("site-001").unwrap();
+    vec![
+        (
+            "catalog_only",
+            Batch { site: site.clone(), seq: BatchSeq(1), catalog_hash: hash, catalog: Some(catalog), frames: vec![], gaps: vec![] },
+        ),
+        (
+            "two_frames",
+            Batch {
+                site: site.clone(),
+                seq: BatchSeq(2),
+                catalog_hash: hash,
+                catalog: None,
+                frames: vec![
+                    Frame {
+                        group: GroupIndex(0),
+                        ts_ms: 1_764_100_000_000,
+                        values: vec![Reading::Int(5000), Reading::Int(-125), Reading::Int(-250_000)],
+                    },
+                    Frame {
+                        group: GroupIndex(0),
+                        ts_ms: 1_764_100_001_000,
+                        values: vec![
+                            Reading::Int(5001),
+                            Reading::Missing(MissingReason::Exception(2)),
+                            Reading::Missing(MissingReason::Timeout),
+                        ],
+                    },
+                ],
+                gaps: vec![],
+            },
+        ),
+        (
+            "gap",
+            Batch {
+                site,
+                seq: BatchSeq(3),
+                catalog_hash: hash,
+                catalog: None,
+                frames: vec![],
+                gaps: vec![Gap {
+                    device: 0,
+                    first_ts_ms: 1_764_000_000_000,
+                    last_ts_ms: 1_764_000_059_000,
+                    samples: 180,
+                    reason: GapReason::DiskCap,
+                }],
+            },
+        ),
+    ]
+}
+
+#[test]
+fn golden_vectors_encode_and_decode_exactly() {
+    let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();
+    for (name, batch) in vectors() {
+        // Uncompressed bytes are pinned exactly; the zstd file is pinned for
+        // decoding (a newer zstd may compress differently but must still read it).
+        let plain = batch.encode(Codec::None).unwrap();
+        let plain_path = golden_dir().join(format!("{name}.bin"));
+        let zstd_path = golden_dir().join(format!("{name}.zst.bin"));
+        if update {
+            std::fs::write(&plain_path, &plain).unwrap();
+            std::fs::write(&zstd_path, batch.encode(Codec::Zstd).unwrap()).unwrap();
+        }
+        let expected = std::fs::read(&plain_path).unwrap_or_else(|e| panic!("{}: {e}", plain_path.display()));
+        assert_eq!(plain, expected, "{name}: encoding changed");
+        assert_eq!(Batch::decode(&expected).unwrap(), batch, "{name}: plain decode");
+        let compressed = std::fs::read(&zstd_path).unwrap();
+        assert_eq!(Batch::decode(&compressed).unwrap(), batch, "{name}: zstd decode");
+    }
+}
+
+#[test]
+fn golden_catalog_hash_is_stable() {
+    assert_eq!(catalog().hash().to_string().len(), 16);
+    let pinned = std::fs::read_to_string(golden_dir().join("catalog_hash.txt"));
+    if std::env::var_os("BESS_UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden_dir().join("catalog_hash.txt"), format!("{}\n", catalog().hash())).unwrap();
+        return;
+    }
+    assert_eq!(pinned.unwrap().trim(), catalog().hash().to_string());
+}
