@@ -1,0 +1,108 @@
+//! `BatchSealer`: gathers frames from all pollers and seals them into
+//! numbered batches in the buffer, by count or by age. The first batch after
+//! a start, and one at least every `catalog_every`, carries the catalog.
+
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use bess_protocol::{Batch, Catalog, CatalogHash, Codec, Frame, SiteId};
+
+use crate::buffer::{BufferError, BufferHandle, SealSummary};
+use crate::clock::now_ms;
+use crate::config::BatchConfig;
+use crate::recorder::FrameRecorder;
+
+pub struct BatchSealer {
+    pub site: SiteId,
+    pub catalog: Catalog,
+    pub buffer: BufferHandle,
+    pub config: BatchConfig,
+    pub recorder: Option<FrameRecorder>,
+    /// Woken after every seal, so the uplink need not poll.
+    pub sealed: Arc<Notify>,
+}
+
+impl BatchSealer {
+    /// Seal until every poller has hung up, then seal what is left.
+    pub async fn run(mut self, mut frames: mpsc::Receiver<Frame>) -> Result<(), BufferError> {
+        let catalog_hash = self.catalog.hash();
+        let max_frames = self.config.max_frames.get() as usize;
+        let mut pending: Vec<Frame> = Vec::with_capacity(max_frames);
+        let mut oldest: Option<Instant> = None;
+        let mut catalog_sent_at: Option<Instant> = None;
+        loop {
+            let deadline = oldest.map(|t| t + self.config.max_age);
+            let seal_now = tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(frame) => {
+                        oldest.get_or_insert_with(Instant::now);
+                        pending.push(frame);
+                        pending.len() >= max_frames
+                    }
+                    None => break,
+                },
+                () = sleep_until_opt(deadline) => true,
+            };
+            if seal_now && !pending.is_empty() {
+                let with_catalog = catalog_sent_at.is_none_or(|t| t.elapsed() >= self.config.catalog_every);
+                self.seal(std::mem::take(&mut pending), catalog_hash, with_catalog).await?;
+                if with_catalog {
+                    catalog_sent_at = Some(Instant::now());
+                }
+                oldest = None;
+            }
+        }
+        if !pending.is_empty() {
+            self.seal(pending, catalog_hash, catalog_sent_at.is_none()).await?;
+        }
+        Ok(())
+    }
+
+    async fn seal(&mut self, frames: Vec<Frame>, catalog_hash: CatalogHash, with_catalog: bool) -> Result<(), BufferError> {
+        let summary = SealSummary {
+            frames: frames.len() as u32,
+            samples: frames.iter().map(|f| f.values.len() as u32).sum(),
+            first_ts_ms: frames.iter().map(|f| f.ts_ms).min(),
+            last_ts_ms: frames.iter().map(|f| f.ts_ms).max(),
+            sealed_at_ms: now_ms(),
+        };
+        let mut batch = Batch {
+            site: self.site.clone(),
+            seq: bess_protocol::BatchSeq(0),
+            catalog_hash,
+            catalog: with_catalog.then(|| self.catalog.clone()),
+            frames,
+            gaps: Vec::new(),
+        };
+        let (batch, seq) = {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let seq = self
+                .buffer
+                .seal(summary, move |seq| {
+                    batch.seq = seq;
+                    let bytes = batch.encode(Codec::Zstd);
+                    let _ = tx.send(batch);
+                    bytes
+                })
+                .await?;
+            (rx.await.expect("encode closure ran"), seq)
+        };
+        metrics::counter!("bess_edge_batches_sealed_total").increment(1);
+        metrics::counter!("bess_edge_frames_sealed_total").increment(summary.frames as u64);
+        metrics::gauge!("bess_edge_buffer_batches").increment(1.0);
+        tracing::debug!(%seq, frames = summary.frames, samples = summary.samples, "sealed batch");
+        if let Some(recorder) = &mut self.recorder {
+            recorder.record(&batch, &self.catalog);
+        }
+        self.sealed.notify_one();
+        Ok(())
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

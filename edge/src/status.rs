@@ -1,0 +1,140 @@
+//! The agent's own status: per-device health, buffer and uplink state,
+//! served over HTTP as `/health`, `/status` (JSON) and `/metrics`
+//! (Prometheus text).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+
+use bess_protocol::MissingReason;
+
+use crate::buffer::BufferHandle;
+
+pub enum PollOutcome {
+    Good,
+    Failed(MissingReason),
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DeviceStatus {
+    pub name: String,
+    pub online: bool,
+    pub last_poll_ms: Option<i64>,
+    pub last_good_ms: Option<i64>,
+    pub polls: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct UplinkStatus {
+    pub connected: bool,
+    pub last_acked_seq: Option<u64>,
+    pub last_acked_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// State shared by the pollers, the uplink and the status server.
+pub struct AgentStatus {
+    pub site: String,
+    devices: Mutex<Vec<DeviceStatus>>,
+    uplink: Mutex<UplinkStatus>,
+}
+
+impl AgentStatus {
+    pub fn new(site: String, device_names: impl IntoIterator<Item = String>) -> Self {
+        let devices = device_names.into_iter().map(|name| DeviceStatus { name, ..Default::default() }).collect();
+        Self { site, devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
+    }
+
+    pub fn record_poll(&self, device: usize, ts_ms: i64, outcome: PollOutcome) {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let status = &mut devices[device];
+        status.polls += 1;
+        status.last_poll_ms = Some(ts_ms);
+        match outcome {
+            PollOutcome::Good => {
+                status.online = true;
+                status.last_good_ms = Some(ts_ms);
+            }
+            PollOutcome::Failed(reason) => {
+                status.online = reason.quality() != bess_protocol::Quality::CommLoss;
+                status.errors += 1;
+                status.last_error = Some(reason.describe());
+                metrics::counter!("bess_edge_poll_errors_total", "device" => status.name.clone()).increment(1);
+            }
+        }
+    }
+
+    pub fn record_ack(&self, seq: u64, at_ms: i64) {
+        let mut uplink = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        uplink.connected = true;
+        uplink.last_error = None;
+        uplink.last_acked_seq = Some(uplink.last_acked_seq.map_or(seq, |s| s.max(seq)));
+        uplink.last_acked_at_ms = Some(at_ms);
+    }
+
+    pub fn record_uplink_error(&self, error: String) {
+        let mut uplink = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        uplink.connected = false;
+        uplink.last_error = Some(error);
+    }
+
+    pub fn devices(&self) -> Vec<DeviceStatus> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn uplink(&self) -> UplinkStatus {
+        self.uplink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct StatusServer {
+    pub status: Arc<AgentStatus>,
+    pub buffer: BufferHandle,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    site: String,
+    devices: Vec<DeviceStatus>,
+    buffer: crate::buffer::BufferStats,
+    uplink: UplinkStatus,
+}
+
+impl StatusServer {
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/status", get(status))
+            .route("/metrics", get(prometheus))
+            .with_state(self)
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn status(State(server): State<StatusServer>) -> Result<Json<StatusReport>, (StatusCode, Json<serde_json::Value>)> {
+    let buffer = server.buffer.stats().await.map_err(|e| {
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": { "code": "buffer", "message": e.to_string() } })))
+    })?;
+    Ok(Json(StatusReport {
+        site: server.status.site.clone(),
+        devices: server.status.devices(),
+        buffer,
+        uplink: server.status.uplink(),
+    }))
+}
+
+async fn prometheus(State(server): State<StatusServer>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.metrics.render())
+}
