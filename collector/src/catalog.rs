@@ -1,0 +1,165 @@
+//! `CatalogRegistry`: registers the sites, devices, points and poll-group
+//! layouts an edge announces in its catalog, and maps a batch's
+//! (site, catalog hash) to those layouts. Cached in memory; the database is
+//! the source of truth, so any instance can resolve any catalog.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::GenericClient;
+
+use bess_protocol::{Catalog, CatalogHash};
+
+#[derive(Debug, Clone)]
+pub struct PointMeta {
+    pub point_id: i32,
+    pub name: String,
+    pub unit: String,
+    pub scale: f64,
+    pub offset: f64,
+}
+
+/// One poll group of one catalog version as stored in `layouts`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub layout_id: i32,
+    pub device: String,
+    pub group: String,
+    pub points: Vec<PointMeta>,
+}
+
+/// Layouts of one catalog, indexed by the frame's group index.
+pub type Layouts = Arc<Vec<Layout>>;
+
+#[derive(Default)]
+pub struct CatalogRegistry {
+    sites: Mutex<HashMap<String, i32>>,
+    layouts: Mutex<HashMap<(i32, CatalogHash), Layouts>>,
+}
+
+impl CatalogRegistry {
+    /// The site's id, registering the site on first sight.
+    pub async fn site_id(&self, client: &impl GenericClient, name: &str) -> Result<i32, tokio_postgres::Error> {
+        if let Some(&id) = self.sites.lock().expect("lock").get(name) {
+            return Ok(id);
+        }
+        let row = client
+            .query_one(
+                "INSERT INTO sites (name) VALUES ($1)
+                 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING site_id",
+                &[&name],
+            )
+            .await?;
+        let id: i32 = row.get(0);
+        self.sites.lock().expect("lock").insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Store a catalog and its devices, points and layouts (idempotent).
+    pub async fn register(
+        &self,
+        client: &mut tokio_postgres::Client,
+        site_id: i32,
+        hash: CatalogHash,
+        catalog: &Catalog,
+    ) -> Result<Layouts, tokio_postgres::Error> {
+        if let Some(layouts) = self.cached(site_id, hash) {
+            return Ok(layouts);
+        }
+        let tx = client.transaction().await?;
+        let body = serde_json::to_value(catalog).expect("a catalog always serializes");
+        tx.execute(
+            "INSERT INTO catalogs (site_id, catalog_hash, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&site_id, &(hash.0 as i64), &body],
+        )
+        .await?;
+        let mut device_ids = Vec::with_capacity(catalog.devices.len());
+        for device in &catalog.devices {
+            let row = tx
+                .query_one(
+                    "INSERT INTO devices (site_id, name, model) VALUES ($1, $2, $3)
+                     ON CONFLICT (site_id, name) DO UPDATE SET model = EXCLUDED.model RETURNING device_id",
+                    &[&site_id, &device.name, &device.model],
+                )
+                .await?;
+            device_ids.push(row.get::<_, i32>(0));
+        }
+        let mut layouts = Vec::with_capacity(catalog.groups.len());
+        for (index, group) in catalog.groups.iter().enumerate() {
+            let device_id = device_ids[usize::from(group.device)];
+            let mut points = Vec::with_capacity(group.points.len());
+            for point in &group.points {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO points (device_id, name, unit, kind) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (device_id, name) DO UPDATE SET unit = EXCLUDED.unit, kind = EXCLUDED.kind
+                         RETURNING point_id",
+                        &[&device_id, &point.name, &point.unit, &point.kind.as_str()],
+                    )
+                    .await?;
+                points.push(PointMeta {
+                    point_id: row.get(0),
+                    name: point.name.clone(),
+                    unit: point.unit.clone(),
+                    scale: point.scale,
+                    offset: point.offset,
+                });
+            }
+            let point_ids: Vec<i32> = points.iter().map(|p| p.point_id).collect();
+            let row = tx
+                .query_one(
+                    "INSERT INTO layouts (site_id, catalog_hash, group_index, device_id, group_name, interval_ms, point_ids)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (site_id, catalog_hash, group_index) DO UPDATE SET point_ids = EXCLUDED.point_ids
+                     RETURNING layout_id",
+                    &[
+                        &site_id,
+                        &(hash.0 as i64),
+                        &(index as i32),
+                        &device_id,
+                        &group.name,
+                        &(group.interval_ms.min(i32::MAX as u32) as i32),
+                        &point_ids,
+                    ],
+                )
+                .await?;
+            layouts.push(Layout {
+                layout_id: row.get(0),
+                device: catalog.devices[usize::from(group.device)].name.clone(),
+                group: group.name.clone(),
+                points,
+            });
+        }
+        tx.commit().await?;
+        let layouts = Arc::new(layouts);
+        self.layouts.lock().expect("lock").insert((site_id, hash), layouts.clone());
+        Ok(layouts)
+    }
+
+    /// Layouts of a catalog seen before, by this or another instance.
+    pub async fn lookup(
+        &self,
+        client: &mut tokio_postgres::Client,
+        site_id: i32,
+        hash: CatalogHash,
+    ) -> Result<Option<Layouts>, tokio_postgres::Error> {
+        if let Some(layouts) = self.cached(site_id, hash) {
+            return Ok(Some(layouts));
+        }
+        let row = client
+            .query_opt("SELECT body FROM catalogs WHERE site_id = $1 AND catalog_hash = $2", &[&site_id, &(hash.0 as i64)])
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let body: serde_json::Value = row.get(0);
+        match serde_json::from_value::<Catalog>(body) {
+            Ok(catalog) => self.register(client, site_id, hash, &catalog).await.map(Some),
+            Err(e) => {
+                tracing::error!(site_id, %hash, "stored catalog is unreadable: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn cached(&self, site_id: i32, hash: CatalogHash) -> Option<Layouts> {
+        self.layouts.lock().expect("lock").get(&(site_id, hash)).cloned()
+    }
+}

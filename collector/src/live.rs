@@ -1,0 +1,66 @@
+//! Live frames: each frame, once committed, is published to a broadcast
+//! channel that WebSocket clients subscribe to.
+
+use serde::Serialize;
+use std::sync::Arc;
+
+use bess_protocol::Reading;
+
+use crate::catalog::Layout;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveValue {
+    pub point: String,
+    pub value: Option<f64>,
+    pub unit: String,
+    pub quality: &'static str,
+}
+
+/// One frame as pushed to live clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFrame {
+    pub site: String,
+    pub device: String,
+    pub group: String,
+    pub ts: String,
+    pub ts_ms: i64,
+    pub values: Vec<LiveValue>,
+}
+
+impl LiveFrame {
+    pub fn new(site: &str, layout: &Layout, ts_ms: i64, values: &[Option<f64>], readings: &[Reading]) -> Self {
+        Self {
+            site: site.to_owned(),
+            device: layout.device.clone(),
+            group: layout.group.clone(),
+            ts: crate::api::rfc3339(crate::writer::timestamp(ts_ms)),
+            ts_ms,
+            values: layout
+                .points
+                .iter()
+                .zip(values)
+                .zip(readings)
+                .map(|((point, value), reading)| LiveValue {
+                    point: point.name.clone(),
+                    value: *value,
+                    unit: point.unit.clone(),
+                    quality: reading.quality().as_str(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A frame serialized once, shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct LiveMessage {
+    pub site: Arc<str>,
+    pub json: Arc<str>,
+}
+
+impl From<&LiveFrame> for LiveMessage {
+    fn from(frame: &LiveFrame) -> Self {
+        let json = serde_json::to_string(&serde_json::json!({ "type": "frame", "frame": frame })).expect("serializes");
+        Self { site: frame.site.as_str().into(), json: json.into() }
+    }
+}

@@ -1,0 +1,146 @@
+//! The `bess-collector` command line.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use bess_collector::ingest::KafkaSettings;
+use bess_collector::service::{self, CollectorSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "bess-collector",
+    version,
+    about = "BESS cloud collector: consumes site batches from Kafka, stores them in PostgreSQL/TimescaleDB exactly once, serves the live API",
+    after_help = "Example:\n  bess-collector run --database-url postgres://postgres@127.0.0.1:5432/bess --brokers 127.0.0.1:9092\n\nThen: curl http://127.0.0.1:8080/api/v1/sites"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume, store and serve until stopped (Ctrl-C or SIGTERM).
+    #[command(after_help = "Run several instances with the same --group to share the topic's partitions.\nEvery flag can also be set through the environment variable shown.")]
+    Run(RunArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "BESS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/bess")]
+        database_url: String,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "BESS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/bess")]
+    database_url: String,
+    /// Database connections in the pool.
+    #[arg(long, env = "BESS_DATABASE_POOL", default_value_t = 8)]
+    database_pool: usize,
+    /// How long to wait for the database at start-up.
+    #[arg(long, env = "BESS_DATABASE_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    database_wait: Duration,
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "BESS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Telemetry topic.
+    #[arg(long, env = "BESS_KAFKA_TOPIC", default_value = "bess.telemetry")]
+    topic: String,
+    /// Consumer group; instances in one group share the partitions.
+    #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
+    group: String,
+    /// Consumer session timeout (the group notices a dead instance after this long).
+    #[arg(long, env = "BESS_KAFKA_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    session_timeout: Duration,
+    /// Extra librdkafka property, repeatable (e.g. security.protocol=SASL_SSL).
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    kafka_properties: Vec<(String, String)>,
+    /// Create the topic with this many partitions if it is missing (0 = never create).
+    #[arg(long, env = "BESS_KAFKA_CREATE_PARTITIONS", default_value_t = 4)]
+    create_topic_partitions: i32,
+    /// Address of the API server.
+    #[arg(long, env = "BESS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Migrate { database_url } => migrate(&database_url),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bess-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn migrate(database_url: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let pool = service::pool(database_url, 1)?;
+        service::prepare_database(&pool, Duration::from_secs(5)).await?;
+        println!("migrations applied");
+        Ok(())
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing metrics recorder")?;
+    let settings = CollectorSettings {
+        database_url: args.database_url,
+        pool_size: args.database_pool.max(2),
+        kafka: KafkaSettings {
+            brokers: args.brokers,
+            topic: args.topic,
+            group: args.group,
+            session_timeout: args.session_timeout,
+            properties: args.kafka_properties,
+        },
+        create_topic_partitions: (args.create_topic_partitions > 0).then_some(args.create_topic_partitions),
+        listen: args.listen,
+        database_wait: args.database_wait,
+    };
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(shutdown_signal(cancel.clone()));
+        service::run(settings, metrics, cancel).await
+    })
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stop signal received");
+    cancel.cancel();
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
