@@ -18,6 +18,12 @@ pub struct PointMeta {
     pub offset: f64,
 }
 
+impl PointMeta {
+    pub fn engineering(&self, raw: f64) -> f64 {
+        bess_protocol::engineering_value(raw, self.scale, self.offset)
+    }
+}
+
 /// One poll group of one catalog version as stored in `layouts`.
 #[derive(Debug, Clone)]
 pub struct Layout {

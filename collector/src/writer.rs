@@ -110,7 +110,7 @@ impl SampleWriter {
                     .points
                     .iter()
                     .zip(&frame.values)
-                    .map(|(point, reading)| reading.raw().map(|raw| raw * point.scale + point.offset))
+                    .map(|(point, reading)| reading.raw().map(|raw| point.engineering(raw)))
                     .collect();
                 let status: Option<Vec<i16>> = frame
                     .values

@@ -49,9 +49,9 @@ impl PointInfo {
         Self { name: name.into(), unit: unit.into(), kind, scale, offset }
     }
 
-    /// The engineering value of a raw reading.
+    /// The engineering value of a raw reading (see [`engineering_value`]).
     pub fn engineering(&self, raw: f64) -> f64 {
-        raw * self.scale + self.offset
+        engineering_value(raw, self.scale, self.offset)
     }
 }
 
@@ -77,6 +77,19 @@ impl PointKind {
             PointKind::Flag => "flag",
         }
     }
+}
+
+/// `raw * scale + offset`, computed so that decimal scales give the
+/// decimal you expect: a scale of 0.01 divides by 100 (8460 → 84.6, not
+/// 84.60000000000001).
+pub fn engineering_value(raw: f64, scale: f64, offset: f64) -> f64 {
+    let inverse = 1.0 / scale;
+    let scaled = if scale.abs() < 1.0 && (inverse - inverse.round()).abs() < 1e-9 {
+        raw / inverse.round()
+    } else {
+        raw * scale
+    };
+    scaled + offset
 }
 
 impl Catalog {
@@ -112,6 +125,14 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
+    }
+
+    #[test]
+    fn decimal_scales_give_the_expected_decimal() {
+        assert_eq!(engineering_value(8460.0, 0.01, 0.0), 84.6);
+        assert_eq!(engineering_value(-125.0, 0.1, 0.0), -12.5);
+        assert_eq!(engineering_value(3.0, 2.0, 1.0), 7.0);
+        assert_eq!(engineering_value(7.0, 1.0, -40.0), -33.0);
     }
 
     #[test]
