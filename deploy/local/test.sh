@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build and test the whole workspace against a real broker and database.
+#
+# Usage: deploy/local/test.sh [CARGO TEST ARGS...]
+#   Extra arguments go to `cargo test --workspace`, e.g.
+#     deploy/local/test.sh -p bess-edge
+#     deploy/local/test.sh -- --nocapture
+#
+# The integration tests start their own Tansu brokers from $BESS_TANSU_BIN and
+# create their own databases on the server in $BESS_TEST_DATABASE_URL.
+# Honours CARGO_TARGET_DIR.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+TOOLS_DIR="$REPO_ROOT/deploy/tools"
+
+# 1. The Tansu broker binary the tests start.
+echo "==> Installing Tansu"
+bash "$TOOLS_DIR/install-tansu.sh" "$REPO_ROOT/.tools/bin"
+
+# 2. PostgreSQL on 127.0.0.1:5432.
+echo "==> Checking PostgreSQL"
+bash "$TOOLS_DIR/ensure-postgres.sh"
+
+# 3. Where the tests find the broker and the database server.
+export BESS_TANSU_BIN="$REPO_ROOT/.tools/bin/tansu"
+export BESS_TEST_DATABASE_URL="${BESS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+echo "==> BESS_TANSU_BIN=$BESS_TANSU_BIN"
+echo "==> BESS_TEST_DATABASE_URL=$BESS_TEST_DATABASE_URL"
+
+cd "$REPO_ROOT"
+
+# 4. Build the binaries first: the end-to-end tests run them as processes.
+echo "==> Building binaries (cargo build --bins)"
+cargo build --bins
+
+# 5. Run every test in the workspace.
+echo "==> Running tests (cargo test --workspace${*:+ $*})"
+cargo test --workspace "$@"
