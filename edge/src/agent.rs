@@ -24,7 +24,7 @@ use crate::config::ValidConfig;
 use crate::poller::ModbusPoller;
 use crate::recorder::FrameRecorder;
 use crate::sealer::BatchSealer;
-use crate::status::{AgentStatus, StatusServer};
+use crate::status::{AgentStatus, StatusServer, Totals};
 use crate::uplink::KafkaUplink;
 
 /// Frames waiting between the pollers and the sealer.
@@ -77,6 +77,7 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
         config: config.batch,
         recorder,
         sealed,
+        status: status.clone(),
     };
     let sealer_task = tokio::spawn(sealer.run(frames_rx));
 
@@ -104,6 +105,15 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
     }
     server_stop.cancel();
     server.await.ok();
+    let totals = &status.totals;
+    println!(
+        "bess-edge: stopped; read {} samples, sealed {} samples in {} batches, {} batches acknowledged, {} left in the buffer",
+        Totals::get(&totals.samples_read),
+        Totals::get(&totals.samples_sealed),
+        Totals::get(&totals.batches_sealed),
+        Totals::get(&totals.batches_acked),
+        left
+    );
     tracing::info!("edge agent stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ use bess_protocol::{Frame, GroupIndex, MissingReason, Reading};
 use crate::clock::FrameClock;
 use crate::config::{DevicePlan, GroupPlan};
 use crate::register::RegisterTable;
-use crate::status::{AgentStatus, PollOutcome};
+use crate::status::{AgentStatus, PollOutcome, Totals};
 
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
@@ -110,6 +110,8 @@ impl ModbusPoller {
                 self.status.record_poll(self.device_index, ts_ms, PollOutcome::Failed(reason));
             }
         }
+        metrics::counter!("bess_edge_samples_read_total").increment(values.len() as u64);
+        Totals::add(&self.status.totals.samples_read, values.len() as u64);
         Frame { group: GroupIndex(group.catalog_index), ts_ms, values }
     }
 

@@ -12,6 +12,7 @@ use crate::buffer::{BufferError, BufferHandle, SealSummary};
 use crate::clock::now_ms;
 use crate::config::BatchConfig;
 use crate::recorder::FrameRecorder;
+use crate::status::{AgentStatus, Totals};
 
 pub struct BatchSealer {
     pub site: SiteId,
@@ -21,6 +22,7 @@ pub struct BatchSealer {
     pub recorder: Option<FrameRecorder>,
     /// Woken after every seal, so the uplink need not poll.
     pub sealed: Arc<Notify>,
+    pub status: Arc<AgentStatus>,
 }
 
 impl BatchSealer {
@@ -90,7 +92,10 @@ impl BatchSealer {
         };
         metrics::counter!("bess_edge_batches_sealed_total").increment(1);
         metrics::counter!("bess_edge_frames_sealed_total").increment(summary.frames as u64);
+        metrics::counter!("bess_edge_samples_sealed_total").increment(u64::from(summary.samples));
         metrics::gauge!("bess_edge_buffer_batches").increment(1.0);
+        Totals::add(&self.status.totals.batches_sealed, 1);
+        Totals::add(&self.status.totals.samples_sealed, u64::from(summary.samples));
         tracing::debug!(%seq, frames = summary.frames, samples = summary.samples, "sealed batch");
         if let Some(recorder) = &mut self.recorder {
             recorder.record(&batch, &self.catalog);

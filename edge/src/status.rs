@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bess_protocol::MissingReason;
@@ -39,9 +40,29 @@ pub struct UplinkStatus {
     pub last_error: Option<String>,
 }
 
+/// Running totals since start, also exported as Prometheus counters.
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub samples_read: AtomicU64,
+    pub samples_sealed: AtomicU64,
+    pub batches_sealed: AtomicU64,
+    pub batches_acked: AtomicU64,
+}
+
+impl Totals {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// State shared by the pollers, the uplink and the status server.
 pub struct AgentStatus {
     pub site: String,
+    pub totals: Totals,
     devices: Mutex<Vec<DeviceStatus>>,
     uplink: Mutex<UplinkStatus>,
 }
@@ -49,7 +70,7 @@ pub struct AgentStatus {
 impl AgentStatus {
     pub fn new(site: String, device_names: impl IntoIterator<Item = String>) -> Self {
         let devices = device_names.into_iter().map(|name| DeviceStatus { name, ..Default::default() }).collect();
-        Self { site, devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
+        Self { site, totals: Totals::default(), devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
     }
 
     pub fn record_poll(&self, device: usize, ts_ms: i64, outcome: PollOutcome) {
@@ -102,8 +123,9 @@ pub struct StatusServer {
 }
 
 #[derive(Serialize)]
-struct StatusReport {
+struct StatusReport<'a> {
     site: String,
+    totals: &'a Totals,
     devices: Vec<DeviceStatus>,
     buffer: crate::buffer::BufferStats,
     uplink: UplinkStatus,
@@ -123,16 +145,18 @@ async fn health() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn status(State(server): State<StatusServer>) -> Result<Json<StatusReport>, (StatusCode, Json<serde_json::Value>)> {
+async fn status(State(server): State<StatusServer>) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
     let buffer = server.buffer.stats().await.map_err(|e| {
         (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": { "code": "buffer", "message": e.to_string() } })))
     })?;
-    Ok(Json(StatusReport {
+    let report = StatusReport {
         site: server.status.site.clone(),
+        totals: &server.status.totals,
         devices: server.status.devices(),
         buffer,
         uplink: server.status.uplink(),
-    }))
+    };
+    Ok(Json(serde_json::to_value(&report).unwrap_or_default()))
 }
 
 async fn prometheus(State(server): State<StatusServer>) -> impl IntoResponse {

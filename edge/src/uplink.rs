@@ -17,7 +17,7 @@ use bess_protocol::{BatchSeq, SiteId};
 use crate::buffer::BufferHandle;
 use crate::clock::now_ms;
 use crate::config::KafkaConfig;
-use crate::status::AgentStatus;
+use crate::status::{AgentStatus, Totals};
 
 /// Batches in flight at once; the idempotent producer keeps their order.
 const WINDOW: usize = 64;
@@ -133,8 +133,7 @@ impl KafkaUplink {
                 let last = *acked.last().expect("non-empty");
                 match self.buffer.remove(acked).await {
                     Ok(()) => {
-                        metrics::counter!("bess_edge_batches_acked_total").increment(n as u64);
-                        metrics::gauge!("bess_edge_buffer_batches").decrement(n as f64);
+                        self.count_acked(n);
                         self.status.record_ack(last.0, now_ms());
                         retry_delay = RETRY_DELAY_MIN;
                     }
@@ -155,8 +154,7 @@ impl KafkaUplink {
                 if !settled.is_empty() {
                     let n = settled.len();
                     if self.buffer.remove(settled).await.is_ok() {
-                        metrics::counter!("bess_edge_batches_acked_total").increment(n as u64);
-                        metrics::gauge!("bess_edge_buffer_batches").decrement(n as f64);
+                        self.count_acked(n);
                     }
                 }
                 cursor = None;
@@ -168,6 +166,12 @@ impl KafkaUplink {
             }
         }
         let _ = self.producer.flush(Duration::from_secs(1));
+    }
+
+    fn count_acked(&self, n: usize) {
+        metrics::counter!("bess_edge_batches_acked_total").increment(n as u64);
+        metrics::gauge!("bess_edge_buffer_batches").decrement(n as f64);
+        Totals::add(&self.status.totals.batches_acked, n as u64);
     }
 }
 

@@ -1,0 +1,342 @@
+//! Harness for cross-process scenarios: a real Kafka-compatible broker
+//! (Tansu) on a free port, a fresh PostgreSQL database per test, and the
+//! project's binaries run as child processes with their output captured.
+//!
+//! Every wait here is on a condition (a port, a line, a row count) with a
+//! generous deadline; nothing sleeps for a fixed time and hopes.
+
+use anyhow::{bail, Context as _};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+/// A binary of this workspace, from the target directory this test runs in.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, which deploy/local/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Poll `check` every 100 ms until it returns `Some`, or fail after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A directory for one test's files, removed at the end unless the test failed.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bess-test-{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A child process whose stdout lines are kept for `wait_for_line` and whose
+/// stderr goes to a log file (shown when a test fails).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        let mut copy = std::fs::File::create(log_dir.join(format!("{name}.stdout")))?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(copy, "{line}");
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Ok(Self { name: name.to_owned(), child, lines, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first stdout line starting with `prefix`, waiting up to `limit`.
+    pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
+        let lines = self.lines.clone();
+        let result = wait_for(&format!("{} to print {prefix:?}", self.name), limit, || {
+            let found = lines.lock().expect("lines").iter().find(|l| l.starts_with(prefix)).cloned();
+            async move { found }
+        })
+        .await;
+        if result.is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("{} exited with {status} before printing {prefix:?}\n{}", self.name, self.log_tail(40));
+            }
+            bail!("{}\n{}", result.err().expect("error"), self.log_tail(40));
+        }
+        result
+    }
+
+    /// `http://host:port` from a line like `bess-edge: status on http://...`.
+    pub async fn wait_for_url(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let line = self.wait_for_line(prefix, Duration::from_secs(60)).await?;
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).context("no URL in line")?;
+        Ok(url.to_owned())
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal("TERM");
+        self.wait_exit(limit).await
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not exit within {limit:?}\n{}", self.name, self.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("--- last lines of {} ---\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
+
+/// A Tansu broker with in-memory storage on a free port.
+pub struct Broker {
+    pub addr: SocketAddr,
+    process: Proc,
+}
+
+impl Broker {
+    pub fn tansu_binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("BESS_TANSU_BIN") {
+            return PathBuf::from(path);
+        }
+        let local = workspace_root().join(".tools/bin/tansu");
+        assert!(
+            local.exists(),
+            "no Kafka-compatible broker: run deploy/tools/install-tansu.sh (or set BESS_TANSU_BIN)"
+        );
+        local
+    }
+
+    pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = Proc::spawn(
+            "tansu",
+            &Self::tansu_binary(),
+            &["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"],
+            log_dir,
+        )?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for("the broker's port", Duration::from_secs(30), || async move {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
+        })
+        .await?;
+        Ok(Self { addr, process })
+    }
+
+    pub fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail(30)
+    }
+}
+
+/// A fresh database on the test PostgreSQL server, dropped afterwards.
+pub struct TestDatabase {
+    pub name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub fn admin_url() -> String {
+        std::env::var("BESS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    pub async fn create(test: &str) -> anyhow::Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("bess_test_{test}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let admin_url = Self::admin_url();
+        let client = connect(&admin_url).await.context("connecting to the test PostgreSQL (is it running?)")?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        Ok(Self { name, admin_url })
+    }
+
+    pub fn url(&self) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.name),
+            None => panic!("database URL without a path: {}", self.admin_url),
+        }
+    }
+
+    pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect(&self.url()).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test database kept: {}", self.name);
+            return;
+        }
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(client) = connect(&url).await {
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// GET a URL and parse its JSON body, with its status code.
+pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    let body = response.json().await.with_context(|| format!("GET {url}: body is not JSON"))?;
+    Ok((status, body))
+}
+
+/// GET a URL's text body.
+pub async fn get_text(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(url).await?.error_for_status()?.text().await?)
+}
+
+/// The value of an unlabelled Prometheus counter or gauge, 0 when absent.
+pub fn prometheus_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The example edge config, pointed at this test's simulator, broker and files.
+pub fn edge_config(sim: SocketAddr, brokers: &str, buffer: &Path, extra_devices: &str) -> String {
+    let example = std::fs::read_to_string(workspace_root().join("edge/bess-edge.example.toml")).expect("example config");
+    let mut config = example
+        .replace("port = 5020", &format!("port = {}", sim.port()))
+        .replace("host = \"127.0.0.1\"", &format!("host = \"{}\"", sim.ip()))
+        .replace("brokers = \"127.0.0.1:9092\"", &format!("brokers = \"{brokers}\""))
+        .replace("path = \"bess-edge-buffer.sqlite\"", &format!("path = \"{}\"", buffer.display()))
+        .replace("max_age = \"1s\"", "max_age = \"500ms\"");
+    config.push_str(extra_devices);
+    config
+}

@@ -1,0 +1,294 @@
+//! The whole pipeline on real components: `bess-sim` → `bess-edge` →
+//! Tansu (Kafka) → `bess-collector` → PostgreSQL → the live API, each as its
+//! own process. Every sample the edge read is counted into the database
+//! exactly once.
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use bess_tests::*;
+
+/// A sample as the edge recorded it or the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    value: Option<f64>,
+    quality: String,
+}
+
+type SampleKey = (String, String, i64); // (device, point, ts_ms)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result<()> {
+    let scratch = Scratch::new("pipeline");
+    let broker = Broker::start(&scratch.dir).await?;
+    let database = TestDatabase::create("pipeline").await?;
+
+    // A simulated site with three controllers on one port.
+    let ready = scratch.path("sim.ready");
+    let mut sim = Proc::spawn(
+        "sim",
+        &binary("bess-sim"),
+        &["site", "--listen", "127.0.0.1:0", "--units", "3", "--seed", "7", "--ready-file", ready.to_str().unwrap()],
+        &scratch.dir,
+    )?;
+    let line = sim.wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30)).await?;
+    let sim_addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse()?;
+
+    let mut collector = Proc::spawn(
+        "collector",
+        &binary("bess-collector"),
+        &[
+            "run",
+            "--database-url",
+            &database.url(),
+            "--brokers",
+            &broker.brokers(),
+            "--listen",
+            "127.0.0.1:0",
+            "--session-timeout",
+            "3s",
+        ],
+        &scratch.dir,
+    )?;
+    let api = collector.wait_for_url("bess-collector: API on ").await?;
+
+    // A live client, subscribed before any data flows.
+    let ws_url = format!("{}/api/v1/live?site=site-001", api.replace("http://", "ws://"));
+    let (mut live, _) = tokio_tungstenite::connect_async(&ws_url).await.context("connecting the live WebSocket")?;
+
+    // A message that is not a batch must be set aside, not stop the partition.
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create()?;
+    producer
+        .send(FutureRecord::to("bess.telemetry").key("site-001").payload("not a batch"), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+
+    // The edge polls the three controllers plus one that never answers.
+    let dead_port = free_port();
+    let config = edge_config(
+        sim_addr,
+        &broker.brokers(),
+        &scratch.path("buffer.sqlite"),
+        &format!("\n[[devices]]\nname = \"bms-offline\"\nhost = \"127.0.0.1\"\nport = {dead_port}\nunit = 1\ntimeout = \"300ms\"\nmap = \"bess-controller-v1\"\n"),
+    );
+    std::fs::write(scratch.path("edge.toml"), config)?;
+    let record = scratch.path("record.jsonl");
+    let mut edge = Proc::spawn(
+        "edge",
+        &binary("bess-edge"),
+        &[
+            "run",
+            "--config",
+            scratch.path("edge.toml").to_str().unwrap(),
+            "--status-listen",
+            "127.0.0.1:0",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+        &scratch.dir,
+    )?;
+    let edge_status = edge.wait_for_url("bess-edge: status on ").await?;
+
+    // Let data flow until each live controller has at least 8 fast frames stored.
+    let db = database.client().await?;
+    wait_for("8 stored frames per live controller", Duration::from_secs(90), || {
+        let db = &db;
+        async move {
+            let rows = db
+                .query(
+                    "SELECT d.name, count(*) FROM frames f JOIN layouts l USING (layout_id)
+                     JOIN devices d USING (device_id) WHERE l.group_name = 'fast' GROUP BY d.name",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let live = rows.iter().filter(|r| r.get::<_, String>(0) != "bms-offline" && r.get::<_, i64>(1) >= 8).count();
+            (live == 3).then_some(())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", edge.log_tail(30), collector.log_tail(30)))?;
+
+    // The edge reports each device's health; the offline one did not stop the rest.
+    let (_, status) = get_json(&format!("{edge_status}/status")).await?;
+    let devices = status["devices"].as_array().context("devices")?;
+    for device in devices {
+        let online = device["online"].as_bool().unwrap_or(false);
+        let expect_online = device["name"] != "bms-offline";
+        assert_eq!(online, expect_online, "device health: {device}");
+    }
+    let edge_metrics = get_text(&format!("{edge_status}/metrics")).await?;
+    assert!(prometheus_value(&edge_metrics, "bess_edge_samples_read_total") > 0.0, "{edge_metrics}");
+    assert!(edge_metrics.contains("bess_edge_buffer_batches"), "{edge_metrics}");
+
+    // Stop the edge cleanly: it seals what it read and drains its buffer.
+    let exit = edge.terminate(Duration::from_secs(30)).await?;
+    assert!(exit.success(), "edge exit: {exit}\n{}", edge.log_tail(30));
+    let summary = edge.stdout_lines().into_iter().find(|l| l.starts_with("bess-edge: stopped;")).context("edge summary line")?;
+    let numbers: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let [read, sealed, batches, acked, left] = numbers[..] else { panic!("summary: {summary}") };
+    assert_eq!(read, sealed, "every sample read was sealed: {summary}");
+    assert_eq!(batches, acked, "every batch was acknowledged: {summary}");
+    assert_eq!(left, 0, "{summary}");
+
+    // What the edge sealed, from its audit record.
+    let mut recorded: HashMap<SampleKey, Sample> = HashMap::new();
+    let mut recorded_seqs = HashSet::new();
+    let mut recorded_count = 0u64;
+    for line in std::fs::read_to_string(&record)?.lines() {
+        let frame: serde_json::Value = serde_json::from_str(line)?;
+        recorded_seqs.insert(frame["seq"].as_u64().context("seq")? as i64);
+        let device = frame["device"].as_str().context("device")?.to_owned();
+        let ts_ms = frame["ts_ms"].as_i64().context("ts")?;
+        for value in frame["values"].as_array().context("values")? {
+            recorded_count += 1;
+            let key = (device.clone(), value["point"].as_str().context("point")?.to_owned(), ts_ms);
+            let sample = Sample { value: value["value"].as_f64(), quality: value["quality"].as_str().context("quality")?.to_owned() };
+            assert!(recorded.insert(key.clone(), sample).is_none(), "the edge recorded {key:?} twice");
+        }
+    }
+    assert_eq!(recorded_count, sealed, "the record holds every sealed sample");
+    assert!(recorded_count > 0);
+
+    // Wait until the collector has written every batch the edge sealed.
+    let expected_batches = recorded_seqs.len() as i64;
+    wait_for("the collector to write every sealed batch", Duration::from_secs(60), || {
+        let db = &db;
+        async move {
+            let n: i64 = db.query_one("SELECT count(*) FROM batch_ledger", &[]).await.ok()?.get(0);
+            (n >= expected_batches).then_some(())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", collector.log_tail(30)))?;
+    let ledger: HashSet<i64> = db.query("SELECT seq FROM batch_ledger", &[]).await?.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ledger, recorded_seqs, "ledger holds exactly the sealed batches");
+
+    // Every stored sample, per device, point and timestamp.
+    let rows = db
+        .query(
+            "SELECT d.name, p.name, (extract(epoch FROM f.ts) * 1000)::int8, f.vals[s.i], coalesce(f.status[s.i], 0::int2)
+             FROM frames f
+             JOIN layouts l USING (layout_id)
+             JOIN devices d ON d.device_id = l.device_id
+             CROSS JOIN LATERAL generate_subscripts(l.point_ids, 1) AS s(i)
+             JOIN points p ON p.point_id = l.point_ids[s.i]",
+            &[],
+        )
+        .await?;
+    let mut stored: HashMap<SampleKey, Vec<Sample>> = HashMap::new();
+    for r in &rows {
+        let status: i16 = r.get(4);
+        let quality = match bess_protocol_quality(status) {
+            Some(q) => q,
+            None => panic!("unknown status code {status}"),
+        };
+        stored.entry((r.get(0), r.get(1), r.get(2))).or_default().push(Sample { value: r.get(3), quality });
+    }
+    let doubled: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k).collect();
+    let lost: Vec<_> = recorded.keys().filter(|k| !stored.contains_key(*k)).collect();
+    let unexpected: Vec<_> = stored.keys().filter(|k| !recorded.contains_key(*k)).collect();
+    assert!(doubled.is_empty(), "{} samples stored twice, e.g. {:?}", doubled.len(), doubled.first());
+    assert!(lost.is_empty(), "{} samples lost, e.g. {:?}", lost.len(), lost.first());
+    assert!(unexpected.is_empty(), "{} samples nobody read, e.g. {:?}", unexpected.len(), unexpected.first());
+    assert_eq!(rows.len() as u64, recorded_count);
+    for (key, sample) in &recorded {
+        let got = &stored[key][0];
+        assert_eq!(got.quality, sample.quality, "{key:?}");
+        match (got.value, sample.value) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{key:?}: stored {a}, read {b}"),
+            (a, b) => assert_eq!(a, b, "{key:?}"),
+        }
+    }
+    // The offline controller's hole is visible with its reason.
+    assert!(recorded.iter().any(|((d, _, _), s)| d == "bms-offline" && s.quality == "comm-loss"));
+
+    // `/latest` agrees with the newest stored frame of every point.
+    let (code, latest) = get_json(&format!("{api}/api/v1/sites/site-001/latest")).await?;
+    assert_eq!(code, 200, "{latest}");
+    let mut newest: BTreeMap<(String, String), (i64, Sample)> = BTreeMap::new();
+    for ((device, point, ts), samples) in &stored {
+        let entry = newest.entry((device.clone(), point.clone())).or_insert((i64::MIN, samples[0].clone()));
+        if *ts > entry.0 {
+            *entry = (*ts, samples[0].clone());
+        }
+    }
+    let points = latest["points"].as_array().context("points")?;
+    assert_eq!(points.len(), newest.len(), "one latest value per point");
+    for point in points {
+        let key = (point["device"].as_str().unwrap().to_owned(), point["name"].as_str().unwrap().to_owned());
+        let (ts, sample) = &newest[&key];
+        let api_ts = time::OffsetDateTime::parse(point["ts"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)?;
+        assert_eq!((api_ts.unix_timestamp_nanos() / 1_000_000) as i64, *ts, "{key:?}");
+        assert_eq!(point["value"].as_f64(), sample.value, "{key:?}");
+        assert_eq!(point["quality"].as_str().unwrap(), sample.quality, "{key:?}");
+    }
+
+    // `/series` returns exactly the stored raw samples of one point.
+    let soc: Vec<i64> = {
+        let mut ts: Vec<i64> =
+            stored.keys().filter(|(d, p, _)| d == "bms-1" && p == "soc").map(|(_, _, t)| *t).collect();
+        ts.sort_unstable();
+        ts
+    };
+    let from = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(soc[0]) * 1_000_000)?;
+    let to = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*soc.last().unwrap() + 1) * 1_000_000)?;
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let url = format!(
+        "{api}/api/v1/series?point=site-001/bms-1/soc&from={}&to={}",
+        from.format(fmt)?.replace('+', "%2B"),
+        to.format(fmt)?.replace('+', "%2B")
+    );
+    let (code, series) = get_json(&url).await?;
+    assert_eq!(code, 200, "{series}");
+    assert_eq!(series["count"].as_u64(), Some(soc.len() as u64), "{series}");
+    assert_eq!(series["unit"], "%");
+
+    // Bad requests get JSON 4xx errors.
+    let (code, body) = get_json(&format!("{api}/api/v1/series?point=site-001/bms-1/soc&from=yesterday&to=now")).await?;
+    assert_eq!(code, 400);
+    assert_eq!(body["error"]["code"], "bad_request");
+    let (code, body) = get_json(&format!("{api}/api/v1/sites/no-such-site/latest")).await?;
+    assert_eq!(code, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // Sites list with last-seen time.
+    let (_, sites) = get_json(&format!("{api}/api/v1/sites")).await?;
+    assert_eq!(sites["sites"][0]["site"], "site-001");
+    assert!(sites["sites"][0]["last_seen"].is_string());
+
+    // The live client saw frames of this site.
+    let first = tokio::time::timeout(Duration::from_secs(10), live.next()).await?.context("live stream ended")??;
+    let frame: serde_json::Value = serde_json::from_str(first.to_text()?)?;
+    assert_eq!(frame["type"], "frame", "{frame}");
+    assert_eq!(frame["frame"]["site"], "site-001");
+
+    // The bad message was set aside and counted; nothing was doubled.
+    let rejected: i64 = db.query_one("SELECT count(*) FROM rejected_messages", &[]).await?.get(0);
+    assert_eq!(rejected, 1);
+    let collector_metrics = get_text(&format!("{api}/metrics")).await?;
+    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_messages_rejected_total"), 1.0);
+    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_samples_written_total"), recorded_count as f64);
+    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_batches_written_total"), expected_batches as f64);
+
+    let exit = collector.terminate(Duration::from_secs(30)).await?;
+    assert!(exit.success(), "collector exit: {exit}\n{}", collector.log_tail(30));
+    let exit = sim.terminate(Duration::from_secs(10)).await?;
+    assert!(exit.success(), "simulator exit: {exit}");
+    drop(broker);
+    Ok(())
+}
+
+fn bess_protocol_quality(status: i16) -> Option<String> {
+    match status {
+        0 => Some("good".into()),
+        1 => Some("stale".into()),
+        2 | 3 => Some("comm-loss".into()),
+        0x100..=0x1ff => Some("stale".into()),
+        _ => None,
+    }
+}
