@@ -133,13 +133,15 @@ impl Proc {
             async move { found }
         })
         .await;
-        if result.is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("{} exited with {status} before printing {prefix:?}\n{}", self.name, self.log_tail(40));
+        match result {
+            Ok(line) => Ok(line),
+            Err(e) => {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    bail!("{} exited with {status} before printing {prefix:?}\n{}", self.name, self.log_tail(40));
+                }
+                bail!("{e}\n{}", self.log_tail(40))
             }
-            bail!("{}\n{}", result.err().expect("error"), self.log_tail(40));
         }
-        result
     }
 
     /// `http://host:port` from a line like `bess-edge: status on http://...`.
