@@ -5,6 +5,11 @@
 //! Every wait here is on a condition (a port, a line, a row count) with a
 //! generous deadline; nothing sleeps for a fixed time and hopes.
 
+pub mod audit;
+pub mod postgres;
+pub mod proxy;
+pub mod scenario;
+
 use anyhow::{bail, Context as _};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,7 +84,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("BESS_KEEP_TEST_FILES").is_some() {
             eprintln!("test files kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -102,7 +107,7 @@ impl Proc {
         let stderr = std::fs::File::create(&log)?;
         let mut child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -224,11 +229,18 @@ impl Broker {
 
     pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
         let port = free_port();
+        Self::start_advertising(log_dir, port, port).await
+    }
+
+    /// A broker listening on `port` that tells clients to connect to
+    /// `advertised` (e.g. a [`proxy::LinkProxy`] in front of it).
+    pub async fn start_advertising(log_dir: &Path, port: u16, advertised: u16) -> anyhow::Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let process = Proc::spawn(
             "tansu",
             &Self::tansu_binary(),
-            &["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"],
+            &["broker", "--listener-url", &url, "--advertised-listener-url", &advertised_url, "--storage-engine", "memory://tansu/"],
             log_dir,
         )?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();

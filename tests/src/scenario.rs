@@ -1,0 +1,88 @@
+//! Building blocks for end-to-end scenarios: start the simulator, the
+//! collector and the edge as processes, wired to a broker and a database.
+
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{binary, edge_config, wait_for, Proc};
+
+pub struct Sim {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+/// A simulated site: `units` controllers on one free port.
+pub async fn start_sim(dir: &Path, units: u8, seed: u64) -> anyhow::Result<Sim> {
+    let mut proc = Proc::spawn(
+        "sim",
+        &binary("bess-sim"),
+        &["site", "--listen", "127.0.0.1:0", "--units", &units.to_string(), "--seed", &seed.to_string()],
+        dir,
+    )?;
+    let line = proc.wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30)).await?;
+    let addr = line.rsplit(' ').next().context("address")?.parse()?;
+    Ok(Sim { proc, addr })
+}
+
+/// A collector on a free API port; returns it with its API base URL.
+pub async fn start_collector(dir: &Path, name: &str, database_url: &str, brokers: &str) -> anyhow::Result<(Proc, String)> {
+    let mut proc = Proc::spawn(
+        name,
+        &binary("bess-collector"),
+        &["run", "--database-url", database_url, "--brokers", brokers, "--listen", "127.0.0.1:0", "--session-timeout", "3s"],
+        dir,
+    )?;
+    let api = proc.wait_for_url("bess-collector: API on ").await?;
+    Ok((proc, api))
+}
+
+/// Write the edge config for this scenario and return its path.
+pub fn write_edge_config(dir: &Path, sim: SocketAddr, brokers: &str, extra: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, edge_config(sim, brokers, &dir.join("buffer.sqlite"), extra))?;
+    Ok(path)
+}
+
+/// An edge run recording to `record`; returns it with its status URL.
+pub async fn start_edge(dir: &Path, name: &str, config: &Path, record: &Path) -> anyhow::Result<(Proc, String)> {
+    let mut proc = Proc::spawn(
+        name,
+        &binary("bess-edge"),
+        &[
+            "run",
+            "--config",
+            config.to_str().context("path")?,
+            "--status-listen",
+            "127.0.0.1:0",
+            "--record",
+            record.to_str().context("path")?,
+        ],
+        dir,
+    )?;
+    let status = proc.wait_for_url("bess-edge: status on ").await?;
+    Ok((proc, status))
+}
+
+pub async fn ledger_count(db: &tokio_postgres::Client) -> i64 {
+    match db.query_one("SELECT count(*) FROM batch_ledger", &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => -1,
+    }
+}
+
+/// Wait until the ledger holds at least `n` batches.
+pub async fn wait_for_ledger(database_url: &str, n: i64, limit: Duration) -> anyhow::Result<()> {
+    wait_for(&format!("{n} batches in the ledger"), limit, || async move {
+        let db = crate::connect(database_url).await.ok()?;
+        (ledger_count(&db).await >= n).then_some(())
+    })
+    .await
+}
+
+/// The number of batches the edge acknowledged so far, from its /status.
+pub async fn edge_acked(status_url: &str) -> Option<u64> {
+    let (_, status) = crate::get_json(&format!("{status_url}/status")).await.ok()?;
+    status["totals"]["batches_acked"].as_u64()
+}
