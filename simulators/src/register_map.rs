@@ -25,9 +25,14 @@
 //! | 101    | rated_power       | u16      | 0.1   | kW   |
 //! | 102    | cells_in_series   | u16      | 1     |      |
 //! | 103    | firmware_version  | u16      | 1     | e.g. 0x0102 |
+//! | 104    | temp_sensors      | u16      | 1     | modules, one sensor each |
+//! | 200+i  | cell_voltage[i]   | u16      | 0.001 | V, i < cells_in_series |
+//! | 500+j  | module_temp[j]    | i16      | 0.1   | °C, j < temp_sensors |
 //!
-//! A read must lie wholly inside 0..=17 or 100..=103 (else
+//! A read must lie wholly inside one mapped block (else
 //! IllegalDataAddress) and ask for 1..=125 words (else IllegalDataValue).
+//! [`RegisterSnapshot`] itself is profile-neutral: a list of blocks, also
+//! used by the SunSpec profile ([`crate::sunspec`]).
 
 use thiserror::Error;
 use tokio_modbus::ExceptionCode;
@@ -39,9 +44,9 @@ pub const MAP_NAME: &str = "bess-controller v1";
 /// Largest quantity a single read may ask for (Modbus limit for FC03/FC04).
 pub const MAX_READ_QUANTITY: u16 = 125;
 
-const LIVE_LEN: usize = 18;
 const NAMEPLATE_START: u16 = 100;
-const NAMEPLATE_LEN: usize = 4;
+const CELLS_START: u16 = 200;
+const MODULE_TEMPS_START: u16 = 500;
 
 /// Register addresses of the map.
 pub mod addr {
@@ -64,6 +69,11 @@ pub mod addr {
     pub const RATED_POWER: u16 = 101;
     pub const CELLS_IN_SERIES: u16 = 102;
     pub const FIRMWARE_VERSION: u16 = 103;
+    pub const TEMP_SENSORS: u16 = 104;
+    /// First per-cell voltage; cell i at `CELL_VOLTAGES + i`.
+    pub const CELL_VOLTAGES: u16 = 200;
+    /// First per-module temperature; module j at `MODULE_TEMPS + j`.
+    pub const MODULE_TEMPS: u16 = 500;
 }
 
 /// Why a read was refused; each maps to the Modbus exception it answers with.
@@ -117,16 +127,39 @@ pub fn words_i32(high: u16, low: u16) -> i32 {
     words_u32(high, low) as i32
 }
 
+/// A run of consecutive mapped registers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegisterBlock {
+    pub start: u16,
+    pub words: Vec<u16>,
+}
+
+impl RegisterBlock {
+    fn end(&self) -> u32 {
+        u32::from(self.start) + self.words.len() as u32
+    }
+}
+
 /// The words of one unit at one step: what every read of that unit answers
 /// from until the next step replaces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegisterSnapshot {
-    live: [u16; LIVE_LEN],
-    nameplate: [u16; NAMEPLATE_LEN],
+    blocks: Vec<RegisterBlock>,
 }
 
 impl RegisterSnapshot {
-    /// Encodes a pack's nameplate and current measurements.
+    /// A snapshot of the given blocks (non-overlapping).
+    pub fn from_blocks(mut blocks: Vec<RegisterBlock>) -> Self {
+        blocks.sort_by_key(|b| b.start);
+        Self { blocks }
+    }
+
+    pub fn blocks(&self) -> &[RegisterBlock] {
+        &self.blocks
+    }
+
+    /// Encodes a pack's nameplate and current measurements in the
+    /// "bess-controller v1" map.
     pub fn encode(spec: &PackSpec, m: &Measurements) -> Self {
         let power = raw(
             m.active_power_w,
@@ -139,55 +172,68 @@ impl RegisterSnapshot {
         let [power_hi, power_lo] = i32_words(power);
         let [charged_hi, charged_lo] = u32_words(charged);
         let [discharged_hi, discharged_lo] = u32_words(discharged);
+        let live = vec![
+            scaled_u16(m.soc_pct, 0.01),
+            scaled_u16(m.soh_pct, 0.01),
+            scaled_u16(m.dc_voltage_v, 0.1),
+            scaled_i16(m.dc_current_a, 0.1),
+            power_hi,
+            power_lo,
+            scaled_u16(m.cell_voltage_min_v, 0.001),
+            scaled_u16(m.cell_voltage_max_v, 0.001),
+            scaled_i16(m.cell_temp_min_c, 0.1),
+            scaled_i16(m.cell_temp_max_c, 0.1),
+            m.status.0,
+            m.alarms.0,
+            charged_hi,
+            charged_lo,
+            discharged_hi,
+            discharged_lo,
+            scaled_i16(m.ambient_temp_c, 0.1),
+            m.heartbeat,
+        ];
+        let nameplate = vec![
+            scaled_u16(spec.rated_capacity_kwh, 0.1),
+            scaled_u16(spec.rated_power_kw, 0.1),
+            spec.cells_in_series,
+            spec.firmware_version,
+            spec.modules() as u16,
+        ];
+        let cells = m.cell_voltages_v.iter().map(|v| scaled_u16(*v, 0.001)).collect();
+        let temps = m.cell_temps_c.iter().map(|t| scaled_i16(*t, 0.1)).collect();
         Self {
-            live: [
-                scaled_u16(m.soc_pct, 0.01),
-                scaled_u16(m.soh_pct, 0.01),
-                scaled_u16(m.dc_voltage_v, 0.1),
-                scaled_i16(m.dc_current_a, 0.1),
-                power_hi,
-                power_lo,
-                scaled_u16(m.cell_voltage_min_v, 0.001),
-                scaled_u16(m.cell_voltage_max_v, 0.001),
-                scaled_i16(m.cell_temp_min_c, 0.1),
-                scaled_i16(m.cell_temp_max_c, 0.1),
-                m.status.0,
-                m.alarms.0,
-                charged_hi,
-                charged_lo,
-                discharged_hi,
-                discharged_lo,
-                scaled_i16(m.ambient_temp_c, 0.1),
-                m.heartbeat,
-            ],
-            nameplate: [
-                scaled_u16(spec.rated_capacity_kwh, 0.1),
-                scaled_u16(spec.rated_power_kw, 0.1),
-                spec.cells_in_series,
-                spec.firmware_version,
+            blocks: vec![
+                RegisterBlock { start: 0, words: live },
+                RegisterBlock { start: NAMEPLATE_START, words: nameplate },
+                RegisterBlock { start: CELLS_START, words: cells },
+                RegisterBlock { start: MODULE_TEMPS_START, words: temps },
             ],
         }
     }
 
     /// The word at `address`, if mapped.
     pub fn word(&self, address: u16) -> Option<u16> {
-        let a = usize::from(address);
-        let n = usize::from(NAMEPLATE_START);
-        self.live
-            .get(a)
-            .or_else(|| a.checked_sub(n).and_then(|i| self.nameplate.get(i)))
-            .copied()
+        let a = u32::from(address);
+        self.blocks
+            .iter()
+            .find(|b| u32::from(b.start) <= a && a < b.end())
+            .map(|b| b.words[(a - u32::from(b.start)) as usize])
     }
 
-    /// Answers a read of `quantity` words from `start`; every word must be mapped.
+    /// Answers a read of `quantity` words from `start`; every word must lie
+    /// in one mapped block.
     pub fn read(&self, start: u16, quantity: u16) -> Result<Vec<u16>, ReadError> {
         if quantity == 0 || quantity > MAX_READ_QUANTITY {
             return Err(ReadError::IllegalQuantity(quantity));
         }
         let end = u32::from(start) + u32::from(quantity);
-        (u32::from(start)..end)
-            .map(|a| u16::try_from(a).ok().and_then(|a| self.word(a)))
-            .collect::<Option<Vec<_>>>()
+        self.blocks
+            .iter()
+            .find(|b| u32::from(b.start) <= u32::from(start) && end <= b.end())
+            .map(|b| {
+                let from = usize::from(start - b.start);
+                b.words[from..from + usize::from(quantity)].to_vec()
+            })
             .ok_or(ReadError::IllegalAddress { start, end })
     }
 }
@@ -246,6 +292,12 @@ mod tests {
         let s = snapshot();
         assert_eq!(s.read(0, 18).unwrap().len(), 18);
         assert_eq!(s.read(100, 4).unwrap()[3], 0x0102);
+        let cells = s.word(addr::CELLS_IN_SERIES).unwrap();
+        let sensors = s.word(addr::TEMP_SENSORS).unwrap();
+        assert_eq!(s.read(addr::CELL_VOLTAGES, 100).unwrap().len(), 100);
+        assert!(s.read(addr::CELL_VOLTAGES + cells - 1, 1).is_ok());
+        assert!(s.read(addr::CELL_VOLTAGES + cells, 1).is_err());
+        assert_eq!(s.read(addr::MODULE_TEMPS, sensors).unwrap().len(), usize::from(sensors));
         assert!(s.read(addr::ENERGY_DISCHARGED, 2).is_ok());
     }
 
@@ -261,7 +313,7 @@ mod tests {
             Err(ReadError::IllegalAddress { .. })
         ));
         assert!(matches!(
-            s.read(101, 4),
+            s.read(102, 4),
             Err(ReadError::IllegalAddress { .. })
         ));
         assert!(matches!(

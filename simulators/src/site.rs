@@ -1,9 +1,15 @@
 //! A simulated site: its configuration (`SiteSimConfig`), the listeners it
-//! binds, and the clock task that steps every unit's pack and publishes fresh
-//! register snapshots. [`start_site`] sets it all up; [`RunningSite`] is the
-//! handle to inspect and stop it.
+//! binds, and the clock task that steps every unit's pack, runs the fault
+//! timeline and publishes fresh register snapshots. [`start_site`] sets it
+//! all up; [`RunningSite`] is the handle to inspect and stop it.
 
-use std::{fmt, io, net::SocketAddr};
+use std::{
+    collections::BTreeSet,
+    fmt, io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use thiserror::Error;
 use tokio::{net::TcpListener, sync::watch, time::MissedTickBehavior};
@@ -11,8 +17,11 @@ use tokio_modbus::SlaveId;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    battery::{SimulatedPack, STEP},
+    battery::{measure_with, Dispatch, SimulatedPack, StepInputs, STEP},
+    fault::{ActiveFaults, FaultLog, FaultSpec, FaultTarget, FaultTimeline, ValueFaults},
+    profile::Profile,
     register_map::RegisterSnapshot,
+    schedule::Schedule,
     server::{serve, ControllerService, UnitSnapshots},
 };
 
@@ -34,6 +43,16 @@ pub struct SiteSimConfig {
     pub seed: u64,
     /// Simulated seconds per real second.
     pub time_scale: f64,
+    /// Name used in logs and fault events.
+    pub name: String,
+    /// Register map the units serve.
+    pub profile: Profile,
+    /// Dispatch profile; `None` = the built-in SoC cycle.
+    pub schedule: Option<Schedule>,
+    /// Scripted faults.
+    pub faults: Vec<FaultSpec>,
+    /// Real time between clock ticks (one snapshot per unit per tick).
+    pub tick: Duration,
 }
 
 impl Default for SiteSimConfig {
@@ -44,6 +63,11 @@ impl Default for SiteSimConfig {
             port_per_unit: false,
             seed: 42,
             time_scale: 1.0,
+            name: "site".to_owned(),
+            profile: Profile::BessController,
+            schedule: None,
+            faults: Vec::new(),
+            tick: STEP,
         }
     }
 }
@@ -105,6 +129,34 @@ impl SiteSimConfig {
                 ),
             );
         }
+        if self.tick.is_zero() || self.tick > Duration::from_secs(60) {
+            problem("tick", format!("must be > 0 and <= 60 s, got {:?}", self.tick));
+        }
+        if let Some(schedule) = &self.schedule {
+            if schedule.steps.is_empty() || schedule.period().is_zero() {
+                problem("schedule", "needs at least one step with a duration".to_owned());
+            }
+            if !(0.0..=1.0).contains(&schedule.soc_min)
+                || !(0.0..=1.0).contains(&schedule.soc_max)
+                || schedule.soc_min >= schedule.soc_max
+            {
+                problem("schedule", "needs 0 <= soc_min < soc_max <= 1".to_owned());
+            }
+        }
+        let mut names = BTreeSet::new();
+        for fault in &self.faults {
+            if !names.insert(fault.name.as_str()) {
+                problem("faults", format!("fault name `{}` is used twice", fault.name));
+            }
+            if let FaultTarget::Units(units) = &fault.target {
+                if let Some(bad) = units.iter().find(|u| !(1..=self.units).contains(u)) {
+                    problem(
+                        "faults",
+                        format!("fault `{}` targets unit {bad}, but units are 1..={}", fault.name, self.units),
+                    );
+                }
+            }
+        }
         let port = u32::from(self.listen.port());
         if self.port_per_unit && port != 0 && port + u32::from(self.units) - 1 > u32::from(u16::MAX)
         {
@@ -151,6 +203,8 @@ pub struct RunningSite {
     pub addrs: Vec<SocketAddr>,
     pub listeners: Vec<SiteListener>,
     snapshots: UnitSnapshots,
+    fault_log: watch::Receiver<FaultLog>,
+    transport_faults: watch::Receiver<Arc<ActiveFaults>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -166,12 +220,39 @@ impl RunningSite {
 
     /// The words unit `unit` serves right now.
     pub fn snapshot(&self, unit: SlaveId) -> Option<RegisterSnapshot> {
-        self.snapshots.get(&unit).map(|rx| *rx.borrow())
+        self.snapshots.get(&unit).map(|rx| rx.borrow().clone())
     }
 
     /// A receiver that sees every new snapshot of `unit`, to wait on updates.
     pub fn subscribe(&self, unit: SlaveId) -> Option<watch::Receiver<RegisterSnapshot>> {
         self.snapshots.get(&unit).cloned()
+    }
+
+    /// The transport faults in force, as the servers see them.
+    pub fn transport_faults(&self) -> watch::Receiver<Arc<ActiveFaults>> {
+        self.transport_faults.clone()
+    }
+
+    /// The service answering for every unit of the site, for other
+    /// transports (RTU).
+    pub fn service(&self) -> ControllerService {
+        ControllerService::new(self.snapshots.clone())
+    }
+
+    /// Cancelled when the site stops.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Every fault start and end so far.
+    pub fn fault_log(&self) -> FaultLog {
+        self.fault_log.borrow().clone()
+    }
+
+    /// A receiver of the fault log, to wait for a fault to start or end:
+    /// `rx.wait_for(|log| log.started("name")).await`.
+    pub fn watch_faults(&self) -> watch::Receiver<FaultLog> {
+        self.fault_log.clone()
     }
 
     /// Stops the clock and all listeners and waits until they are gone.
@@ -203,12 +284,21 @@ pub async fn start_site(
     config.validate()?;
     let cancel = cancel.child_token();
 
-    let mut packs = Vec::new();
+    let dispatch = config.schedule.clone().map_or(Dispatch::SocCycle, Dispatch::Schedule);
+    let all_units: Vec<SlaveId> = (1..=config.units).collect();
+    let mut timeline = FaultTimeline::new(&config.name, config.faults.clone(), all_units.clone());
+    let first = timeline.update(Duration::ZERO, Duration::ZERO);
+    let (faults_tx, faults_rx) = watch::channel(first.transport.unwrap_or_default());
+    let (log_tx, log_rx) = watch::channel(FaultLog(first.events));
+
+    let mut units = Vec::new();
     let mut snapshots = UnitSnapshots::new();
-    for unit in 1..=config.units {
-        let pack = SimulatedPack::new(config.seed, unit);
-        let (tx, rx) = watch::channel(RegisterSnapshot::encode(&pack.spec, &pack.measure()));
-        packs.push((pack, tx));
+    for unit in all_units {
+        let mut pack = SimulatedPack::new(config.seed, unit);
+        pack.dispatch = dispatch.clone();
+        let snapshot = encode(&config.profile, unit, &pack, timeline.value_faults(unit));
+        let (tx, rx) = watch::channel(snapshot);
+        units.push(ClockUnit { unit, pack, tx });
         snapshots.insert(unit, rx);
     }
 
@@ -231,54 +321,114 @@ pub async fn start_site(
             .iter()
             .map(|u| (*u, snapshots[u].clone()))
             .collect();
-        let cancel = cancel.clone();
+        let (cancel, faults) = (cancel.clone(), faults_rx.clone());
         let addr = site_listener.addr;
-        tracing::info!(%addr, units = ?site_listener.units, "serving {}", crate::register_map::MAP_NAME);
+        tracing::info!(site = %config.name, %addr, units = ?site_listener.units, "serving {}", config.profile);
         tasks.spawn(async move {
-            if let Err(err) = serve(listener, ControllerService::new(units), cancel).await {
+            if let Err(err) = serve(listener, ControllerService::new(units), faults, cancel).await {
                 tracing::error!(%addr, error = %err, "listener stopped");
             }
         });
         listeners.push(site_listener);
     }
-    tasks.spawn(run_clock(packs, config.time_scale, cancel.clone()));
+    let clock = SiteClock {
+        units,
+        profile: config.profile,
+        timeline,
+        faults: faults_tx,
+        log: log_tx,
+        time_scale: config.time_scale,
+        tick: config.tick,
+    };
+    tasks.spawn(clock.run(cancel.clone()));
 
     Ok(RunningSite {
         addrs: listeners.iter().map(|l| l.addr).collect(),
         listeners,
         snapshots,
+        fault_log: log_rx,
+        transport_faults: faults_rx,
         tasks,
         cancel,
     })
 }
 
-/// Every real 100 ms, takes `time_scale` fixed steps (carrying fractions to
-/// the next tick) and publishes the new snapshots.
-async fn run_clock(
-    mut packs: Vec<(SimulatedPack, watch::Sender<RegisterSnapshot>)>,
-    time_scale: f64,
-    cancel: CancellationToken,
-) {
-    let mut interval = tokio::time::interval(STEP);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut due = 0.0;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = interval.tick() => {}
-        }
-        due += time_scale;
-        let steps = due.floor();
-        due -= steps;
-        if steps < 1.0 {
-            continue;
-        }
-        for (pack, tx) in &mut packs {
-            pack.advance(steps as u64);
-            tx.send_replace(RegisterSnapshot::encode(&pack.spec, &pack.measure()));
-        }
+/// Puts a unit's measurements through its value faults and its profile.
+fn encode(profile: &Profile, unit: SlaveId, pack: &SimulatedPack, faults: ValueFaults) -> RegisterSnapshot {
+    let mut m = measure_with(&pack.spec, &pack.state, faults.comm_fault);
+    if faults.out_of_range {
+        m.soc_pct = 250.0;
+        m.dc_voltage_v = 6_000.0;
+        m.cell_voltage_max_v = 6.5;
+        m.cell_temp_max_c = 300.0;
+        m.cell_temps_c.iter_mut().for_each(|t| *t = 300.0);
+        m.cell_voltages_v.iter_mut().for_each(|v| *v = 6.5);
     }
-    tracing::debug!("site clock stopped");
+    profile.encode(unit, &pack.spec, &m)
+}
+
+/// One unit as the clock sees it.
+struct ClockUnit {
+    unit: SlaveId,
+    pack: SimulatedPack,
+    tx: watch::Sender<RegisterSnapshot>,
+}
+
+/// Steps the packs, runs the fault timeline and publishes snapshots.
+struct SiteClock {
+    units: Vec<ClockUnit>,
+    profile: Profile,
+    timeline: FaultTimeline,
+    faults: watch::Sender<Arc<ActiveFaults>>,
+    log: watch::Sender<FaultLog>,
+    time_scale: f64,
+    tick: Duration,
+}
+
+impl SiteClock {
+    /// Every `tick` of real time, takes `time_scale × tick / 100 ms` fixed
+    /// steps (carrying fractions to the next tick), re-evaluates the fault
+    /// timeline and publishes the new snapshots (except stuck units').
+    async fn run(mut self, cancel: CancellationToken) {
+        let started = Instant::now();
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let steps_per_tick = self.time_scale * self.tick.as_secs_f64() / STEP.as_secs_f64();
+        let mut due = 0.0;
+        let mut sim_steps: u64 = 0;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            due += steps_per_tick;
+            let steps = due.floor();
+            due -= steps;
+            let steps = steps as u64;
+            for u in &mut self.units {
+                let faults = self.timeline.value_faults(u.unit);
+                u.pack.advance_with(steps, StepInputs { runaway: faults.runaway });
+            }
+            sim_steps += steps;
+            let update = self.timeline.update(STEP * sim_steps as u32, started.elapsed());
+            if !update.events.is_empty() {
+                self.log.send_modify(|log| log.0.extend(update.events));
+            }
+            if let Some(transport) = update.transport {
+                self.faults.send_replace(transport);
+            }
+            if steps == 0 {
+                continue;
+            }
+            for u in &self.units {
+                let faults = self.timeline.value_faults(u.unit);
+                if !faults.stuck {
+                    u.tx.send_replace(encode(&self.profile, u.unit, &u.pack, faults));
+                }
+            }
+        }
+        tracing::debug!("site clock stopped");
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +447,7 @@ mod tests {
             port_per_unit,
             seed: 9,
             time_scale: 10.0,
+            ..SiteSimConfig::default()
         }
     }
 
