@@ -23,7 +23,11 @@ bash "$TOOLS_DIR/install-tansu.sh" "$REPO_ROOT/.tools/bin"
 echo "==> Checking PostgreSQL"
 bash "$TOOLS_DIR/ensure-postgres.sh"
 
-# 3. Where the tests find the broker and the database server.
+# 3. Independent Modbus peers for the edge's interoperability tests.
+echo "==> Installing pymodbus (Modbus peer for interoperability tests)"
+python3 -m pip install --quiet --disable-pip-version-check "pymodbus==3.16.1" pyserial
+
+# 4. Where the tests find the broker and the database server.
 export BESS_TANSU_BIN="$REPO_ROOT/.tools/bin/tansu"
 export BESS_TEST_DATABASE_URL="${BESS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 echo "==> BESS_TANSU_BIN=$BESS_TANSU_BIN"
@@ -31,10 +35,10 @@ echo "==> BESS_TEST_DATABASE_URL=$BESS_TEST_DATABASE_URL"
 
 cd "$REPO_ROOT"
 
-# 4. Build the binaries first: the end-to-end tests run them as processes.
+# 5. Build the binaries first: the end-to-end tests run them as processes.
 echo "==> Building binaries (cargo build --bins)"
 cargo build --bins
 
-# 5. Run every test in the workspace.
+# 6. Run every test in the workspace.
 echo "==> Running tests (cargo test --workspace${*:+ $*})"
 cargo test --workspace "$@"

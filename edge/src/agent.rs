@@ -1,9 +1,15 @@
 //! Wires the agent's tasks together and runs them until shutdown:
 //!
 //! ```text
-//! ModbusPoller (one per device) ──frames──► BatchSealer ──► SqliteBuffer ──► KafkaUplink ──► Kafka
-//!                                           (bounded channel; pollers wait when it is full)
+//! ModbusLink (one per connection or bus, shared by the devices behind it)
+//!     ▲
+//! ModbusPoller (one per device) ──frames──► ClockGate ──► BatchSealer ──► SqliteBuffer ──► KafkaUplink | MqttUplink
+//!                                              └──► MqttMirror (optional, best effort)
+//!                                   (bounded channels; pollers wait when they are full)
 //! ```
+//!
+//! SunSpec devices are discovered before anything is sealed, so the first
+//! batch already carries the full catalog.
 //!
 //! Shutdown order: pollers stop, the sealer seals what they read, the
 //! uplink gets `grace` to drain the buffer; anything unsent stays on disk.
@@ -18,9 +24,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{BufferHandle, SqliteBuffer};
+use crate::buffer::{BufferHandle, Opened, SqliteBuffer};
 use crate::clock::now_ms;
-use crate::config::ValidConfig;
+use crate::clock::{ntp_synchronized, ClockGate};
+use crate::config::{UplinkConfig, ValidConfig};
+use crate::link::links_for;
+use crate::mirror::MqttMirror;
+use crate::mqtt::MqttUplink;
 use crate::poller::ModbusPoller;
 use crate::recorder::FrameRecorder;
 use crate::sealer::BatchSealer;
@@ -36,9 +46,19 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
 }
 
-pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
-    let buffer = SqliteBuffer::open(&config.buffer.path, now_ms())
+pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
+    let (buffer, opened) = SqliteBuffer::open_or_recover(&config.buffer.path, now_ms())
         .with_context(|| format!("opening buffer {}", config.buffer.path.display()))?;
+    if let Opened::RecoveredFromCorruption { moved_to, salvaged, reason } = &opened {
+        tracing::error!(
+            buffer = %config.buffer.path.display(),
+            moved_to = %moved_to.display(),
+            salvaged_batches = salvaged,
+            "BUFFER FILE WAS CORRUPT ({reason}): moved it aside, kept the batches that still read, \
+             started a fresh buffer and queued a gap record for the rest"
+        );
+        metrics::counter!("bess_edge_buffer_corruptions_total").increment(1);
+    }
     let buffer = BufferHandle::new(buffer);
     let stats = buffer.stats().await?;
     metrics::gauge!("bess_edge_buffer_batches").set(stats.batches as f64);
@@ -46,6 +66,9 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
         tracing::info!(batches = stats.batches, oldest_seq = ?stats.oldest_seq, "resuming with unsent batches in the buffer");
     }
     let status = Arc::new(AgentStatus::new(config.site.to_string(), config.devices.iter().map(|d| d.name.clone())));
+    status.clock.set_threshold(config.clock.step_threshold);
+    let links = links_for(&config.devices);
+    discover_sunspec(&mut config, &links, &status).await;
 
     let listen = options.status_listen.unwrap_or(config.status.listen);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding status address {listen}"))?;
@@ -60,12 +83,50 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
     tracing::info!(site = %config.site, devices = config.devices.len(), points = config.catalog.point_count(), %status_addr, "edge agent started");
 
     let sealed = Arc::new(Notify::new());
-    let uplink = KafkaUplink::new(&config.kafka, config.site.clone(), buffer.clone(), status.clone(), sealed.clone())
-        .context("creating Kafka producer")?;
     let uplink_stop = CancellationToken::new();
-    let uplink_task = tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace));
+    let uplink_task = match &config.uplink {
+        UplinkConfig::Kafka(kafka) => {
+            let uplink = KafkaUplink::new(kafka, config.site.clone(), buffer.clone(), status.clone(), sealed.clone())
+                .context("creating Kafka producer")?
+                .with_drain_order(config.buffer.drain_order());
+            tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
+        }
+        UplinkConfig::Mqtt(mqtt) => {
+            let uplink = MqttUplink::new(mqtt, &config.site, buffer.clone(), status.clone(), sealed.clone())
+                .context("creating MQTT uplink")?;
+            tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
+        }
+    };
 
-    let (frames_tx, frames_rx) = mpsc::channel(FRAME_QUEUE);
+    let mirror_stop = CancellationToken::new();
+    let mirror = match &config.mqtt_mirror {
+        Some(mirror_config) => {
+            let (mirror, eventloop) =
+                MqttMirror::new(mirror_config, &config.site, config.catalog.clone()).context("creating MQTT mirror")?;
+            tokio::spawn(crate::mirror::drive(eventloop, mirror_stop.clone()));
+            Some(mirror)
+        }
+        None => None,
+    };
+
+    let (frames_tx, gate_rx) = mpsc::channel(FRAME_QUEUE);
+    let (gate_tx, frames_rx) = mpsc::channel(FRAME_QUEUE);
+    let gate = ClockGate {
+        monitor: status.clock.clone(),
+        require_sync: config.clock.require_ntp_sync,
+        wait_max: config.clock.ntp_wait_max,
+        check_every: Duration::from_secs(5),
+    };
+    let gate_task = tokio::spawn(gate.run(
+        gate_rx,
+        gate_tx,
+        move |frame| {
+            if let Some(mirror) = &mirror {
+                mirror.publish_frame(frame);
+            }
+        },
+        ntp_synchronized,
+    ));
     let recorder = match &options.record {
         Some(path) => Some(FrameRecorder::create(path).with_context(|| format!("opening record file {}", path.display()))?),
         None => None,
@@ -78,12 +139,13 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
         recorder,
         sealed,
         status: status.clone(),
+        cap_bytes: config.buffer.max_size.0,
     };
     let sealer_task = tokio::spawn(sealer.run(frames_rx));
 
     let mut pollers = JoinSet::new();
-    for (index, device) in config.devices.into_iter().enumerate() {
-        let poller = ModbusPoller::new(device, index, frames_tx.clone(), status.clone());
+    for ((index, device), link) in config.devices.into_iter().enumerate().zip(links) {
+        let poller = ModbusPoller::with_link(device, index, link, frames_tx.clone(), status.clone());
         pollers.spawn(poller.run(cancel.clone()));
     }
     drop(frames_tx);
@@ -91,12 +153,14 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping pollers");
     while pollers.join_next().await.is_some() {}
+    gate_task.await.ok();
+    mirror_stop.cancel();
     match sealer_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("sealer: {e}"),
         Err(e) => tracing::error!("sealer task: {e}"),
     }
-    tracing::info!(grace = ?options.shutdown_grace, "draining buffer to Kafka");
+    tracing::info!(grace = ?options.shutdown_grace, "draining buffer to the uplink");
     uplink_stop.cancel();
     uplink_task.await.ok();
     let left = buffer.stats().await.map(|s| s.batches).unwrap_or(0);
@@ -117,3 +181,43 @@ pub async fn run(config: ValidConfig, options: RunOptions, metrics: PrometheusHa
     tracing::info!("edge agent stopped");
     Ok(())
 }
+
+/// Discover every SunSpec device's models and rebuild the catalog. A device
+/// whose discovery fails keeps no groups (its status shows why) and is
+/// discovered again on the next start.
+async fn discover_sunspec(config: &mut ValidConfig, links: &[Arc<crate::link::ModbusLink>], status: &AgentStatus) {
+    let mut any = false;
+    for (index, device) in config.devices.iter_mut().enumerate() {
+        let Some(sunspec) = device.sunspec else { continue };
+        any = true;
+        let mut last_error = String::new();
+        for attempt in 0..3u32 {
+            match crate::sunspec::discover(&links[index], &device.link, sunspec.base).await {
+                Ok(found) => {
+                    device.groups = found.groups(DEFAULT_SUNSPEC_INTERVAL);
+                    if device.model == "sunspec" {
+                        device.model = found.describe();
+                    }
+                    let models: Vec<String> = found.models.iter().map(|m| format!("{} ({})", m.id, m.name())).collect();
+                    tracing::info!(device = %device.name, base = found.base, models = %models.join(", "), groups = device.groups.len(), "SunSpec device discovered");
+                    last_error.clear();
+                    break;
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(500) * (attempt + 1)).await;
+                }
+            }
+        }
+        if !last_error.is_empty() {
+            tracing::error!(device = %device.name, "SunSpec discovery failed: {last_error}; the device is not polled until the next start");
+            status.record_device_error(index, format!("SunSpec discovery failed: {last_error}"));
+        }
+    }
+    if any {
+        config.rebuild_catalog();
+    }
+}
+
+/// Poll interval of groups built by SunSpec discovery.
+const DEFAULT_SUNSPEC_INTERVAL: Duration = Duration::from_secs(1);

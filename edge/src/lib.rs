@@ -1,6 +1,7 @@
-//! `bess-edge`: the site agent. Polls Modbus devices, seals readings into
-//! numbered batches in a SQLite buffer and forwards them to Kafka; a batch
-//! leaves the buffer only once the broker has acknowledged it.
+//! `bess-edge`: the site agent. Polls Modbus devices (TCP, RTU over serial,
+//! RTU over TCP, hand-written maps or SunSpec discovery), seals readings
+//! into numbered batches in a SQLite buffer and forwards them to Kafka or
+//! MQTT; a batch leaves the buffer only once the broker has acknowledged it.
 //!
 //! See `docs/architecture.md` for the task graph.
 
@@ -8,9 +9,14 @@ pub mod agent;
 pub mod buffer;
 pub mod clock;
 pub mod config;
+pub mod link;
+pub mod mirror;
+pub mod mqtt;
+pub mod plan;
 pub mod poller;
 pub mod recorder;
 pub mod register;
 pub mod sealer;
 pub mod status;
+pub mod sunspec;
 pub mod uplink;

@@ -1,6 +1,8 @@
 //! `BatchSealer`: gathers frames from all pollers and seals them into
 //! numbered batches in the buffer, by count or by age. The first batch after
 //! a start, and one at least every `catalog_every`, carries the catalog.
+//! Each seal also enforces the buffer's disk cap; the gap records that
+//! produces travel in the next batch.
 
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
@@ -23,12 +25,16 @@ pub struct BatchSealer {
     /// Woken after every seal, so the uplink need not poll.
     pub sealed: Arc<Notify>,
     pub status: Arc<AgentStatus>,
+    /// The buffer's disk cap in bytes of sealed batches (`buffer.max_size`).
+    pub cap_bytes: Option<u64>,
 }
 
 impl BatchSealer {
     /// Seal until every poller has hung up, then seal what is left.
     pub async fn run(mut self, mut frames: mpsc::Receiver<Frame>) -> Result<(), BufferError> {
         let catalog_hash = self.catalog.hash();
+        self.buffer.remember_catalog(self.catalog.clone()).await?;
+        let event_groups = crate::buffer::event_groups(&self.catalog);
         let max_frames = self.config.max_frames.get() as usize;
         let mut pending: Vec<Frame> = Vec::with_capacity(max_frames);
         let mut oldest: Option<Instant> = None;
@@ -48,7 +54,7 @@ impl BatchSealer {
             };
             if seal_now && !pending.is_empty() {
                 let with_catalog = catalog_sent_at.is_none_or(|t| t.elapsed() >= self.config.catalog_every);
-                self.seal(std::mem::take(&mut pending), catalog_hash, with_catalog).await?;
+                self.seal(std::mem::take(&mut pending), catalog_hash, with_catalog, &event_groups).await?;
                 if with_catalog {
                     catalog_sent_at = Some(Instant::now());
                 }
@@ -56,12 +62,19 @@ impl BatchSealer {
             }
         }
         if !pending.is_empty() {
-            self.seal(pending, catalog_hash, catalog_sent_at.is_none()).await?;
+            self.seal(pending, catalog_hash, catalog_sent_at.is_none(), &event_groups).await?;
         }
         Ok(())
     }
 
-    async fn seal(&mut self, frames: Vec<Frame>, catalog_hash: CatalogHash, with_catalog: bool) -> Result<(), BufferError> {
+    async fn seal(
+        &mut self,
+        frames: Vec<Frame>,
+        catalog_hash: CatalogHash,
+        with_catalog: bool,
+        event_groups: &std::collections::HashSet<u16>,
+    ) -> Result<(), BufferError> {
+        let content = crate::buffer::content_of(&frames, event_groups);
         let summary = SealSummary {
             frames: frames.len() as u32,
             samples: frames.iter().map(|f| f.values.len() as u32).sum(),
@@ -77,19 +90,34 @@ impl BatchSealer {
             frames,
             gaps: Vec::new(),
         };
-        let (batch, seq) = {
+        let (batch, seq, dropped) = {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let seq = self
+            let (seq, dropped) = self
                 .buffer
-                .seal(summary, move |seq| {
+                .seal_capped(summary, content, self.cap_bytes, move |seq, gaps| {
                     batch.seq = seq;
+                    batch.gaps = gaps;
                     let bytes = batch.encode(Codec::Zstd);
                     let _ = tx.send(batch);
                     bytes
                 })
                 .await?;
-            (rx.await.expect("encode closure ran"), seq)
+            (rx.await.expect("encode closure ran"), seq, dropped)
         };
+        if dropped.samples > 0 {
+            tracing::warn!(
+                samples = dropped.samples,
+                batches_removed = dropped.batches_removed,
+                batches_trimmed = dropped.batches_trimmed,
+                "buffer reached its disk cap: dropped the oldest measurements; gap records report them"
+            );
+            metrics::counter!("bess_edge_samples_dropped_total").increment(dropped.samples);
+            metrics::gauge!("bess_edge_buffer_batches").decrement(dropped.batches_removed as f64);
+            Totals::add(&self.status.totals.samples_dropped, dropped.samples);
+        }
+        if !batch.gaps.is_empty() {
+            metrics::counter!("bess_edge_gap_records_sent_total").increment(batch.gaps.len() as u64);
+        }
         metrics::counter!("bess_edge_batches_sealed_total").increment(1);
         metrics::counter!("bess_edge_frames_sealed_total").increment(summary.frames as u64);
         metrics::counter!("bess_edge_samples_sealed_total").increment(u64::from(summary.samples));

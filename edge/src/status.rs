@@ -1,6 +1,7 @@
 //! The agent's own status: per-device health, buffer and uplink state,
 //! served over HTTP as `/health`, `/status` (JSON) and `/metrics`
-//! (Prometheus text).
+//! (Prometheus text). `bess-edge status` reads `/status` and prints it as
+//! tables.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -15,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use bess_protocol::MissingReason;
 
 use crate::buffer::BufferHandle;
+use crate::clock::{ClockMonitor, ClockStatus};
 
 pub enum PollOutcome {
     Good,
     Failed(MissingReason),
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct DeviceStatus {
     pub name: String,
     pub online: bool,
@@ -32,7 +34,7 @@ pub struct DeviceStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct UplinkStatus {
     pub connected: bool,
     pub last_acked_seq: Option<u64>,
@@ -47,6 +49,8 @@ pub struct Totals {
     pub samples_sealed: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_acked: AtomicU64,
+    /// Samples dropped under the disk cap (each reported in a gap record).
+    pub samples_dropped: AtomicU64,
 }
 
 impl Totals {
@@ -63,6 +67,8 @@ impl Totals {
 pub struct AgentStatus {
     pub site: String,
     pub totals: Totals,
+    /// Clock steps and whether the clock is trusted.
+    pub clock: Arc<ClockMonitor>,
     devices: Mutex<Vec<DeviceStatus>>,
     uplink: Mutex<UplinkStatus>,
 }
@@ -70,7 +76,7 @@ pub struct AgentStatus {
 impl AgentStatus {
     pub fn new(site: String, device_names: impl IntoIterator<Item = String>) -> Self {
         let devices = device_names.into_iter().map(|name| DeviceStatus { name, ..Default::default() }).collect();
-        Self { site, totals: Totals::default(), devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
+        Self { site, totals: Totals::default(), clock: Arc::new(ClockMonitor::default()), devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
     }
 
     pub fn record_poll(&self, device: usize, ts_ms: i64, outcome: PollOutcome) {
@@ -90,6 +96,13 @@ impl AgentStatus {
                 metrics::counter!("bess_edge_poll_errors_total", "device" => status.name.clone()).increment(1);
             }
         }
+    }
+
+    /// A device-level problem outside polling (e.g. failed discovery).
+    pub fn record_device_error(&self, device: usize, error: String) {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices[device].errors += 1;
+        devices[device].last_error = Some(error);
     }
 
     pub fn record_ack(&self, seq: u64, at_ms: i64) {
@@ -129,6 +142,7 @@ struct StatusReport<'a> {
     devices: Vec<DeviceStatus>,
     buffer: crate::buffer::BufferStats,
     uplink: UplinkStatus,
+    clock: ClockStatus,
 }
 
 impl StatusServer {
@@ -155,6 +169,7 @@ async fn status(State(server): State<StatusServer>) -> Result<Json<serde_json::V
         devices: server.status.devices(),
         buffer,
         uplink: server.status.uplink(),
+        clock: server.status.clock.status(),
     };
     Ok(Json(serde_json::to_value(&report).unwrap_or_default()))
 }

@@ -31,6 +31,26 @@ pub struct KafkaUplink {
     buffer: BufferHandle,
     status: Arc<AgentStatus>,
     sealed: Arc<Notify>,
+    drain: DrainOrder,
+}
+
+/// In which order buffered batches are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOrder {
+    /// Strictly oldest first.
+    OldestFirst,
+    /// Batches sealed within the window first (dashboards stay live while
+    /// a backlog drains), then the backlog oldest first.
+    LiveFirst { window: Duration },
+}
+
+impl DrainOrder {
+    fn live_window(self) -> Option<Duration> {
+        match self {
+            DrainOrder::OldestFirst => None,
+            DrainOrder::LiveFirst { window } => Some(window),
+        }
+    }
 }
 
 /// librdkafka settings for delivery that loses nothing and doubles nothing.
@@ -58,14 +78,27 @@ impl KafkaUplink {
         status: Arc<AgentStatus>,
         sealed: Arc<Notify>,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self { producer: producer_config(kafka).create()?, topic: kafka.topic.clone(), site, buffer, status, sealed })
+        Ok(Self {
+            producer: producer_config(kafka).create()?,
+            topic: kafka.topic.clone(),
+            site,
+            buffer,
+            status,
+            sealed,
+            drain: DrainOrder::LiveFirst { window: Duration::from_secs(10) },
+        })
+    }
+
+    /// Choose the drain order (default: live first with a 10 s window).
+    pub fn with_drain_order(mut self, drain: DrainOrder) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// Send until `stop` fires and then until the buffer is empty or
     /// `grace` has passed; what is left stays in the buffer for next time.
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-        let mut cursor: Option<BatchSeq> = None;
         let mut retry_delay = RETRY_DELAY_MIN;
         let mut stop_deadline: Option<Instant> = None;
         loop {
@@ -78,21 +111,29 @@ impl KafkaUplink {
             }
             // Fill the window.
             if in_flight.len() < WINDOW {
-                match self.buffer.oldest(cursor, WINDOW - in_flight.len()).await {
+                let live_since = self.drain.live_window().map(|w| now_ms() - w.as_millis() as i64);
+                match self.buffer.take_for_sending(live_since, WINDOW - in_flight.len()).await {
                     Ok(batches) => {
+                        let mut unsent = Vec::new();
                         for batch in batches {
+                            if !unsent.is_empty() {
+                                unsent.push(batch.seq);
+                                continue;
+                            }
                             let record = FutureRecord::to(&self.topic).key(self.site.as_str()).payload(&batch.payload);
                             match self.producer.send_result(record) {
                                 Ok(delivery) => {
-                                    cursor = Some(batch.seq);
                                     in_flight.push_back(InFlight { seq: batch.seq, delivery });
                                 }
                                 // Queue full: wait for deliveries to make room.
                                 Err((e, _)) => {
                                     tracing::debug!("producer queue: {e}");
-                                    break;
+                                    unsent.push(batch.seq);
                                 }
                             }
+                        }
+                        if !unsent.is_empty() {
+                            let _ = self.buffer.settle(unsent).await;
                         }
                     }
                     Err(e) => tracing::error!("reading buffer: {e}"),
@@ -146,18 +187,21 @@ impl KafkaUplink {
                 self.status.record_uplink_error(error.clone());
                 // Let everything in flight settle, then start again from the oldest unacked batch.
                 let mut settled = Vec::new();
+                let mut unsettled = vec![seq];
                 while let Some((seq, result)) = in_flight.next().await {
                     if result.is_ok() {
                         settled.push(seq);
+                    } else {
+                        unsettled.push(seq);
                     }
                 }
+                let _ = self.buffer.settle(unsettled).await;
                 if !settled.is_empty() {
                     let n = settled.len();
                     if self.buffer.remove(settled).await.is_ok() {
                         self.count_acked(n);
                     }
                 }
-                cursor = None;
                 tokio::select! {
                     () = tokio::time::sleep(retry_delay) => {}
                     () = stop.cancelled(), if !stop.is_cancelled() => {}
@@ -166,6 +210,7 @@ impl KafkaUplink {
             }
         }
         let _ = self.producer.flush(Duration::from_secs(1));
+        let _ = self.buffer.settle_all().await;
     }
 
     fn count_acked(&self, n: usize) {

@@ -132,3 +132,65 @@ async fn pollers_decode_values_mark_exceptions_stale_and_survive_a_dead_device()
     assert!(devices[2].last_error.is_some());
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn an_exception_marks_only_the_points_of_its_own_request_and_units_share_one_connection() {
+    use bess_edge::link::links_for;
+    use bess_edge::poller::read_group;
+
+    let cancel = CancellationToken::new();
+    let sim = start_site(
+        SiteSimConfig { listen: "127.0.0.1:0".parse().unwrap(), units: 2, ..SiteSimConfig::default() },
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let port = sim.addrs[0].port();
+    let text = format!(
+        r#"
+site_id = "plan-test"
+[kafka]
+brokers = "127.0.0.1:1"
+[maps.m]
+max_gap = 16
+[[maps.m.groups]]
+name = "spread"
+interval = "1s"
+points = [
+  {{ name = "soc", address = 0, type = "u16", scale = 0.01 }},
+  {{ name = "heartbeat", address = 17, type = "u16" }},
+  {{ name = "nothing", address = 50, type = "u16" }},
+  {{ name = "cells", address = 102, type = "u16" }},
+]
+[[devices]]
+name = "one"
+host = "127.0.0.1"
+port = {port}
+unit = 1
+map = "m"
+[[devices]]
+name = "two"
+host = "127.0.0.1"
+port = {port}
+unit = 2
+map = "m"
+"#
+    );
+    let config = ValidConfig::parse(&text).unwrap_or_else(|p| panic!("{p:?}"));
+    let group = &config.devices[0].groups[0];
+    assert_eq!(group.requests.len(), 3, "0..17, 50 and 102 are more than max_gap apart: {:?}", group.requests);
+    assert_eq!(group.min_requests, 1);
+
+    let links = links_for(&config.devices);
+    assert!(Arc::ptr_eq(&links[0], &links[1]), "two unit ids behind one address share one link");
+    for (unit, (device, link)) in config.devices.iter().zip(&links).enumerate() {
+        let reading = read_group(link, &device.link, &device.groups[0]).await;
+        let values = reading.frame_values(&device.groups[0]);
+        let cells = sim.snapshot(unit as u8 + 1).unwrap().word(102).unwrap();
+        assert_eq!(values[0].quality(), Quality::Good, "{values:?}");
+        assert_eq!(values[1].quality(), Quality::Good, "{values:?}");
+        assert_eq!(values[2], Reading::Missing(MissingReason::Exception(2)), "only the point at 50 is stale");
+        assert_eq!(values[3], Reading::Int(i64::from(cells)));
+    }
+    cancel.cancel();
+}

@@ -29,7 +29,7 @@ fn kafka(brokers: String, topic: &str) -> KafkaConfig {
 async fn seal(buffer: &BufferHandle, n: usize) {
     for i in 0..n {
         buffer
-            .seal(SealSummary::default(), move |seq| Ok(format!("batch {i} seq {}", seq.0).into_bytes()))
+            .seal(SealSummary::default(), move |seq, _| Ok(format!("batch {i} seq {}", seq.0).into_bytes()))
             .await
             .unwrap();
     }
