@@ -27,6 +27,10 @@ bash "$TOOLS_DIR/ensure-postgres.sh"
 echo "==> Installing pymodbus (Modbus peer for interoperability tests)"
 python3 -m pip install --quiet --disable-pip-version-check "pymodbus==3.16.1" pyserial
 
+# 3b. A local S3 server, so the broker-restart scenario can keep the broker's data.
+echo "==> Installing moto (local S3 server for the broker-restart test)"
+python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.2.1"
+
 # 4. Where the tests find the broker and the database server.
 export BESS_TANSU_BIN="$REPO_ROOT/.tools/bin/tansu"
 export BESS_TEST_DATABASE_URL="${BESS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -103,10 +103,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log_dir)
+    }
+
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log)?;
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -116,7 +127,7 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let sink = lines.clone();
-        let mut copy = std::fs::File::create(log_dir.join(format!("{name}.stdout")))?;
+        let mut copy = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join(format!("{name}.stdout")))?;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = writeln!(copy, "{line}");
@@ -208,10 +219,14 @@ impl Drop for Proc {
     }
 }
 
-/// A Tansu broker with in-memory storage on a free port.
+/// A Tansu broker on a free port: in-memory storage, or S3 storage (a local
+/// S3 server) that survives a restart.
 pub struct Broker {
     pub addr: SocketAddr,
     process: Proc,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_dir: PathBuf,
 }
 
 impl Broker {
@@ -235,20 +250,58 @@ impl Broker {
     /// A broker listening on `port` that tells clients to connect to
     /// `advertised` (e.g. a [`proxy::LinkProxy`] in front of it).
     pub async fn start_advertising(log_dir: &Path, port: u16, advertised: u16) -> anyhow::Result<Self> {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
-        let process = Proc::spawn(
-            "tansu",
-            &Self::tansu_binary(),
-            &["broker", "--listener-url", &url, "--advertised-listener-url", &advertised_url, "--storage-engine", "memory://tansu/"],
-            log_dir,
-        )?;
+        Self::launch(log_dir, port, advertised, "memory://tansu/", Vec::new()).await
+    }
+
+    /// A broker whose messages and committed offsets live in `store`, so
+    /// they survive [`Broker::restart`].
+    pub async fn start_persistent(log_dir: &Path, store: &S3Store) -> anyhow::Result<Self> {
+        let port = free_port();
+        Self::launch(log_dir, port, port, "s3://tansu/", store.env()).await
+    }
+
+    async fn launch(log_dir: &Path, port: u16, advertised: u16, storage: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let args: Vec<String> = [
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+            "--storage-engine",
+            storage,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let process = Self::spawn_and_wait(log_dir, addr, &args, &env).await?;
+        Ok(Self { addr, process, args, env, log_dir: log_dir.to_owned() })
+    }
+
+    async fn spawn_and_wait(log_dir: &Path, addr: SocketAddr, args: &[String], env: &[(String, String)]) -> anyhow::Result<Proc> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Proc::spawn_with_env("tansu", &Self::tansu_binary(), &args, env, log_dir)?;
         wait_for("the broker's port", Duration::from_secs(30), || async move {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
         })
         .await?;
-        Ok(Self { addr, process })
+        Ok(process)
+    }
+
+    /// Stop the broker (SIGTERM) and start it again on the same port and storage.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.resume().await
+    }
+
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.process.terminate(Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.process = Self::spawn_and_wait(&self.log_dir, self.addr, &self.args, &self.env).await?;
+        Ok(())
     }
 
     pub fn brokers(&self) -> String {
@@ -257,6 +310,45 @@ impl Broker {
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail(30)
+    }
+}
+
+/// A local S3 server (moto) holding a bucket `tansu` for the broker's storage.
+pub struct S3Store {
+    pub endpoint: String,
+    _process: Proc,
+}
+
+impl S3Store {
+    pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
+        let program = std::env::var_os("BESS_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("moto_server"));
+        let port = free_port();
+        let process = Proc::spawn("s3", &program, &["-H", "127.0.0.1", "-p", &port.to_string()], log_dir)
+            .context("no local S3 server: install it with `python3 -m pip install 'moto[server]'` (deploy/local/test.sh does)")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let bucket = format!("{endpoint}/tansu");
+        wait_for("the S3 server and its bucket", Duration::from_secs(60), || {
+            let bucket = bucket.clone();
+            async move {
+                let client = reqwest::Client::new();
+                client.put(&bucket).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            }
+        })
+        .await?;
+        Ok(Self { endpoint, _process: process })
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 }
 

@@ -233,3 +233,35 @@ async fn sigterm_to_every_binary_shuts_down_cleanly_without_loss() -> anyhow::Re
     assert!(exit.success(), "simulator exit {exit}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_with_persistent_storage_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let scratch = Scratch::new("broker-restart");
+    let database = TestDatabase::create("broker_restart").await?;
+    let store = S3Store::start(&scratch.dir).await?;
+    let mut broker = Broker::start_persistent(&scratch.dir, &store).await?;
+    let sim = start_sim(&scratch.dir, 3, 18).await?;
+    let (collector, _) = start_collector(&scratch.dir, "collector", &database.url(), &broker.brokers()).await?;
+    let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
+    let record = scratch.path("record.jsonl");
+    let (edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+    wait_for_ledger(&database.url(), 3, LONG).await?;
+
+    broker.stop().await?;
+    // The edge keeps sealing while the broker is away.
+    wait_for("a backlog in the edge buffer", LONG, || {
+        let status = status.clone();
+        async move {
+            let (_, s) = get_json(&format!("{status}/status")).await.ok()?;
+            (s["buffer"]["batches"].as_u64()? >= 3).then_some(())
+        }
+    })
+    .await?;
+    broker.resume().await?;
+    let acked = edge_acked(&status).await.unwrap_or(0);
+    wait_acked(&status, acked + 4).await?;
+    let mut collector = collector;
+    assert!(collector.is_running(), "the collector must ride out a broker restart\n{}", collector.log_tail(20));
+    stop_and_count(edge, &[record], &database.url(), 0).await
+}
