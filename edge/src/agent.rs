@@ -47,8 +47,9 @@ pub struct RunOptions {
 }
 
 pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (buffer, opened) = SqliteBuffer::open_or_recover(&config.buffer.path, now_ms())
+    let (mut buffer, opened) = SqliteBuffer::open_or_recover(&config.buffer.path, now_ms())
         .with_context(|| format!("opening buffer {}", config.buffer.path.display()))?;
+    buffer.set_downsampling(config.buffer.downsampling());
     if let Opened::RecoveredFromCorruption { moved_to, salvaged, reason } = &opened {
         tracing::error!(
             buffer = %config.buffer.path.display(),

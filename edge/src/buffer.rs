@@ -56,7 +56,10 @@ pub enum BatchContent {
 pub struct Dropped {
     pub batches_removed: u64,
     pub batches_trimmed: u64,
+    /// All samples removed from the buffer (each one reported in a gap record).
     pub samples: u64,
+    /// Of those, the ones removed by thinning the backlog.
+    pub downsampled: u64,
 }
 
 /// How a buffer was opened.
@@ -98,6 +101,9 @@ pub struct SqliteBuffer {
     conn: Connection,
     /// Batches handed to the uplink and not yet settled: never dropped.
     in_flight: HashSet<u64>,
+    /// Thin the backlog's fast measurement groups to min/max/last per
+    /// bucket of this many milliseconds before dropping anything.
+    downsample_bucket_ms: Option<i64>,
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
@@ -152,7 +158,13 @@ impl SqliteBuffer {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?1)",
             params![now_ms.max(1).saturating_mul(1000)],
         )?;
-        Ok(Self { conn, in_flight: HashSet::new() })
+        let has_downsampled = conn
+            .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'downsampled'")?
+            .exists([])?;
+        if !has_downsampled {
+            conn.execute_batch("ALTER TABLE batches ADD COLUMN downsampled INTEGER NOT NULL DEFAULT 0")?;
+        }
+        Ok(Self { conn, in_flight: HashSet::new(), downsample_bucket_ms: None })
     }
 
     fn recover(path: &Path, now_ms: i64, reason: String) -> Result<(Self, Opened), BufferError> {
@@ -190,6 +202,12 @@ impl SqliteBuffer {
         tx.commit()?;
         let salvaged = salvage.batches.len() as u64;
         Ok((fresh, Opened::RecoveredFromCorruption { moved_to, salvaged, reason }))
+    }
+
+    /// Downsample the backlog (min/max/last per `bucket`) before dropping
+    /// anything under the disk cap; `None` turns it off.
+    pub fn set_downsampling(&mut self, bucket: Option<std::time::Duration>) {
+        self.downsample_bucket_ms = bucket.map(|b| (b.as_millis() as i64).max(1));
     }
 
     /// Remember a catalog so dropped batches can be reported per device.
@@ -269,6 +287,12 @@ impl SqliteBuffer {
     pub fn make_room(&mut self, cap_bytes: u64) -> Result<Dropped, BufferError> {
         let mut dropped = Dropped::default();
         let mut total = self.payload_bytes()?;
+        if let Some(bucket_ms) = self.downsample_bucket_ms {
+            while total > cap_bytes {
+                let Some(saved) = self.downsample_oldest(bucket_ms, &mut dropped)? else { break };
+                total = total.saturating_sub(saved);
+            }
+        }
         // Candidates oldest first, by content class; in-flight batches are skipped.
         for class in [BatchContent::Measurements, BatchContent::Mixed, BatchContent::Events] {
             while total > cap_bytes {
@@ -279,6 +303,124 @@ impl SqliteBuffer {
             }
         }
         Ok(dropped)
+    }
+
+    /// Thin the oldest run of not-yet-thinned batches (same catalog, about
+    /// two buckets of data) to min/max/last per bucket for fast measurement
+    /// groups. Returns the bytes saved, or `None` when nothing is left to thin.
+    fn downsample_oldest(&mut self, bucket_ms: i64, dropped: &mut Dropped) -> Result<Option<u64>, BufferError> {
+        let mut run: Vec<(u64, Batch, usize)> = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, payload FROM batches WHERE downsampled = 0 AND content != ?1 ORDER BY seq LIMIT 4096",
+            )?;
+            let mut rows = stmt.query(params![BatchContent::Events as i64])?;
+            while let Some(row) = rows.next()? {
+                let seq = row.get::<_, i64>(0)? as u64;
+                if self.in_flight.contains(&seq) {
+                    if run.is_empty() {
+                        continue;
+                    }
+                    break;
+                }
+                let payload: Vec<u8> = row.get(1)?;
+                let batch = Batch::decode(&payload).map_err(|source| BufferError::Decode { seq, source })?;
+                if run.first().is_some_and(|(_, first, _)| first.catalog_hash != batch.catalog_hash) {
+                    break;
+                }
+                run.push((seq, batch, payload.len()));
+                let span = {
+                    let ts = run.iter().flat_map(|(_, b, _)| b.frames.iter().map(|f| f.ts_ms));
+                    let (lo, hi) = ts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+                    hi.saturating_sub(lo)
+                };
+                if span >= bucket_ms * 2 {
+                    break;
+                }
+            }
+        }
+        if run.is_empty() {
+            return Ok(None);
+        }
+        let catalog = self.catalog(run[0].1.catalog_hash)?;
+        let events = catalog.as_ref().map(event_groups).unwrap_or_default();
+        let fast = |group: u16| {
+            catalog
+                .as_ref()
+                .and_then(|c| c.groups.get(usize::from(group)))
+                .is_some_and(|g| i64::from(g.interval_ms) < bucket_ms)
+        };
+        // Choose what to keep over the whole run, but leave every kept frame
+        // in the batch (and under the sequence number) it was sealed in, so a
+        // batch that was already delivered can never reappear with other content.
+        let mut by_group: BTreeMap<u16, Vec<(usize, usize)>> = BTreeMap::new();
+        for (b, (_, batch, _)) in run.iter().enumerate() {
+            for (f, frame) in batch.frames.iter().enumerate() {
+                if !events.contains(&frame.group.0) && fast(frame.group.0) {
+                    by_group.entry(frame.group.0).or_default().push((b, f));
+                }
+            }
+        }
+        let mut thinned: HashSet<(usize, usize)> = HashSet::new();
+        for members in by_group.values() {
+            let frames: Vec<&bess_protocol::Frame> = members.iter().map(|&(b, f)| &run[b].1.frames[f]).collect();
+            let kept = frames_to_keep(&frames, bucket_ms);
+            thinned.extend(members.iter().enumerate().filter(|(n, _)| !kept.contains(n)).map(|(_, &bf)| bf));
+        }
+        let mut per_device: BTreeMap<u16, Gap> = BTreeMap::new();
+        let mut saved = 0u64;
+        let tx = self.conn.transaction()?;
+        for (b, (seq, mut batch, old_len)) in run.into_iter().enumerate() {
+            let before = batch.frames.len();
+            let mut index = 0;
+            batch.frames.retain(|frame| {
+                let keep = !thinned.contains(&(b, index));
+                index += 1;
+                if !keep {
+                    let device = catalog
+                        .as_ref()
+                        .and_then(|c| c.groups.get(usize::from(frame.group.0)))
+                        .map_or(WHOLE_SITE, |g| g.device);
+                    let gap = per_device.entry(device).or_insert(Gap {
+                        device,
+                        first_ts_ms: frame.ts_ms,
+                        last_ts_ms: frame.ts_ms,
+                        samples: 0,
+                        reason: GapReason::Downsampled,
+                    });
+                    gap.first_ts_ms = gap.first_ts_ms.min(frame.ts_ms);
+                    gap.last_ts_ms = gap.last_ts_ms.max(frame.ts_ms);
+                    gap.samples += frame.values.len() as u64;
+                }
+                keep
+            });
+            if batch.frames.len() == before {
+                tx.execute("UPDATE batches SET downsampled = 1 WHERE seq = ?1", params![seq as i64])?;
+            } else if batch.frames.is_empty() && batch.gaps.is_empty() && batch.catalog.is_none() {
+                tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
+                dropped.batches_removed += 1;
+                saved += old_len as u64;
+            } else {
+                let bytes = batch.encode(Codec::Zstd)?;
+                let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
+                tx.execute(
+                    "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5, downsampled = 1 WHERE seq = ?1",
+                    params![seq as i64, bytes, batch.frames.len() as i64, samples as i64, content_of(&batch.frames, &events) as i64],
+                )?;
+                dropped.batches_trimmed += 1;
+                saved += (old_len as u64).saturating_sub(bytes.len() as u64);
+            }
+        }
+        for gap in per_device.values() {
+            tx.execute(
+                "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![gap.device, gap.first_ts_ms, gap.last_ts_ms, gap.samples as i64, gap_reason_code(gap.reason)],
+            )?;
+            dropped.samples += gap.samples;
+            dropped.downsampled += gap.samples;
+        }
+        tx.commit()?;
+        Ok(Some(saved))
     }
 
     fn oldest_droppable(&self, class: BatchContent) -> Result<Option<(u64, Vec<u8>)>, BufferError> {
@@ -566,14 +708,52 @@ fn gap_reason_code(reason: GapReason) -> i64 {
     match reason {
         GapReason::DiskCap => 0,
         GapReason::BufferCorrupt => 1,
+        GapReason::Downsampled => 2,
     }
 }
 
 fn gap_reason(code: i64) -> GapReason {
     match code {
         1 => GapReason::BufferCorrupt,
+        2 => GapReason::Downsampled,
         _ => GapReason::DiskCap,
     }
+}
+
+/// Indices of the frames to keep when thinning one measurement group to, per
+/// bucket, the frames holding each point's minimum and maximum and the last
+/// frame. Frames with a missing value are kept (the hole stays visible).
+fn frames_to_keep(frames: &[&bess_protocol::Frame], bucket_ms: i64) -> HashSet<usize> {
+    let mut keep = HashSet::new();
+    let mut buckets: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, frame) in frames.iter().enumerate() {
+        buckets.entry(frame.ts_ms.div_euclid(bucket_ms)).or_default().push(i);
+    }
+    for members in buckets.values() {
+        keep.insert(*members.iter().max_by_key(|&&i| frames[i].ts_ms).expect("non-empty bucket"));
+        let slots = frames[members[0]].values.len();
+        for slot in 0..slots {
+            let values = members.iter().filter_map(|&i| frames[i].values.get(slot)?.raw().map(|v| (i, v)));
+            let mut min: Option<(usize, f64)> = None;
+            let mut max: Option<(usize, f64)> = None;
+            for (i, v) in values {
+                if min.is_none_or(|(_, m)| v < m) {
+                    min = Some((i, v));
+                }
+                if max.is_none_or(|(_, m)| v > m) {
+                    max = Some((i, v));
+                }
+            }
+            keep.extend(min.map(|(i, _)| i));
+            keep.extend(max.map(|(i, _)| i));
+        }
+        for &i in members {
+            if frames[i].values.iter().any(|r| r.raw().is_none()) {
+                keep.insert(i);
+            }
+        }
+    }
+    keep
 }
 
 /// What could be read back from a corrupt buffer file.
@@ -853,5 +1033,38 @@ mod tests {
         assert_eq!(seqs(buffer.take_for_sending(Some(5_000), 3).unwrap()), vec![1, 2]);
         buffer.settle(&[BatchSeq(1000), BatchSeq(1001), BatchSeq(1002), BatchSeq(1003), BatchSeq(1004)]);
         assert_eq!(seqs(buffer.take_for_sending(None, 10).unwrap()), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn downsampling_keeps_min_max_and_last_per_bucket_and_reports_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
+        buffer.set_downsampling(Some(std::time::Duration::from_secs(60)));
+        let catalog = catalog();
+        buffer.remember_catalog(&catalog).unwrap();
+        // Two minutes of a 1 s measurement group, one batch per second.
+        let mut sealed = 0u64;
+        for t in 0..120i64 {
+            let value = if t == 17 { 9_000 } else if t == 42 { -9_000 } else { t % 7 };
+            let frame = Frame { group: GroupIndex(0), ts_ms: 60_000 * 1000 + t * 1000, values: vec![Reading::Int(value), Reading::Int(t)] };
+            sealed += 2;
+            seal_frames(&mut buffer, &catalog, vec![frame]);
+        }
+        let before = buffer.payload_bytes().unwrap();
+        let dropped = buffer.make_room(before / 2).unwrap();
+        assert!(dropped.downsampled > 0);
+        assert_eq!(dropped.samples, dropped.downsampled, "thinning alone made room: nothing dropped outright");
+        let left: Vec<Frame> = decode_all(&buffer).into_iter().flat_map(|b| b.frames).collect();
+        let kept_samples: u64 = left.iter().map(|f| f.values.len() as u64).sum();
+        assert_eq!(kept_samples + dropped.samples, sealed, "every sample kept or reported");
+        // The extremes survive, and each minute's last frame.
+        let has = |v: i64| left.iter().any(|f| f.values[0] == Reading::Int(v));
+        assert!(has(9_000) && has(-9_000), "min and max kept");
+        let ts: HashSet<i64> = left.iter().map(|f| f.ts_ms).collect();
+        assert!(ts.contains(&(60_000 * 1000 + 59 * 1000)), "first minute's last frame kept");
+        assert!(ts.contains(&(60_000 * 1000 + 119 * 1000)), "second minute's last frame kept");
+        assert!(left.len() <= 2 * 5, "at most min, max per point and the last frame per minute: {}", left.len());
+        let gaps: i64 = buffer.conn.query_row("SELECT count(*) FROM pending_gaps WHERE reason = 2", [], |r| r.get(0)).unwrap();
+        assert!(gaps > 0);
     }
 }

@@ -66,6 +66,27 @@ pub struct BufferConfig {
     pub drain: DrainConfig,
     #[serde(default = "default_live_window", with = "humantime_serde")]
     pub live_window: Duration,
+    /// Before dropping anything at the disk cap, thin the backlog's fast
+    /// measurement groups (poll interval under `downsample_bucket`) to the
+    /// frames holding each bucket's minimum, maximum and last values:
+    /// "min-max-last" (default) or "off". Thinned samples are reported in
+    /// gap records (reason "downsampled").
+    #[serde(default)]
+    pub downsample: DownsampleConfig,
+    #[serde(default = "default_downsample_bucket", with = "humantime_serde")]
+    pub downsample_bucket: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DownsampleConfig {
+    #[default]
+    MinMaxLast,
+    Off,
+}
+
+const fn default_downsample_bucket() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -81,6 +102,11 @@ const fn default_live_window() -> Duration {
 }
 
 impl BufferConfig {
+    /// The bucket to thin the backlog by, if thinning is on.
+    pub fn downsampling(&self) -> Option<Duration> {
+        (self.downsample == DownsampleConfig::MinMaxLast && !self.downsample_bucket.is_zero()).then_some(self.downsample_bucket)
+    }
+
     pub fn drain_order(&self) -> crate::uplink::DrainOrder {
         match self.drain {
             DrainConfig::LiveFirst => crate::uplink::DrainOrder::LiveFirst { window: self.live_window },
@@ -104,6 +130,8 @@ impl Default for BufferConfig {
             max_size: default_buffer_max_size(),
             drain: DrainConfig::default(),
             live_window: default_live_window(),
+            downsample: DownsampleConfig::default(),
+            downsample_bucket: default_downsample_bucket(),
         }
     }
 }

@@ -107,9 +107,10 @@ impl BatchSealer {
         if dropped.samples > 0 {
             tracing::warn!(
                 samples = dropped.samples,
+                downsampled = dropped.downsampled,
                 batches_removed = dropped.batches_removed,
                 batches_trimmed = dropped.batches_trimmed,
-                "buffer reached its disk cap: dropped the oldest measurements; gap records report them"
+                "buffer reached its disk cap: thinned or dropped the oldest measurements; gap records report them"
             );
             metrics::counter!("bess_edge_samples_dropped_total").increment(dropped.samples);
             metrics::gauge!("bess_edge_buffer_batches").decrement(dropped.batches_removed as f64);

@@ -20,7 +20,8 @@ pub struct Frame {
 /// is missing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
-    /// Index into the catalog's `devices`.
+    /// Index into the catalog's `devices`; 65535 means the whole site (e.g.
+    /// a corrupt buffer whose contents could not be attributed).
     pub device: u16,
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
@@ -35,6 +36,10 @@ pub enum GapReason {
     DiskCap,
     /// The buffer file was corrupt and was moved aside.
     BufferCorrupt,
+    /// High-rate measurements in an outage backlog were thinned to the
+    /// frames holding each minute's minimum, maximum and last values, to make
+    /// room before anything had to be dropped outright.
+    Downsampled,
 }
 
 /// A run of frames from one site, sealed with a sequence number.
