@@ -28,13 +28,30 @@ impl PointMeta {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub layout_id: i32,
+    pub device_id: i32,
     pub device: String,
+    pub interval_ms: u32,
     pub group: String,
     pub points: Vec<PointMeta>,
 }
 
-/// Layouts of one catalog, indexed by the frame's group index.
-pub type Layouts = Arc<Vec<Layout>>;
+/// One catalog version as registered: its layouts, indexed by the frame's
+/// group index, and its devices' ids, indexed like the catalog's devices
+/// (gap records name devices by that index).
+#[derive(Debug, Clone)]
+pub struct CatalogLayouts {
+    pub groups: Vec<Layout>,
+    pub device_ids: Vec<i32>,
+}
+
+impl std::ops::Deref for CatalogLayouts {
+    type Target = [Layout];
+    fn deref(&self) -> &[Layout] {
+        &self.groups
+    }
+}
+
+pub type Layouts = Arc<CatalogLayouts>;
 
 #[derive(Default)]
 pub struct CatalogRegistry {
@@ -130,13 +147,15 @@ impl CatalogRegistry {
                 .await?;
             layouts.push(Layout {
                 layout_id: row.get(0),
+                device_id,
                 device: catalog.devices[usize::from(group.device)].name.clone(),
+                interval_ms: group.interval_ms,
                 group: group.name.clone(),
                 points,
             });
         }
         tx.commit().await?;
-        let layouts = Arc::new(layouts);
+        let layouts = Arc::new(CatalogLayouts { groups: layouts, device_ids });
         self.layouts.lock().expect("lock").insert((site_id, hash), layouts.clone());
         Ok(layouts)
     }
@@ -165,7 +184,13 @@ impl CatalogRegistry {
         }
     }
 
-    fn cached(&self, site_id: i32, hash: CatalogHash) -> Option<Layouts> {
+    /// The site's id if this instance has seen it.
+    pub fn cached_site(&self, name: &str) -> Option<i32> {
+        self.sites.lock().expect("lock").get(name).copied()
+    }
+
+    /// The layouts of a catalog this instance has registered or looked up.
+    pub fn cached(&self, site_id: i32, hash: CatalogHash) -> Option<Layouts> {
         self.layouts.lock().expect("lock").get(&(site_id, hash)).cloned()
     }
 }

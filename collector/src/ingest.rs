@@ -1,9 +1,25 @@
-//! `KafkaIngest`: consumes the telemetry topic in a consumer group and hands
-//! chunks of messages to the `SampleWriter`. Offsets are stored only after
-//! the chunk's database transaction committed (`enable.auto.offset.store =
-//! false`); librdkafka commits stored offsets in the background and once more
-//! at shutdown. A failed write is retried with backoff, so a slow or absent
-//! database slows consumption instead of losing data.
+//! `KafkaIngest`: consumes the telemetry topic in a consumer group and
+//! writes it to the database, in four stages joined by bounded channels:
+//!
+//! ```text
+//! read_messages ─(QUEUE msgs)─► prepare_chunks ─(PREPARED)─► write_chunks ─(ACKS)─► acknowledge
+//!  StreamConsumer                decode (blocking pool),      one DB transaction      dead letters: produce,
+//!                                catalogs, COPY encoding      per chunk               await delivery; then
+//!                                (blocking pool)                                      store offsets, in order
+//! ```
+//!
+//! Decoding and encoding of the next chunk overlap the database write of
+//! the current one. Offsets are stored (`enable.auto.offset.store = false`)
+//! only after the chunk's transaction committed and its dead letters were
+//! acknowledged by the broker; librdkafka commits stored offsets every
+//! second and once more at shutdown. A failed write is retried with backoff;
+//! as every channel is bounded, a slow or absent database slows consumption
+//! (backpressure) instead of growing memory or losing data.
+//!
+//! Memory bound: `QUEUE` messages waiting, plus `MAX_CHUNK` messages in each
+//! of: the chunk being prepared, `PREPARED` prepared chunks, the chunk being
+//! written; plus the rejected messages of `ACKS` committed chunks; plus
+//! librdkafka's prefetch (`queued.max.messages.kbytes`, 16 MiB here).
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -15,14 +31,18 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letter::{DeadLetterProducer, RejectClass, Rejection};
 use crate::live::LiveMessage;
-use crate::writer::{IngestMessage, SampleWriter};
+use crate::writer::{decode_chunk, IngestMessage, PreparedChunk, SampleWriter};
 
-/// Messages queued between the consumer and the writer: the memory bound of
-/// the ingest path is this many messages plus one chunk.
-const QUEUE: usize = 1024;
+/// Messages queued between the consumer and the prepare stage.
+pub const QUEUE: usize = 1024;
 /// Most messages written in one transaction.
-const MAX_CHUNK: usize = 256;
+pub const MAX_CHUNK: usize = 256;
+/// Prepared chunks waiting for the writer.
+const PREPARED: usize = 2;
+/// Committed chunks waiting for dead-letter acks and offset storage.
+const ACKS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -32,6 +52,9 @@ pub struct KafkaSettings {
     pub session_timeout: Duration,
     /// Extra librdkafka properties (`key=value`).
     pub properties: Vec<(String, String)>,
+    /// Where set-aside messages are produced; `None` keeps them only in
+    /// `rejected_messages`.
+    pub dead_letter_topic: Option<String>,
 }
 
 pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
@@ -46,7 +69,18 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 3).max(100).to_string())
+        .set("queued.max.messages.kbytes", "16384")
         .set("enable.partition.eof", "false");
+    for (key, value) in &settings.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Settings shared by the producer side (without consumer-only keys).
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
     for (key, value) in &settings.properties {
         config.set(key, value);
     }
@@ -55,23 +89,45 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 
 pub struct KafkaIngest {
     pub consumer: Arc<StreamConsumer>,
-    pub writer: SampleWriter,
+    pub writer: Arc<SampleWriter>,
     pub live: broadcast::Sender<LiveMessage>,
+    pub dead_letters: Option<DeadLetterProducer>,
+}
+
+/// A committed chunk on its way to offset storage.
+struct Committed {
+    /// Next offset per (topic, partition).
+    offsets: BTreeMap<(String, i32), i64>,
+    dead_letters: Vec<(IngestMessage, Rejection)>,
 }
 
 impl KafkaIngest {
     pub fn new(settings: &KafkaSettings, writer: SampleWriter, live: broadcast::Sender<LiveMessage>) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = consumer_config(settings).create()?;
         consumer.subscribe(&[&settings.topic])?;
-        Ok(Self { consumer: Arc::new(consumer), writer, live })
+        let dead_letters = match &settings.dead_letter_topic {
+            Some(topic) => Some(DeadLetterProducer::new(&client_config(settings), topic)?),
+            None => None,
+        };
+        for class in RejectClass::ALL {
+            metrics::counter!("bess_collector_messages_rejected_by_reason_total", "reason" => class.as_str()).absolute(0);
+        }
+        Ok(Self { consumer: Arc::new(consumer), writer: Arc::new(writer), live, dead_letters })
     }
 
     /// Consume until cancelled; then finish the chunk in hand and commit.
     pub async fn run(self, cancel: CancellationToken) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let reader = tokio::spawn(read_messages(self.consumer.clone(), tx, cancel.clone()));
-        write_chunks(&self.consumer, &self.writer, &self.live, rx, cancel).await;
+        let (messages_tx, messages_rx) = mpsc::channel(QUEUE);
+        let (prepared_tx, prepared_rx) = mpsc::channel(PREPARED);
+        let (acks_tx, acks_rx) = mpsc::channel(ACKS);
+        let reader = tokio::spawn(read_messages(self.consumer.clone(), messages_tx, cancel.clone()));
+        let preparer =
+            tokio::spawn(prepare_chunks(self.writer.clone(), self.live.clone(), messages_rx, prepared_tx, cancel.clone()));
+        let acknowledger = tokio::spawn(acknowledge(self.consumer.clone(), self.dead_letters.clone(), acks_rx, cancel.clone()));
+        write_chunks(&self.writer, &self.live, prepared_rx, acks_tx, cancel).await;
         reader.await.ok();
+        preparer.await.ok();
+        acknowledger.await.ok();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("committed offsets"),
             Err(e) => tracing::debug!("final commit: {e}"),
@@ -107,21 +163,22 @@ async fn read_messages(consumer: Arc<StreamConsumer>, queue: mpsc::Sender<Ingest
     }
 }
 
-async fn write_chunks(
-    consumer: &StreamConsumer,
-    writer: &SampleWriter,
-    live: &broadcast::Sender<LiveMessage>,
+/// Take whatever is queued (up to `MAX_CHUNK`), decode and encode it off the
+/// async workers, and pass it on.
+async fn prepare_chunks(
+    writer: Arc<SampleWriter>,
+    live: broadcast::Sender<LiveMessage>,
     mut queue: mpsc::Receiver<IngestMessage>,
+    prepared: mpsc::Sender<PreparedChunk>,
     cancel: CancellationToken,
 ) {
-    let mut chunk = Vec::with_capacity(MAX_CHUNK);
     loop {
-        // Wait for one message, then take whatever else is already queued.
         let first = tokio::select! {
             first = queue.recv() => first,
             () = cancel.cancelled() => None,
         };
-        let Some(first) = first else { break };
+        let Some(first) = first else { return };
+        let mut chunk = Vec::with_capacity(MAX_CHUNK);
         chunk.push(first);
         while chunk.len() < MAX_CHUNK {
             match queue.try_recv() {
@@ -129,31 +186,54 @@ async fn write_chunks(
                 Err(_) => break,
             }
         }
+        let decoded = match tokio::task::spawn_blocking(move || decode_chunk(chunk)).await {
+            Ok(decoded) => decoded,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let mut decoded = Some(decoded);
         let mut delay = Duration::from_millis(100);
-        loop {
-            match writer.write(&chunk).await {
-                Ok(outcome) => {
-                    store_offsets(consumer, &chunk);
-                    metrics::counter!("bess_collector_transactions_total").increment(1);
-                    metrics::counter!("bess_collector_batches_written_total").increment(outcome.batches_written);
-                    metrics::counter!("bess_collector_batches_duplicate_total").increment(outcome.batches_duplicate);
-                    metrics::counter!("bess_collector_messages_rejected_total").increment(outcome.messages_rejected);
-                    metrics::counter!("bess_collector_frames_written_total").increment(outcome.frames_written);
-                    metrics::counter!("bess_collector_samples_written_total").increment(outcome.samples_written);
-                    if outcome.batches_duplicate > 0 {
-                        tracing::info!(duplicates = outcome.batches_duplicate, "skipped batches already in the ledger");
+        let chunk = loop {
+            let want_live = live.receiver_count() > 0;
+            match writer.prepare(decoded.take().expect("handed back on error"), want_live).await {
+                Ok(chunk) => break chunk,
+                Err((e, back)) => {
+                    decoded = Some(back);
+                    metrics::counter!("bess_collector_write_failures_total").increment(1);
+                    tracing::error!(retry_in = ?delay, "resolving catalogs failed: {e}");
+                    if cancel.is_cancelled() {
+                        return;
                     }
-                    if outcome.messages_rejected > 0 {
-                        tracing::warn!(rejected = outcome.messages_rejected, "set aside messages that are not valid batches (see rejected_messages)");
-                    }
-                    for frame in &outcome.live {
-                        let _ = live.send(LiveMessage::from(frame));
-                    }
-                    break;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
+            }
+        };
+        if prepared.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_chunks(
+    writer: &SampleWriter,
+    live: &broadcast::Sender<LiveMessage>,
+    mut prepared: mpsc::Receiver<PreparedChunk>,
+    acks: mpsc::Sender<Committed>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let chunk = tokio::select! {
+            chunk = prepared.recv() => chunk,
+            () = cancel.cancelled() => None,
+        };
+        let Some(mut chunk) = chunk else { break };
+        let mut delay = Duration::from_millis(100);
+        let outcome = loop {
+            match writer.commit(&chunk).await {
+                Ok(outcome) => break outcome,
                 Err(e) => {
                     metrics::counter!("bess_collector_write_failures_total").increment(1);
-                    tracing::error!(retry_in = ?delay, messages = chunk.len(), "write failed: {e}");
+                    tracing::error!(retry_in = ?delay, messages = chunk.messages.len(), "write failed: {e}");
                     // At shutdown, give up: the chunk's offsets were never stored,
                     // so it is redelivered to whichever instance runs next.
                     if cancel.is_cancelled() {
@@ -164,21 +244,83 @@ async fn write_chunks(
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
+        };
+        metrics::counter!("bess_collector_transactions_total").increment(1);
+        metrics::counter!("bess_collector_batches_written_total").increment(outcome.batches_written);
+        metrics::counter!("bess_collector_batches_duplicate_total").increment(outcome.batches_duplicate);
+        metrics::counter!("bess_collector_messages_rejected_total").increment(outcome.messages_rejected);
+        metrics::counter!("bess_collector_frames_written_total").increment(outcome.frames_written);
+        metrics::counter!("bess_collector_samples_written_total").increment(outcome.samples_written);
+        metrics::counter!("bess_collector_gaps_written_total").increment(outcome.gaps_written);
+        for rejection in &outcome.rejected {
+            metrics::counter!("bess_collector_messages_rejected_by_reason_total", "reason" => rejection.class.as_str()).increment(1);
         }
-        chunk.clear();
+        if outcome.batches_duplicate > 0 {
+            tracing::info!(duplicates = outcome.batches_duplicate, "skipped batches already in the ledger");
+        }
+        if outcome.messages_rejected > 0 {
+            tracing::warn!(rejected = outcome.messages_rejected, "set aside messages that are not valid batches (see rejected_messages)");
+        }
+        for frame in &outcome.live {
+            let _ = live.send(LiveMessage::from(frame));
+        }
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in &chunk.messages {
+            let entry = offsets.entry((m.topic.clone(), m.partition)).or_insert(m.offset + 1);
+            *entry = (*entry).max(m.offset + 1);
+        }
+        let mut messages: Vec<Option<IngestMessage>> = std::mem::take(&mut chunk.messages).into_iter().map(Some).collect();
+        let dead_letters =
+            outcome.rejected.into_iter().filter_map(|r| messages[r.message].take().map(|m| (m, r))).collect();
+        if acks.send(Committed { offsets, dead_letters }).await.is_err() {
+            break;
+        }
     }
 }
 
-/// Store offset+1 of the highest message per partition in the chunk.
-fn store_offsets(consumer: &StreamConsumer, chunk: &[IngestMessage]) {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in chunk {
-        let entry = next.entry((m.topic.as_str(), m.partition)).or_insert(m.offset + 1);
-        *entry = (*entry).max(m.offset + 1);
+/// In commit order: deliver the chunk's dead letters (retrying until the
+/// broker acknowledges them), then store its offsets.
+async fn acknowledge(
+    consumer: Arc<StreamConsumer>,
+    producer: Option<DeadLetterProducer>,
+    mut acks: mpsc::Receiver<Committed>,
+    cancel: CancellationToken,
+) {
+    while let Some(committed) = acks.recv().await {
+        if let Some(producer) = &producer {
+            for (message, rejection) in &committed.dead_letters {
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match producer.deliver(message, rejection.class, &rejection.reason).await {
+                        Ok(()) => {
+                            metrics::counter!("bess_collector_dead_letters_total").increment(1);
+                            break;
+                        }
+                        Err(e) => {
+                            metrics::counter!("bess_collector_dead_letter_failures_total").increment(1);
+                            tracing::error!(retry_in = ?delay, topic = producer.topic(), "{e}");
+                            if cancel.is_cancelled() {
+                                // Offsets of this chunk and later ones stay unstored:
+                                // redelivered, set aside again, delivered then.
+                                tracing::warn!("stopping with an undelivered dead letter; its chunk will be redelivered");
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        }
+        store_offsets(&consumer, &committed.offsets);
     }
+}
+
+/// Store the next offset per partition.
+fn store_offsets(consumer: &StreamConsumer, next: &BTreeMap<(String, i32), i64>) {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in next {
-        if let Err(e) = list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset)) {
+        if let Err(e) = list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)) {
             tracing::warn!("offset list: {e}");
         }
     }

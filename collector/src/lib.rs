@@ -5,9 +5,13 @@
 //! See `docs/architecture.md` for the task graph.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
+pub mod copy;
+pub mod dead_letter;
 pub mod ingest;
 pub mod live;
 pub mod migrations;
 pub mod service;
+pub mod storage;
 pub mod writer;

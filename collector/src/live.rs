@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::sync::Arc;
 
-use bess_protocol::Reading;
+use bess_protocol::{MissingReason, Reading};
 
 use crate::catalog::Layout;
 
@@ -14,6 +14,9 @@ pub struct LiveValue {
     pub value: Option<f64>,
     pub unit: String,
     pub quality: &'static str,
+    /// Why the value is missing (kept for `/latest`; not sent in frames).
+    #[serde(skip)]
+    pub reason: Option<MissingReason>,
 }
 
 /// One frame as pushed to live clients.
@@ -45,22 +48,28 @@ impl LiveFrame {
                     value: *value,
                     unit: point.unit.clone(),
                     quality: reading.quality().as_str(),
+                    reason: match reading {
+                        Reading::Missing(reason) => Some(*reason),
+                        _ => None,
+                    },
                 })
                 .collect(),
         }
     }
 }
 
-/// A frame serialized once, shared by every subscriber.
+/// A frame serialized once, shared by every subscriber, with the frame
+/// itself for subscribers that filter points or keep latest values.
 #[derive(Debug, Clone)]
 pub struct LiveMessage {
     pub site: Arc<str>,
     pub json: Arc<str>,
+    pub frame: Arc<LiveFrame>,
 }
 
 impl From<&LiveFrame> for LiveMessage {
     fn from(frame: &LiveFrame) -> Self {
         let json = serde_json::to_string(&serde_json::json!({ "type": "frame", "frame": frame })).expect("serializes");
-        Self { site: frame.site.as_str().into(), json: json.into() }
+        Self { site: frame.site.as_str().into(), json: json.into(), frame: Arc::new(frame.clone()) }
     }
 }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use bess_collector::ingest::KafkaSettings;
-use bess_collector::service::{self, CollectorSettings};
+use bess_collector::service::{self, CollectorSettings, StorageSettings};
+use bess_collector::storage::StoragePreference;
+use bess_collector::api::auth::{AccessSettings, AuthMode, RateLimit};
+
+mod token_command;
 
 #[derive(Parser)]
 #[command(
@@ -26,12 +30,17 @@ struct Cli {
 enum Command {
     /// Consume, store and serve until stopped (Ctrl-C or SIGTERM).
     #[command(after_help = "Run several instances with the same --group to share the topic's partitions.\nEvery flag can also be set through the environment variable shown.")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, env = "BESS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/bess")]
         database_url: String,
+        /// Storage backend for a new database (see `run --help`).
+        #[arg(long, env = "BESS_STORAGE", value_enum, default_value_t = StoragePreference::Auto)]
+        storage: StoragePreference,
     },
+    /// Create, list and revoke API tokens.
+    Token(token_command::TokenArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +60,11 @@ struct RunArgs {
     /// Telemetry topic.
     #[arg(long, env = "BESS_KAFKA_TOPIC", default_value = "bess.telemetry")]
     topic: String,
+    /// Dead-letter topic: messages that are not valid batches are produced
+    /// here with the reason and their origin in headers (empty: only the
+    /// `rejected_messages` table).
+    #[arg(long, env = "BESS_DEAD_LETTER_TOPIC", default_value = "bess.telemetry.dlq")]
+    dead_letter_topic: String,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
     group: String,
@@ -66,6 +80,43 @@ struct RunArgs {
     /// Address of the API server.
     #[arg(long, env = "BESS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Storage backend, chosen when the database is first set up:
+    /// TimescaleDB if the extension is available (auto), or forced.
+    #[arg(long, env = "BESS_STORAGE", value_enum, default_value_t = StoragePreference::Auto)]
+    storage: StoragePreference,
+    /// Drop raw frames older than this, e.g. 400d (rollups are kept).
+    /// Unset: keep everything. At least 7 days.
+    #[arg(long, env = "BESS_RETENTION", value_parser = parse_retention)]
+    retention: Option<Duration>,
+    /// Plain PostgreSQL: how often rollups are brought up to date and
+    /// partitions created ahead / dropped past retention.
+    #[arg(long, env = "BESS_MAINTENANCE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    maintenance_interval: Duration,
+    /// API access control: `required` (every /api/v1 request needs a token
+    /// from `bess-collector token create`) or `disabled` (open to anyone
+    /// who can reach --listen; only for tests and closed lab networks).
+    #[arg(long, env = "BESS_AUTH", value_enum, default_value_t = AuthMode::Required)]
+    auth: AuthMode,
+    /// Requests per token: RATE/s, /min or /h, optionally :BURST
+    /// (e.g. 50/s:100). Over it: 429 with Retry-After. "none": unlimited.
+    #[arg(long, env = "BESS_RATE_LIMIT", default_value = "50/s:100", value_parser = parse_rate_limit)]
+    // Spelled out so clap takes the parser's `Option` as the value.
+    rate_limit: std::option::Option<RateLimit>,
+}
+
+fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e: bess_collector::api::auth::RateLimitParseError| e.to_string())
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(7 * 86_400) {
+        return Err("retention must be at least 7d (rollups are refreshed over the last 3 days)".into());
+    }
+    Ok(d)
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -79,8 +130,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Migrate { database_url } => migrate(&database_url),
+        Command::Run(args) => run(*args),
+        Command::Migrate { database_url, storage } => migrate(&database_url, storage),
+        Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,11 +147,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn migrate(database_url: &str) -> anyhow::Result<()> {
+fn migrate(database_url: &str, storage: StoragePreference) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let pool = service::pool(database_url, 1)?;
-        service::prepare_database(&pool, Duration::from_secs(5)).await?;
-        println!("migrations applied");
+        let backend = service::prepare_database_with(&pool, Duration::from_secs(5), storage).await?;
+        println!("migrations applied; storage: {backend}");
         Ok(())
     })
 }
@@ -108,24 +160,31 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing metrics recorder")?;
+    let access = AccessSettings { mode: args.auth, rate_limit: args.rate_limit };
     let settings = CollectorSettings {
         database_url: args.database_url,
-        pool_size: args.database_pool.max(2),
+        pool_size: args.database_pool.max(3),
         kafka: KafkaSettings {
             brokers: args.brokers,
             topic: args.topic,
             group: args.group,
             session_timeout: args.session_timeout,
             properties: args.kafka_properties,
+            dead_letter_topic: Some(args.dead_letter_topic).filter(|t| !t.trim().is_empty()),
         },
         create_topic_partitions: (args.create_topic_partitions > 0).then_some(args.create_topic_partitions),
         listen: args.listen,
         database_wait: args.database_wait,
+        storage: StorageSettings {
+            preference: args.storage,
+            retention: args.retention,
+            maintenance_interval: args.maintenance_interval,
+        },
     };
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(shutdown_signal(cancel.clone()));
-        service::run(settings, metrics, cancel).await
+        service::run_with_access(settings, access, metrics, cancel).await
     })
 }
 
@@ -141,7 +200,7 @@ async fn shutdown_signal(cancel: CancellationToken) {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,5 +1,6 @@
 //! Start-up and shutdown of a collector instance: database pool and
-//! migrations, topic check, the ingest task and the API server.
+//! migrations (which choose the storage backend), topic checks, the ingest
+//! pipeline, the storage upkeep task and the API server.
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -15,9 +16,10 @@ use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::auth::{AccessControl, AccessSettings};
 use crate::api::{self, ApiState};
-use crate::catalog::CatalogRegistry;
 use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
+use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
 
 /// Frames buffered for live clients before a slow one is told it lagged.
@@ -31,6 +33,22 @@ pub struct CollectorSettings {
     pub create_topic_partitions: Option<i32>,
     pub listen: SocketAddr,
     pub database_wait: Duration,
+    pub storage: StorageSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub preference: StoragePreference,
+    /// Drop frames older than this (`None`: keep forever).
+    pub retention: Option<Duration>,
+    /// How often the plain-PostgreSQL upkeep runs (rollups, partitions).
+    pub maintenance_interval: Duration,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { preference: StoragePreference::Auto, retention: None, maintenance_interval: Duration::from_secs(30) }
+    }
 }
 
 pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
@@ -39,8 +57,14 @@ pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
     Ok(Pool::builder(manager).max_size(size).build()?)
 }
 
-/// Connect (waiting up to `wait` for the database to come up) and migrate.
-pub async fn prepare_database(pool: &Pool, wait: Duration) -> anyhow::Result<()> {
+/// Connect (waiting up to `wait` for the database to come up) and migrate,
+/// choosing the storage backend automatically.
+pub async fn prepare_database(pool: &Pool, wait: Duration) -> anyhow::Result<StorageBackend> {
+    prepare_database_with(pool, wait, StoragePreference::Auto).await
+}
+
+/// Connect (waiting up to `wait`) and migrate; the backend in use.
+pub async fn prepare_database_with(pool: &Pool, wait: Duration, preference: StoragePreference) -> anyhow::Result<StorageBackend> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut client = loop {
         match pool.get().await {
@@ -53,13 +77,13 @@ pub async fn prepare_database(pool: &Pool, wait: Duration) -> anyhow::Result<()>
         }
     };
     let client: &mut tokio_postgres::Client = &mut client;
-    crate::migrations::apply(client).await.context("applying migrations")?;
-    Ok(())
+    let applied = crate::migrations::apply(client, preference).await.context("applying migrations")?;
+    Ok(applied.backend)
 }
 
-async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> anyhow::Result<()> {
+async fn ensure_topic(settings: &KafkaSettings, name: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = consumer_config(settings).create()?;
-    let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&topic], &options).await? {
         match result {
@@ -71,34 +95,109 @@ async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> anyhow::Resu
     Ok(())
 }
 
+/// Run with the API open to everyone (no tokens, no rate limit): for tests
+/// and benchmarks that embed the collector. The command line uses
+/// [`run_with_access`].
 pub async fn run(settings: CollectorSettings, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
+    run_with_access(settings, AccessSettings::open(), metrics, cancel).await
+}
+
+/// Run with the given API access control.
+pub async fn run_with_access(
+    settings: CollectorSettings,
+    access: AccessSettings,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = pool(&settings.database_url, settings.pool_size)?;
-    prepare_database(&pool, settings.database_wait).await?;
+    let backend = prepare_database_with(&pool, settings.database_wait, settings.storage.preference).await?;
+    tracing::info!(storage = %backend, "storage backend");
+    {
+        let client = pool.get().await?;
+        storage::configure_retention(&**client, backend, settings.storage.retention).await.context("setting retention")?;
+    }
     if let Some(partitions) = settings.create_topic_partitions {
-        ensure_topic(&settings.kafka, partitions).await.context("checking the topic")?;
+        ensure_topic(&settings.kafka, &settings.kafka.topic, partitions).await.context("checking the topic")?;
+        if let Some(dlq) = &settings.kafka.dead_letter_topic {
+            ensure_topic(&settings.kafka, dlq, partitions).await.context("checking the dead-letter topic")?;
+        }
     }
 
     let (live, _) = broadcast::channel(LIVE_CHANNEL);
-    let writer = SampleWriter { pool: pool.clone(), catalogs: Arc::new(CatalogRegistry::default()) };
+    let latest = Arc::new(api::LatestCache::default());
+    let latest_feed =
+        tokio::spawn(api::feed_latest(latest.clone(), live.subscribe(), pool.clone(), cancel.clone()));
+    let writer = SampleWriter::new(pool.clone(), backend);
+    let partitions = writer.partitions.clone();
     let ingest = KafkaIngest::new(&settings.kafka, writer, live.clone()).context("creating Kafka consumer")?;
+    let upkeep = tokio::spawn(maintain_storage(pool.clone(), backend, partitions, settings.storage.clone(), cancel.clone()));
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding API address {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let api_stop = CancellationToken::new();
-    let router = api::router(ApiState { pool: pool.clone(), live, metrics, shutdown: api_stop.clone() });
+    let router = api::router(ApiState {
+        pool: pool.clone(),
+        live,
+        metrics,
+        shutdown: api_stop.clone(),
+        storage: backend,
+        access: AccessControl::new(access),
+        latest,
+    });
     let server = tokio::spawn({
         let stop = api_stop.clone();
         async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
     println!("bess-collector: API on http://{addr}");
-    tracing::info!(%addr, topic = %settings.kafka.topic, group = %settings.kafka.group, "collector started");
+    tracing::info!(%addr, topic = %settings.kafka.topic, group = %settings.kafka.group, storage = %backend, "collector started");
 
     ingest.run(cancel.clone()).await;
+    upkeep.await.ok();
+    latest_feed.await.ok();
     tracing::info!("ingest stopped; closing the API");
     api_stop.cancel();
     server.await.ok();
     tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Plain PostgreSQL: every `maintenance_interval`, recompute stale rollups,
+/// create partitions ahead, drop partitions past retention. Cycles never
+/// overlap; a failed cycle is logged and retried on the next tick.
+async fn maintain_storage(
+    pool: Pool,
+    backend: StorageBackend,
+    partitions: Arc<FramePartitions>,
+    settings: StorageSettings,
+    cancel: CancellationToken,
+) {
+    if backend != StorageBackend::PostgreSql {
+        return;
+    }
+    let mut tick = tokio::time::interval(settings.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        if let Err(e) = maintain_once(&pool, &partitions, settings.retention).await {
+            metrics::counter!("bess_collector_maintenance_failures_total").increment(1);
+            tracing::warn!("storage upkeep failed: {e:#}");
+        }
+    }
+}
+
+/// One upkeep cycle (plain PostgreSQL).
+pub async fn maintain_once(pool: &Pool, partitions: &FramePartitions, retention: Option<Duration>) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let dropped = storage::maintain_partitions(&**client, partitions, retention).await?;
+    if !dropped.is_empty() {
+        tracing::info!(?dropped, "dropped partitions past retention");
+    }
+    let refreshed = storage::refresh_rollups(&mut client).await?;
+    metrics::counter!("bess_collector_rollup_minutes_refreshed_total").increment(refreshed.minutes);
     Ok(())
 }

@@ -1,21 +1,37 @@
-//! `SampleWriter`: decodes a chunk of Kafka messages and writes their
-//! frames with binary COPY, together with one ledger row per batch, in one
-//! database transaction. A batch whose (site, seq) is already in the ledger
-//! is skipped; a message that is not a valid batch is set aside in
-//! `rejected_messages` with the reason. The caller stores Kafka offsets only
-//! after this returns `Ok`, i.e. after COMMIT.
+//! `SampleWriter`: turns a chunk of Kafka messages into one database
+//! transaction, in three steps that the ingest pipeline runs on different
+//! tasks so that decoding and writing overlap:
+//!
+//! 1. [`decode_chunk`] (CPU, blocking pool): envelope + zstd + postcard.
+//! 2. [`SampleWriter::prepare`]: resolve each batch's catalog (cached; the
+//!    database only for a catalog not seen before), check frames and gaps
+//!    against it, then encode the frames as binary COPY rows (blocking pool).
+//! 3. [`SampleWriter::commit`]: one transaction with one `batch_ledger` row
+//!    per batch (`ON CONFLICT DO NOTHING RETURNING`: a batch already in the
+//!    ledger is a redelivery and is skipped), the new batches' COPY rows, gap
+//!    records, sites' last-seen, messages set aside in `rejected_messages`,
+//!    and (plain PostgreSQL) the minutes whose rollups are now stale.
+//!
+//! The caller stores Kafka offsets only after `commit` returns `Ok`, i.e.
+//! after COMMIT (and after the dead-letter deliveries, see `ingest.rs`).
 
-use futures::pin_mut;
-use std::collections::HashSet;
+use bytes::Bytes;
+use futures::{pin_mut, SinkExt};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
-use bess_protocol::{Batch, Reading};
+use bess_protocol::{Batch, GapReason};
 
 use crate::catalog::{CatalogRegistry, Layouts};
+use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
+use crate::dead_letter::{RejectClass, Rejection};
 use crate::live::LiveFrame;
+use crate::storage::{self, FramePartitions, StorageBackend};
+
+/// Frame timestamps outside 1970..10000 are refused (PostgreSQL could store
+/// more, but no edge clock is that wrong on purpose).
+const MAX_TS_MS: i64 = 253_402_300_799_999;
 
 /// One message as taken off the topic.
 #[derive(Debug, Clone)]
@@ -34,7 +50,11 @@ pub struct WriteOutcome {
     pub messages_rejected: u64,
     pub frames_written: u64,
     pub samples_written: u64,
+    pub gaps_written: u64,
+    /// New frames for live clients (empty unless asked for).
     pub live: Vec<LiveFrame>,
+    /// Messages set aside, to be dead-lettered.
+    pub rejected: Vec<Rejection>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,48 +63,199 @@ pub enum WriteError {
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    #[error("encoding task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Messages and what decoding made of each.
+pub struct DecodedChunk {
+    pub messages: Vec<IngestMessage>,
+    batches: Vec<Result<Batch, Rejection>>,
+}
+
+impl DecodedChunk {
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Decode every message of a chunk. CPU only: run it on the blocking pool.
+pub fn decode_chunk(messages: Vec<IngestMessage>) -> DecodedChunk {
+    let batches = messages
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            Batch::decode(&m.payload).map_err(|e| Rejection {
+                message: index,
+                class: RejectClass::of_decode_error(&e),
+                reason: format!("undecodable: {e}"),
+            })
+        })
+        .collect();
+    DecodedChunk { messages, batches }
+}
+
+/// Device index of a gap that concerns the whole site (`SPEC.md`).
+const WHOLE_SITE: u16 = u16::MAX;
+
+/// A gap record ready to insert.
+#[derive(Debug, Clone)]
+struct GapRow {
+    /// `None` for a gap of the whole site (device index 65535 on the wire).
+    device_id: Option<i32>,
+    first_ts_ms: i64,
+    last_ts_ms: i64,
+    samples: i64,
+    reason: &'static str,
+}
+
+/// One valid batch, encoded.
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    pub site_id: i32,
+    pub seq: i64,
+    pub message: usize,
+    pub frames: u64,
+    pub samples: u64,
+    /// Binary COPY tuples of its frames (no header/trailer).
+    rows: Bytes,
+    newest_ts_ms: Option<i64>,
+    days: BTreeSet<i64>,
+    minutes: BTreeSet<i64>,
+    gaps: Vec<GapRow>,
+    live: Vec<LiveFrame>,
+}
+
+/// A chunk ready for [`SampleWriter::commit`]; a failed commit can be retried
+/// with the same value.
+pub struct PreparedChunk {
+    pub messages: Vec<IngestMessage>,
+    pub batches: Vec<PreparedBatch>,
+    pub rejected: Vec<Rejection>,
 }
 
 pub struct SampleWriter {
     pub pool: deadpool_postgres::Pool,
     pub catalogs: Arc<CatalogRegistry>,
+    pub backend: StorageBackend,
+    pub partitions: Arc<FramePartitions>,
 }
 
-/// A batch that decoded and matched its catalog.
-struct Accepted {
-    site_id: i32,
-    batch: Batch,
-    layouts: Layouts,
-    message: usize,
-}
-
-struct Rejected {
-    message: usize,
-    reason: String,
-}
+/// A batch's site and catalog, or why it is set aside.
+type Resolved = Vec<Result<(i32, Layouts), Rejection>>;
 
 impl SampleWriter {
-    pub async fn write(&self, messages: &[IngestMessage]) -> Result<WriteOutcome, WriteError> {
-        let mut client = self.pool.get().await?;
-        let mut accepted = Vec::with_capacity(messages.len());
-        let mut rejected = Vec::new();
-        for (index, message) in messages.iter().enumerate() {
-            match self.check(&mut client, message).await? {
-                Ok((site_id, batch, layouts)) => accepted.push(Accepted { site_id, batch, layouts, message: index }),
-                Err(reason) => rejected.push(Rejected { message: index, reason }),
-            }
-        }
+    pub fn new(pool: deadpool_postgres::Pool, backend: StorageBackend) -> Self {
+        Self { pool, catalogs: Arc::new(CatalogRegistry::default()), backend, partitions: Arc::new(FramePartitions::default()) }
+    }
 
+    /// All three steps in one call (for tests and tools).
+    pub async fn write(&self, messages: &[IngestMessage]) -> Result<WriteOutcome, WriteError> {
+        let decoded = decode_chunk(messages.to_vec());
+        let prepared = self.prepare(decoded, true).await.map_err(|(e, _)| e)?;
+        self.commit(&prepared).await
+    }
+
+    /// Resolve catalogs and encode. On a database error the decoded chunk is
+    /// handed back so the caller can retry without decoding again.
+    pub async fn prepare(&self, decoded: DecodedChunk, live: bool) -> Result<PreparedChunk, (WriteError, DecodedChunk)> {
+        let resolved = match self.resolve(&decoded).await {
+            Ok(resolved) => resolved,
+            Err(e) => return Err((e, decoded)),
+        };
+        match tokio::task::spawn_blocking(move || encode(decoded, resolved, live)).await {
+            Ok(prepared) => Ok(prepared),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    async fn resolve(&self, decoded: &DecodedChunk) -> Result<Resolved, WriteError> {
+        let mut client: Option<deadpool_postgres::Object> = None;
+        let mut out = Vec::with_capacity(decoded.len());
+        for (index, batch) in decoded.batches.iter().enumerate() {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(rejection) => {
+                    out.push(Err(rejection.clone()));
+                    continue;
+                }
+            };
+            let reject = |class, reason| Err(Rejection { message: index, class, reason });
+            let site_id = match self.catalogs.cached_site(batch.site.as_str()) {
+                Some(id) => id,
+                None => {
+                    let c = connection(&self.pool, &mut client).await?;
+                    self.catalogs.site_id(&*c, batch.site.as_str()).await?
+                }
+            };
+            let layouts = match self.catalogs.cached(site_id, batch.catalog_hash) {
+                Some(layouts) => layouts,
+                None => match &batch.catalog {
+                    Some(catalog) => {
+                        let actual = catalog.hash();
+                        if actual != batch.catalog_hash {
+                            out.push(reject(
+                                RejectClass::CatalogMismatch,
+                                format!("catalog hash {} does not match its catalog ({actual})", batch.catalog_hash),
+                            ));
+                            continue;
+                        }
+                        if let Some(group) = catalog.groups.iter().find(|g| usize::from(g.device) >= catalog.devices.len()) {
+                            out.push(reject(
+                                RejectClass::BadFrame,
+                                format!("catalog group {:?} names device {} of {}", group.name, group.device, catalog.devices.len()),
+                            ));
+                            continue;
+                        }
+                        let c = connection(&self.pool, &mut client).await?;
+                        self.catalogs.register(c, site_id, batch.catalog_hash, catalog).await?
+                    }
+                    None => {
+                        let c = connection(&self.pool, &mut client).await?;
+                        match self.catalogs.lookup(c, site_id, batch.catalog_hash).await? {
+                            Some(layouts) => layouts,
+                            None => {
+                                out.push(reject(
+                                    RejectClass::UnknownCatalog,
+                                    format!("unknown catalog {} for site {}", batch.catalog_hash, batch.site),
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                },
+            };
+            if let Err(reason) = check_shape(batch, &layouts) {
+                out.push(reject(RejectClass::BadFrame, reason));
+                continue;
+            }
+            out.push(Ok((site_id, layouts)));
+        }
+        Ok(out)
+    }
+
+    /// Write a prepared chunk in one transaction.
+    pub async fn commit(&self, chunk: &PreparedChunk) -> Result<WriteOutcome, WriteError> {
+        let mut client = self.pool.get().await?;
+        if self.backend == StorageBackend::PostgreSql {
+            let days: BTreeSet<i64> = chunk.batches.iter().flat_map(|b| b.days.iter().copied()).collect();
+            self.partitions.ensure(&**client, &days).await?;
+        }
         let tx = client.transaction().await?;
+
         // Ledger rows first: the ones that come back are new; the rest were written before.
         let mut seen = HashSet::new();
-        accepted.retain(|a| seen.insert((a.site_id, a.batch.seq.0)));
-        let site_ids: Vec<i32> = accepted.iter().map(|a| a.site_id).collect();
-        let seqs: Vec<i64> = accepted.iter().map(|a| a.batch.seq.0 as i64).collect();
-        let partitions: Vec<i32> = accepted.iter().map(|a| messages[a.message].partition).collect();
-        let offsets: Vec<i64> = accepted.iter().map(|a| messages[a.message].offset).collect();
-        let frames: Vec<i32> = accepted.iter().map(|a| a.batch.frames.len() as i32).collect();
-        let samples: Vec<i32> = accepted.iter().map(|a| a.batch.sample_count() as i32).collect();
+        let candidates: Vec<&PreparedBatch> = chunk.batches.iter().filter(|b| seen.insert((b.site_id, b.seq))).collect();
+        let site_ids: Vec<i32> = candidates.iter().map(|b| b.site_id).collect();
+        let seqs: Vec<i64> = candidates.iter().map(|b| b.seq).collect();
+        let partitions: Vec<i32> = candidates.iter().map(|b| chunk.messages[b.message].partition).collect();
+        let offsets: Vec<i64> = candidates.iter().map(|b| chunk.messages[b.message].offset).collect();
+        let frames: Vec<i32> = candidates.iter().map(|b| b.frames as i32).collect();
+        let samples: Vec<i32> = candidates.iter().map(|b| b.samples as i32).collect();
         let new_rows = tx
             .query(
                 "INSERT INTO batch_ledger (site_id, seq, kafka_partition, kafka_offset, frames, samples)
@@ -95,108 +266,197 @@ impl SampleWriter {
             )
             .await?;
         let new: HashSet<(i32, i64)> = new_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let duplicates = (messages.len() - rejected.len()) as u64 - new.len() as u64;
-        accepted.retain(|a| new.contains(&(a.site_id, a.batch.seq.0 as i64)));
+        let written: Vec<&PreparedBatch> = candidates.into_iter().filter(|b| new.contains(&(b.site_id, b.seq))).collect();
+        let mut outcome = WriteOutcome {
+            batches_duplicate: (chunk.batches.len() - written.len()) as u64,
+            batches_written: written.len() as u64,
+            messages_rejected: chunk.rejected.len() as u64,
+            rejected: chunk.rejected.clone(),
+            ..WriteOutcome::default()
+        };
 
-        let sink = tx.copy_in("COPY frames (layout_id, ts, vals, status) FROM STDIN BINARY").await?;
-        let copy = BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TIMESTAMPTZ, Type::FLOAT8_ARRAY, Type::INT2_ARRAY]);
-        pin_mut!(copy);
-        let mut outcome = WriteOutcome { batches_duplicate: duplicates, ..WriteOutcome::default() };
-        let mut last_seen: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-        for a in &accepted {
-            for frame in &a.batch.frames {
-                let layout = &a.layouts[usize::from(frame.group.0)];
-                let values: Vec<Option<f64>> = layout
-                    .points
-                    .iter()
-                    .zip(&frame.values)
-                    .map(|(point, reading)| reading.raw().map(|raw| point.engineering(raw)))
-                    .collect();
-                let status: Option<Vec<i16>> = frame
-                    .values
-                    .iter()
-                    .any(|r| matches!(r, Reading::Missing(_)))
-                    .then(|| frame.values.iter().map(status_code).collect());
-                let ts = timestamp(frame.ts_ms);
-                copy.as_mut().write(&[&layout.layout_id, &ts, &values, &status]).await?;
-                let seen = last_seen.entry(a.site_id).or_insert(frame.ts_ms);
-                *seen = (*seen).max(frame.ts_ms);
-                outcome.frames_written += 1;
-                outcome.samples_written += frame.values.len() as u64;
-                outcome.live.push(LiveFrame::new(a.batch.site.as_str(), layout, frame.ts_ms, &values, &frame.values));
+        if written.iter().any(|b| b.frames > 0) {
+            let sink = tx.copy_in::<_, Bytes>(COPY_FRAMES).await?;
+            pin_mut!(sink);
+            sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+            for batch in written.iter().filter(|b| !b.rows.is_empty()) {
+                sink.feed(batch.rows.clone()).await?;
+            }
+            sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
+            sink.finish().await?;
+        }
+
+        let mut gap_columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut last_seen: HashMap<i32, i64> = HashMap::new();
+        let mut minutes = BTreeSet::new();
+        for batch in &written {
+            outcome.frames_written += batch.frames;
+            outcome.samples_written += batch.samples;
+            outcome.live.extend(batch.live.iter().cloned());
+            minutes.extend(batch.minutes.iter().copied());
+            if let Some(ts) = batch.newest_ts_ms {
+                let seen = last_seen.entry(batch.site_id).or_insert(ts);
+                *seen = (*seen).max(ts);
+            }
+            for gap in &batch.gaps {
+                gap_columns.0.push(batch.site_id);
+                gap_columns.1.push(batch.seq);
+                gap_columns.2.push(gap.device_id);
+                gap_columns.3.push(timestamp(gap.first_ts_ms));
+                gap_columns.4.push(timestamp(gap.last_ts_ms));
+                gap_columns.5.push(gap.samples);
+                gap_columns.6.push(gap.reason);
             }
         }
-        copy.finish().await?;
-        for (site_id, ts_ms) in last_seen {
+        if !gap_columns.0.is_empty() {
+            outcome.gaps_written = gap_columns.0.len() as u64;
+            let (a, b, c, d, e, f, g) = &gap_columns;
             tx.execute(
-                "UPDATE sites SET last_seen = greatest(coalesce(last_seen, $2), $2) WHERE site_id = $1",
-                &[&site_id, &timestamp(ts_ms)],
+                "INSERT INTO gaps (site_id, seq, device_id, first_ts, last_ts, samples, reason)
+                 SELECT * FROM unnest($1::int[], $2::int8[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::int8[], $7::text[])",
+                &[a, b, c, d, e, f, g],
             )
             .await?;
         }
-        for r in &rejected {
-            let m = &messages[r.message];
+        if !last_seen.is_empty() {
+            let (ids, ts): (Vec<i32>, Vec<OffsetDateTime>) = last_seen.into_iter().map(|(id, ms)| (id, timestamp(ms))).unzip();
             tx.execute(
-                "INSERT INTO rejected_messages (kafka_topic, kafka_partition, kafka_offset, message_key, reason, payload)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&m.topic, &m.partition, &m.offset, &m.key, &r.reason, &m.payload],
+                "UPDATE sites s SET last_seen = greatest(coalesce(s.last_seen, v.ts), v.ts)
+                 FROM unnest($1::int[], $2::timestamptz[]) AS v(site_id, ts) WHERE s.site_id = v.site_id",
+                &[&ids, &ts],
+            )
+            .await?;
+        }
+        if !chunk.rejected.is_empty() {
+            let rows: Vec<&IngestMessage> = chunk.rejected.iter().map(|r| &chunk.messages[r.message]).collect();
+            let topics: Vec<&str> = rows.iter().map(|m| m.topic.as_str()).collect();
+            let partitions: Vec<i32> = rows.iter().map(|m| m.partition).collect();
+            let offsets: Vec<i64> = rows.iter().map(|m| m.offset).collect();
+            let keys: Vec<Option<&[u8]>> = rows.iter().map(|m| m.key.as_deref()).collect();
+            let classes: Vec<&str> = chunk.rejected.iter().map(|r| r.class.as_str()).collect();
+            let reasons: Vec<&str> = chunk.rejected.iter().map(|r| r.reason.as_str()).collect();
+            let payloads: Vec<&[u8]> = rows.iter().map(|m| m.payload.as_slice()).collect();
+            tx.execute(
+                "INSERT INTO rejected_messages (kafka_topic, kafka_partition, kafka_offset, message_key, reason_class, reason, payload)
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::bytea[])
+                 ON CONFLICT DO NOTHING",
+                &[&topics, &partitions, &offsets, &keys, &classes, &reasons, &payloads],
+            )
+            .await?;
+        }
+        if self.backend == StorageBackend::PostgreSql && !minutes.is_empty() {
+            let buckets: Vec<OffsetDateTime> = minutes.into_iter().map(timestamp).collect();
+            tx.execute(
+                "INSERT INTO rollup_pending (bucket) SELECT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING",
+                &[&buckets],
             )
             .await?;
         }
         tx.commit().await?;
-
-        outcome.batches_written = accepted.len() as u64;
-        outcome.messages_rejected = rejected.len() as u64;
         Ok(outcome)
-    }
-
-    /// Decode a message and find its catalog. `Ok(Err(reason))` sets the
-    /// message aside; `Err` is a database failure worth retrying.
-    async fn check(
-        &self,
-        client: &mut tokio_postgres::Client,
-        message: &IngestMessage,
-    ) -> Result<Result<(i32, Batch, Layouts), String>, WriteError> {
-        let batch = match Batch::decode(&message.payload) {
-            Ok(batch) => batch,
-            Err(e) => return Ok(Err(format!("undecodable: {e}"))),
-        };
-        let site_id = self.catalogs.site_id(&*client, batch.site.as_str()).await?;
-        let layouts = match &batch.catalog {
-            Some(catalog) => {
-                let actual = catalog.hash();
-                if actual != batch.catalog_hash {
-                    return Ok(Err(format!("catalog hash {} does not match its catalog ({actual})", batch.catalog_hash)));
-                }
-                self.catalogs.register(client, site_id, batch.catalog_hash, catalog).await?
-            }
-            None => match self.catalogs.lookup(client, site_id, batch.catalog_hash).await? {
-                Some(layouts) => layouts,
-                None => return Ok(Err(format!("unknown catalog {} for site {}", batch.catalog_hash, batch.site))),
-            },
-        };
-        for frame in &batch.frames {
-            let Some(layout) = layouts.get(usize::from(frame.group.0)) else {
-                return Ok(Err(format!("frame names group {} but the catalog has {}", frame.group.0, layouts.len())));
-            };
-            if layout.points.len() != frame.values.len() {
-                return Ok(Err(format!(
-                    "frame of group {:?} has {} values, the catalog {}",
-                    layout.group,
-                    frame.values.len(),
-                    layout.points.len()
-                )));
-            }
-        }
-        Ok(Ok((site_id, batch, layouts)))
     }
 }
 
-fn status_code(reading: &Reading) -> i16 {
-    match reading {
-        Reading::Missing(reason) => reason.code() as i16,
-        _ => 0,
+async fn connection<'a>(
+    pool: &deadpool_postgres::Pool,
+    slot: &'a mut Option<deadpool_postgres::Object>,
+) -> Result<&'a mut tokio_postgres::Client, WriteError> {
+    if slot.is_none() {
+        *slot = Some(pool.get().await?);
     }
+    Ok(slot.as_mut().expect("just set"))
+}
+
+/// Frames and gaps must fit the catalog the batch names.
+fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
+    for frame in &batch.frames {
+        let Some(layout) = layouts.get(usize::from(frame.group.0)) else {
+            return Err(format!("frame names group {} but the catalog has {}", frame.group.0, layouts.len()));
+        };
+        if layout.points.len() != frame.values.len() {
+            return Err(format!(
+                "frame of group {:?} has {} values, the catalog {}",
+                layout.group,
+                frame.values.len(),
+                layout.points.len()
+            ));
+        }
+        if !(0..=MAX_TS_MS).contains(&frame.ts_ms) {
+            return Err(format!("frame timestamp {} ms is out of range", frame.ts_ms));
+        }
+    }
+    for gap in &batch.gaps {
+        if gap.device != WHOLE_SITE && usize::from(gap.device) >= layouts.device_ids.len() {
+            return Err(format!("gap names device {} but the catalog has {}", gap.device, layouts.device_ids.len()));
+        }
+        if !(0..=MAX_TS_MS).contains(&gap.first_ts_ms) || !(0..=MAX_TS_MS).contains(&gap.last_ts_ms) {
+            return Err("gap timestamp out of range".into());
+        }
+    }
+    Ok(())
+}
+
+/// Encode the accepted batches (blocking pool).
+fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChunk {
+    let DecodedChunk { messages, batches } = decoded;
+    let mut prepared = Vec::with_capacity(batches.len());
+    let mut rejected = Vec::new();
+    for ((index, batch), resolution) in batches.into_iter().enumerate().zip(resolved) {
+        let (batch, (site_id, layouts)) = match (batch, resolution) {
+            (Ok(batch), Ok(resolution)) => (batch, resolution),
+            (_, Err(rejection)) => {
+                rejected.push(rejection);
+                continue;
+            }
+            (Err(rejection), _) => {
+                rejected.push(rejection);
+                continue;
+            }
+        };
+        let mut encoder = FrameCopyEncoder { buf: Vec::with_capacity(batch.sample_count() * 14 + batch.frames.len() * 48) };
+        let mut out = PreparedBatch {
+            site_id,
+            seq: batch.seq.0 as i64,
+            message: index,
+            frames: batch.frames.len() as u64,
+            samples: batch.sample_count() as u64,
+            rows: Bytes::new(),
+            newest_ts_ms: batch.frames.iter().map(|f| f.ts_ms).max(),
+            days: BTreeSet::new(),
+            minutes: BTreeSet::new(),
+            gaps: Vec::new(),
+            live: Vec::new(),
+        };
+        for frame in &batch.frames {
+            let layout = &layouts[usize::from(frame.group.0)];
+            encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
+            out.days.insert(storage::day_of(frame.ts_ms));
+            out.minutes.insert(storage::minute_of(frame.ts_ms));
+            if live {
+                let values: Vec<Option<f64>> =
+                    layout.points.iter().zip(&frame.values).map(|(p, r)| r.raw().map(|raw| p.engineering(raw))).collect();
+                out.live.push(LiveFrame::new(batch.site.as_str(), layout, frame.ts_ms, &values, &frame.values));
+            }
+        }
+        out.rows = Bytes::from(encoder.buf);
+        out.gaps = batch
+            .gaps
+            .iter()
+            .map(|g| GapRow {
+                device_id: (g.device != WHOLE_SITE).then(|| layouts.device_ids[usize::from(g.device)]),
+                first_ts_ms: g.first_ts_ms,
+                last_ts_ms: g.last_ts_ms,
+                samples: g.samples.min(i64::MAX as u64) as i64,
+                reason: match g.reason {
+                    GapReason::DiskCap => "disk_cap",
+                    GapReason::BufferCorrupt => "buffer_corrupt",
+                    GapReason::Downsampled => "downsampled",
+                },
+            })
+            .collect();
+        prepared.push(out);
+    }
+    PreparedChunk { messages, batches: prepared, rejected }
 }
 
 pub fn timestamp(ts_ms: i64) -> OffsetDateTime {

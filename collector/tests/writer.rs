@@ -1,9 +1,7 @@
 //! `SampleWriter` against a real PostgreSQL: exactly-once writes through the
 //! ledger, and bad messages set aside with their reason.
 
-use std::sync::Arc;
-
-use bess_collector::catalog::CatalogRegistry;
+use bess_collector::storage::StorageBackend;
 use bess_collector::writer::{IngestMessage, SampleWriter};
 use bess_protocol::*;
 use bess_tests::TestDatabase;
@@ -47,8 +45,9 @@ fn message(offset: i64, payload: Vec<u8>) -> IngestMessage {
 
 async fn writer(database: &TestDatabase) -> SampleWriter {
     let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5)).await.unwrap();
-    SampleWriter { pool, catalogs: Arc::new(CatalogRegistry::default()) }
+    let backend = bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(backend, StorageBackend::PostgreSql, "the test server has no TimescaleDB");
+    SampleWriter::new(pool, backend)
 }
 
 async fn count(database: &TestDatabase, sql: &str) -> i64 {
@@ -143,5 +142,61 @@ async fn migrations_are_safe_to_run_from_several_instances_at_once() {
     for run in futures::future::join_all(runs).await {
         run.unwrap().unwrap();
     }
-    assert_eq!(count(&database, "SELECT count(*) FROM schema_migrations").await, 1);
+    assert_eq!(count(&database, "SELECT count(*) FROM schema_migrations").await, 4);
+}
+
+#[tokio::test]
+async fn gap_records_are_stored_with_the_batch_that_carried_them_once() {
+    let database = TestDatabase::create("writer_gaps").await.unwrap();
+    let writer = writer(&database).await;
+    let mut with_gap = batch(1, true, 1_700_000_000_000, 1);
+    with_gap.gaps.push(Gap {
+        device: 0,
+        first_ts_ms: 1_699_999_000_000,
+        last_ts_ms: 1_699_999_059_000,
+        samples: 120,
+        reason: GapReason::DiskCap,
+    });
+    let m = message(0, with_gap.encode(Codec::Zstd).unwrap());
+    let outcome = writer.write(std::slice::from_ref(&m)).await.unwrap();
+    assert_eq!(outcome.gaps_written, 1);
+    writer.write(&[m]).await.unwrap(); // redelivered: no second gap row
+    let row = database
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT d.name, g.samples, g.reason FROM gaps g JOIN devices d USING (device_id)", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, String>(2)), ("bms-1".into(), 120, "disk_cap".into()));
+
+    let mut bad_device = batch(2, false, 1_700_000_001_000, 1);
+    bad_device.gaps.push(Gap { device: 9, first_ts_ms: 0, last_ts_ms: 0, samples: 1, reason: GapReason::DiskCap });
+    let outcome = writer.write(&[message(1, bad_device.encode(Codec::Zstd).unwrap())]).await.unwrap();
+    assert_eq!(outcome.messages_rejected, 1);
+    assert_eq!(outcome.rejected[0].class.as_str(), "bad_frame");
+}
+
+#[tokio::test]
+async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device() {
+    let database = TestDatabase::create("writer_site_gap").await.unwrap();
+    let writer = writer(&database).await;
+    let mut with_gap = batch(1, true, 1_700_000_000_000, 1);
+    with_gap.gaps.push(Gap {
+        device: u16::MAX,
+        first_ts_ms: 1_699_999_000_000,
+        last_ts_ms: 1_699_999_500_000,
+        samples: 0,
+        reason: GapReason::BufferCorrupt,
+    });
+    let outcome = writer.write(&[message(0, with_gap.encode(Codec::Zstd).unwrap())]).await.unwrap();
+    assert_eq!((outcome.batches_written, outcome.messages_rejected, outcome.gaps_written), (1, 0, 1));
+    let row = database
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT device_id, reason FROM gaps", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, String>(1)), (None, "buffer_corrupt".into()));
 }

@@ -188,7 +188,10 @@ else
 fi
 tansu_create_topic "$KAFKA_PORT" "$TOPIC" "$TOPIC_PARTITIONS"
 
-# 6. The collector: Kafka -> PostgreSQL, plus the HTTP API.
+# 6. The collector: Kafka -> PostgreSQL, plus the HTTP API (tokens required).
+#    A demo token for every site, printed below (shown only at creation).
+echo "==> Creating a demo API token"
+DEMO_TOKEN="$("$BIN_DIR/bess-collector" token create --name demo --all-sites --role admin --database-url "$DATABASE_URL")"
 start_child collector \
     "$BIN_DIR/bess-collector" run \
     --database-url "$DATABASE_URL" \
@@ -239,10 +242,13 @@ cat <<BANNER
 
 ==> BESS demo is running
     API:        $API_BASE
-      curl $API_BASE/api/v1/sites
-      curl $API_BASE/api/v1/sites/site-001/latest
-      curl '$API_BASE/api/v1/series?point=site-001/bms-1/soc&from=$FROM&to=$TO'
-    Live feed:  ws://127.0.0.1:$API_PORT/api/v1/live?site=site-001
+    Dashboard:  $API_BASE/?token=$DEMO_TOKEN
+    Token:      $DEMO_TOKEN
+      curl -H "Authorization: Bearer $DEMO_TOKEN" $API_BASE/api/v1/sites
+      curl -H "Authorization: Bearer $DEMO_TOKEN" $API_BASE/api/v1/sites/site-001/latest
+      curl -H "Authorization: Bearer $DEMO_TOKEN" '$API_BASE/api/v1/series?point=site-001/bms-1/soc&from=$FROM&to=$TO'
+    Live feed:  ws://127.0.0.1:$API_PORT/api/v1/live?site=site-001&access_token=$DEMO_TOKEN
+    API doc:    $API_BASE/api/v1/openapi.json
     Edge:       http://$EDGE_STATUS/status
     Metrics:    $API_BASE/metrics (collector), http://$EDGE_STATUS/metrics (edge)
     Logs:       $LOGS

@@ -19,6 +19,22 @@ TOOLS_DIR="$REPO_ROOT/deploy/tools"
 echo "==> Installing Tansu"
 bash "$TOOLS_DIR/install-tansu.sh" "$REPO_ROOT/.tools/bin"
 
+# 1b. PostgreSQL with TimescaleDB in WASM (PGlite), for the TimescaleDB SQL tests.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "==> Installing Node.js (for PGlite)"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+echo "==> Installing PGlite with TimescaleDB"
+bash "$TOOLS_DIR/install-pglite-timescale.sh"
+
+# 1c. Headless Chromium and playwright-core for the dashboard test.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> Installing Chromium (dashboard browser test)"
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+echo "==> Installing the browser test's node modules"
+(cd "$REPO_ROOT/tests/browser" && npm ci --no-audit --no-fund --silent)
+
 # 2. PostgreSQL on 127.0.0.1:5432.
 echo "==> Checking PostgreSQL"
 bash "$TOOLS_DIR/ensure-postgres.sh"

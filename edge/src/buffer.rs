@@ -49,6 +49,8 @@ pub enum BatchContent {
     Mixed = 1,
     /// Only event frames: dropped last.
     Events = 2,
+    /// No frames left; kept only because it carries the catalog. Never dropped.
+    Carrier = 3,
 }
 
 /// What making room under the disk cap did.
@@ -312,9 +314,9 @@ impl SqliteBuffer {
         let mut run: Vec<(u64, Batch, usize)> = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, payload FROM batches WHERE downsampled = 0 AND content != ?1 ORDER BY seq LIMIT 4096",
+                "SELECT seq, payload FROM batches WHERE downsampled = 0 AND content IN (?1, ?2) ORDER BY seq LIMIT 4096",
             )?;
-            let mut rows = stmt.query(params![BatchContent::Events as i64])?;
+            let mut rows = stmt.query(params![BatchContent::Measurements as i64, BatchContent::Mixed as i64])?;
             while let Some(row) = rows.next()? {
                 let seq = row.get::<_, i64>(0)? as u64;
                 if self.in_flight.contains(&seq) {
@@ -412,10 +414,7 @@ impl SqliteBuffer {
             }
         }
         for gap in per_device.values() {
-            tx.execute(
-                "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![gap.device, gap.first_ts_ms, gap.last_ts_ms, gap.samples as i64, gap_reason_code(gap.reason)],
-            )?;
+            queue_gap(&tx, gap)?;
             dropped.samples += gap.samples;
             dropped.downsampled += gap.samples;
         }
@@ -465,22 +464,27 @@ impl SqliteBuffer {
         }
         let tx = self.conn.transaction()?;
         for gap in per_device.values() {
-            tx.execute(
-                "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![gap.device, gap.first_ts_ms, gap.last_ts_ms, gap.samples as i64, gap_reason_code(gap.reason)],
-            )?;
+            queue_gap(&tx, gap)?;
             dropped.samples += gap.samples;
         }
-        // A batch's gaps and catalog must still reach the cloud: keep the
-        // batch (and its number) while it carries either.
-        let must_keep = !keep.is_empty() || !batch.gaps.is_empty() || batch.catalog.is_some();
+        // Gap records this batch carried travel on in the next sealed batch.
+        if keep.is_empty() {
+            for gap in batch.gaps.drain(..) {
+                queue_gap(&tx, &gap)?;
+            }
+        }
+        // A catalog must still reach the cloud: keep the batch (and its
+        // number) while it carries one; it then holds no frames and is never
+        // chosen again.
+        let must_keep = !keep.is_empty() || batch.catalog.is_some();
         let new_size = if must_keep {
+            let content = if keep.is_empty() { BatchContent::Carrier } else { BatchContent::Events };
             batch.frames = keep;
             let bytes = batch.encode(Codec::Zstd)?;
             let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
             tx.execute(
                 "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5 WHERE seq = ?1",
-                params![seq as i64, bytes, batch.frames.len() as i64, samples as i64, BatchContent::Events as i64],
+                params![seq as i64, bytes, batch.frames.len() as i64, samples as i64, content as i64],
             )?;
             dropped.batches_trimmed += 1;
             bytes.len() as u64
@@ -680,6 +684,24 @@ impl BufferHandle {
     pub async fn stats(&self) -> Result<BufferStats, BufferError> {
         self.with(|b| b.stats()).await
     }
+}
+
+/// Queue a gap record for the next sealed batch, merged into a pending one
+/// of the same device and reason (ranges widen, counts add up), so a long
+/// outage leaves one pending record per device, not one per dropped batch.
+fn queue_gap(tx: &rusqlite::Transaction<'_>, gap: &Gap) -> rusqlite::Result<()> {
+    let merged = tx.execute(
+        "UPDATE pending_gaps SET first_ts_ms = min(first_ts_ms, ?3), last_ts_ms = max(last_ts_ms, ?4), samples = samples + ?5
+         WHERE device = ?1 AND reason = ?2",
+        params![gap.device, gap_reason_code(gap.reason), gap.first_ts_ms, gap.last_ts_ms, gap.samples as i64],
+    )?;
+    if merged == 0 {
+        tx.execute(
+            "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![gap.device, gap.first_ts_ms, gap.last_ts_ms, gap.samples as i64, gap_reason_code(gap.reason)],
+        )?;
+    }
+    Ok(())
 }
 
 /// Poll groups holding a status or alarm point (bitfield or flag): their
@@ -1066,5 +1088,39 @@ mod tests {
         assert!(left.len() <= 2 * 5, "at most min, max per point and the last frame per minute: {}", left.len());
         let gaps: i64 = buffer.conn.query_row("SELECT count(*) FROM pending_gaps WHERE reason = 2", [], |r| r.get(0)).unwrap();
         assert!(gaps > 0);
+    }
+
+    #[test]
+    fn a_full_buffer_never_spins_on_batches_it_must_keep_and_passes_their_gaps_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
+        let catalog = catalog();
+        buffer.remember_catalog(&catalog).unwrap();
+        // A batch with the catalog, then batches that each carry gap records.
+        let hash = catalog.hash();
+        let with_catalog = catalog.clone();
+        buffer
+            .seal_with_content(SealSummary::default(), BatchContent::Events, move |seq, gaps| {
+                Batch { site: SiteId::new("s").unwrap(), seq, catalog_hash: hash, catalog: Some(with_catalog), frames: frames(&[1], 1), gaps }
+                    .encode(Codec::Zstd)
+            })
+            .unwrap();
+        for round in 0..5 {
+            seal_frames(&mut buffer, &catalog, frames(&[0, 1], 100 + round * 10));
+            buffer.make_room(0).unwrap(); // must return, every round
+        }
+        let left = decode_all(&buffer);
+        assert_eq!(left.len(), 1, "only the catalog carrier is left: {left:?}");
+        assert!(left[0].catalog.is_some() && left[0].frames.is_empty() && left[0].gaps.is_empty());
+        // Every dropped sample is still reported, in one merged record per device.
+        let pending: Vec<(i64, i64)> = buffer
+            .conn
+            .prepare("SELECT device, samples FROM pending_gaps ORDER BY device")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pending, vec![(0, 5 * 2), (1, 1 + 5)]);
     }
 }

@@ -64,6 +64,29 @@ impl BatchSealer {
         if !pending.is_empty() {
             self.seal(pending, catalog_hash, catalog_sent_at.is_none(), &event_groups).await?;
         }
+        // Gap records made by the last seals must not wait for the next start.
+        if self.buffer.stats().await?.pending_gaps > 0 {
+            self.seal_pending_gaps(catalog_hash).await?;
+        }
+        Ok(())
+    }
+
+    /// Seal a batch with no frames that carries the pending gap records. It
+    /// is exempt from the disk cap (a few dozen bytes).
+    async fn seal_pending_gaps(&mut self, catalog_hash: CatalogHash) -> Result<(), BufferError> {
+        let site = self.site.clone();
+        let summary = SealSummary { sealed_at_ms: now_ms(), ..SealSummary::default() };
+        let (seq, _) = self
+            .buffer
+            .seal_capped(summary, crate::buffer::BatchContent::Carrier, None, move |seq, gaps| {
+                Batch { site, seq, catalog_hash, catalog: None, frames: Vec::new(), gaps }.encode(Codec::Zstd)
+            })
+            .await?;
+        metrics::counter!("bess_edge_batches_sealed_total").increment(1);
+        metrics::gauge!("bess_edge_buffer_batches").increment(1.0);
+        Totals::add(&self.status.totals.batches_sealed, 1);
+        tracing::info!(%seq, "sealed the pending gap records");
+        self.sealed.notify_one();
         Ok(())
     }
 

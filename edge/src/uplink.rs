@@ -26,6 +26,8 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(10);
 
 pub struct KafkaUplink {
     producer: FutureProducer,
+    /// To build a fresh producer when the current one hits a fatal error.
+    client_config: ClientConfig,
     topic: String,
     site: SiteId,
     buffer: BufferHandle,
@@ -80,6 +82,7 @@ impl KafkaUplink {
     ) -> Result<Self, rdkafka::error::KafkaError> {
         Ok(Self {
             producer: producer_config(kafka).create()?,
+            client_config: producer_config(kafka),
             topic: kafka.topic.clone(),
             site,
             buffer,
@@ -97,7 +100,7 @@ impl KafkaUplink {
 
     /// Send until `stop` fires and then until the buffer is empty or
     /// `grace` has passed; what is left stays in the buffer for next time.
-    pub async fn run(self, stop: CancellationToken, grace: Duration) {
+    pub async fn run(mut self, stop: CancellationToken, grace: Duration) {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut retry_delay = RETRY_DELAY_MIN;
         let mut stop_deadline: Option<Instant> = None;
@@ -185,6 +188,7 @@ impl KafkaUplink {
                 metrics::counter!("bess_edge_delivery_failures_total").increment(1);
                 tracing::warn!(%seq, retry_in = ?retry_delay, "delivery failed: {error}");
                 self.status.record_uplink_error(error.clone());
+                self.replace_producer_if_fenced(&error);
                 // Let everything in flight settle, then start again from the oldest unacked batch.
                 let mut settled = Vec::new();
                 let mut unsettled = vec![seq];
@@ -211,6 +215,25 @@ impl KafkaUplink {
         }
         let _ = self.producer.flush(Duration::from_secs(1));
         let _ = self.buffer.settle_all().await;
+    }
+
+    /// An idempotent producer that was fenced or hit a fatal error (e.g.
+    /// after a long outage, when the broker has moved its producer epoch on)
+    /// never delivers again: start a new one. Safe, because every unacked
+    /// batch is still in the buffer and goes again with its own number.
+    fn replace_producer_if_fenced(&mut self, error: &str) {
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && !error.contains("Fenced") {
+            return;
+        }
+        tracing::warn!(?fatal, "Kafka producer is no longer usable; starting a new one");
+        match self.client_config.create::<FutureProducer>() {
+            Ok(producer) => {
+                self.producer = producer;
+                metrics::counter!("bess_edge_producer_restarts_total").increment(1);
+            }
+            Err(e) => tracing::error!("creating a new Kafka producer: {e}"),
+        }
     }
 
     fn count_acked(&self, n: usize) {

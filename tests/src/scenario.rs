@@ -31,7 +31,7 @@ pub async fn start_collector(dir: &Path, name: &str, database_url: &str, brokers
     let mut proc = Proc::spawn(
         name,
         &binary("bess-collector"),
-        &["run", "--database-url", database_url, "--brokers", brokers, "--listen", "127.0.0.1:0", "--session-timeout", "3s"],
+        &["run", "--database-url", database_url, "--brokers", brokers, "--listen", "127.0.0.1:0", "--session-timeout", "3s", "--auth", "disabled"],
         dir,
     )?;
     let api = proc.wait_for_url("bess-collector: API on ").await?;

@@ -235,6 +235,77 @@ async fn sigterm_to_every_binary_shuts_down_cleanly_without_loss() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_report() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let scratch = Scratch::new("disk-cap");
+    let database = TestDatabase::create("disk_cap").await?;
+    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let broker_port = free_port();
+    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
+    let _broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    let brokers = proxy.addr.to_string();
+
+    let sim = start_sim(&scratch.dir, 3, 17).await?;
+    let (_collector, _api) = start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
+    let config = write_edge_config(&scratch.dir, sim.addr, &brokers, "")?;
+    // A tiny disk cap: a few seconds of this site's data.
+    let text = std::fs::read_to_string(&config)?;
+    let cap_line = text.lines().find(|l| l.starts_with("max_size = ")).expect("buffer max_size line").to_owned();
+    std::fs::write(&config, text.replacen(&cap_line, "max_size = \"6KB\"", 1))?;
+    let record = scratch.path("record.jsonl");
+    let (mut edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+    let acked = wait_acked(&status, 2).await?;
+
+    proxy.cut();
+    wait_for("the edge to drop samples at its disk cap", LONG, || {
+        let status = status.clone();
+        async move {
+            let (_, s) = get_json(&format!("{status}/status")).await.ok()?;
+            (s["totals"]["samples_dropped"].as_u64()? >= 200).then_some(())
+        }
+    })
+    .await?;
+    proxy.restore();
+    wait_acked(&status, acked + 4).await?;
+
+    let exit = edge.terminate(Duration::from_secs(60)).await?;
+    assert!(exit.success(), "edge exit {exit}\n{}", edge.log_tail(30));
+    let summary = edge.stdout_lines().into_iter().find(|l| l.starts_with("bess-edge: stopped;")).expect("summary");
+    let numbers: Vec<i64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (batches_acked, left) = (numbers[3], numbers[4]);
+    assert_eq!(left, 0, "{summary}");
+    wait_for_ledger(&database.url(), batches_acked, LONG).await?;
+
+    let db = connect(&database.url()).await?;
+    let recorded = load_record(&[record.as_path()])?;
+    let stored = load_stored(&db).await?;
+    let verdict = reconcile(&recorded, &stored);
+    assert!(verdict.doubled.is_empty(), "doubled: {:?}", verdict.doubled.first());
+    assert!(verdict.unrecorded.is_empty(), "unrecorded: {:?}", verdict.unrecorded.first());
+    assert!(verdict.mismatched.is_empty(), "mismatched: {:?}", verdict.mismatched.first());
+
+    // Every sample that did not arrive is covered by a gap record, and the
+    // gap records count exactly the samples that did not arrive.
+    let gaps = db
+        .query(
+            "SELECT d.name, (extract(epoch FROM g.first_ts) * 1000)::int8, (extract(epoch FROM g.last_ts) * 1000)::int8, g.samples, g.reason
+             FROM gaps g JOIN devices d USING (device_id)",
+            &[],
+        )
+        .await?;
+    let reported: i64 = gaps.iter().map(|g| g.get::<_, i64>(3)).sum();
+    assert!(!verdict.lost.is_empty(), "the outage should have overflowed the cap");
+    assert_eq!(reported as usize, verdict.lost.len(), "gap records count exactly the dropped samples");
+    for (device, point, ts) in &verdict.lost {
+        let covered = gaps.iter().any(|g| {
+            g.get::<_, String>(0) == *device && g.get::<_, i64>(1) <= *ts && *ts <= g.get::<_, i64>(2)
+        });
+        assert!(covered, "lost sample {device}/{point}@{ts} is not covered by a gap record");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_with_persistent_storage_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("broker-restart");

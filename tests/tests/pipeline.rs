@@ -8,18 +8,12 @@ use futures::StreamExt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bess_tests::audit::{load_record, load_stored, reconcile, Sample, SampleKey};
+use bess_tests::scenario::wait_for_ledger;
 use std::time::Duration;
 
 use bess_tests::*;
-
-/// A sample as the edge recorded it or the database holds it.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    value: Option<f64>,
-    quality: String,
-}
-
-type SampleKey = (String, String, i64); // (device, point, ts_ms)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result<()> {
@@ -51,6 +45,8 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
             "127.0.0.1:0",
             "--session-timeout",
             "3s",
+            "--auth",
+            "disabled",
         ],
         &scratch.dir,
     )?;
@@ -135,75 +131,24 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     assert_eq!(batches, acked, "every batch was acknowledged: {summary}");
     assert_eq!(left, 0, "{summary}");
 
-    // What the edge sealed, from its audit record.
-    let mut recorded: HashMap<SampleKey, Sample> = HashMap::new();
-    let mut recorded_seqs = HashSet::new();
-    let mut recorded_count = 0u64;
-    for line in std::fs::read_to_string(&record)?.lines() {
-        let frame: serde_json::Value = serde_json::from_str(line)?;
-        recorded_seqs.insert(frame["seq"].as_u64().context("seq")? as i64);
-        let device = frame["device"].as_str().context("device")?.to_owned();
-        let ts_ms = frame["ts_ms"].as_i64().context("ts")?;
-        for value in frame["values"].as_array().context("values")? {
-            recorded_count += 1;
-            let key = (device.clone(), value["point"].as_str().context("point")?.to_owned(), ts_ms);
-            let sample = Sample { value: value["value"].as_f64(), quality: value["quality"].as_str().context("quality")?.to_owned() };
-            assert!(recorded.insert(key.clone(), sample).is_none(), "the edge recorded {key:?} twice");
-        }
-    }
-    assert_eq!(recorded_count, sealed, "the record holds every sealed sample");
-    assert!(recorded_count > 0);
-
-    // Wait until the collector has written every batch the edge sealed.
-    let expected_batches = recorded_seqs.len() as i64;
-    wait_for("the collector to write every sealed batch", Duration::from_secs(60), || {
-        let db = &db;
-        async move {
-            let n: i64 = db.query_one("SELECT count(*) FROM batch_ledger", &[]).await.ok()?.get(0);
-            (n >= expected_batches).then_some(())
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", collector.log_tail(30)))?;
+    // What the edge sealed (its audit record) against what the database holds.
+    let recorded = load_record(&[record.as_path()])?;
+    assert_eq!(recorded.count, sealed, "the record holds every sealed sample");
+    assert!(recorded.count > 0);
+    let expected_batches = recorded.seqs.len() as i64;
+    wait_for_ledger(&database.url(), expected_batches, Duration::from_secs(60))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", collector.log_tail(30)))?;
     let ledger: HashSet<i64> = db.query("SELECT seq FROM batch_ledger", &[]).await?.iter().map(|r| r.get(0)).collect();
-    assert_eq!(ledger, recorded_seqs, "ledger holds exactly the sealed batches");
-
-    // Every stored sample, per device, point and timestamp.
-    let rows = db
-        .query(
-            "SELECT d.name, p.name, (extract(epoch FROM f.ts) * 1000)::int8, f.vals[s.i], coalesce(f.status[s.i], 0::int2)
-             FROM frames f
-             JOIN layouts l USING (layout_id)
-             JOIN devices d ON d.device_id = l.device_id
-             CROSS JOIN LATERAL generate_subscripts(l.point_ids, 1) AS s(i)
-             JOIN points p ON p.point_id = l.point_ids[s.i]",
-            &[],
-        )
-        .await?;
-    let mut stored: HashMap<SampleKey, Vec<Sample>> = HashMap::new();
-    for r in &rows {
-        let status: i16 = r.get(4);
-        let quality = match bess_protocol_quality(status) {
-            Some(q) => q,
-            None => panic!("unknown status code {status}"),
-        };
-        stored.entry((r.get(0), r.get(1), r.get(2))).or_default().push(Sample { value: r.get(3), quality });
-    }
-    let doubled: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k).collect();
-    let lost: Vec<_> = recorded.keys().filter(|k| !stored.contains_key(*k)).collect();
-    let unexpected: Vec<_> = stored.keys().filter(|k| !recorded.contains_key(*k)).collect();
-    assert!(doubled.is_empty(), "{} samples stored twice, e.g. {:?}", doubled.len(), doubled.first());
-    assert!(lost.is_empty(), "{} samples lost, e.g. {:?}", lost.len(), lost.first());
-    assert!(unexpected.is_empty(), "{} samples nobody read, e.g. {:?}", unexpected.len(), unexpected.first());
-    assert_eq!(rows.len() as u64, recorded_count);
-    for (key, sample) in &recorded {
-        let got = &stored[key][0];
-        assert_eq!(got.quality, sample.quality, "{key:?}");
-        match (got.value, sample.value) {
-            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{key:?}: stored {a}, read {b}"),
-            (a, b) => assert_eq!(a, b, "{key:?}"),
-        }
-    }
+    assert_eq!(ledger, recorded.seqs, "ledger holds exactly the sealed batches");
+    let stored = load_stored(&db).await?;
+    let verdict = reconcile(&recorded, &stored);
+    verdict.assert_exactly_once(0, 0);
+    assert!(verdict.unrecorded.is_empty(), "{} samples nobody read", verdict.unrecorded.len());
+    assert_eq!(stored.rows, recorded.count);
+    let recorded_count = recorded.count;
+    let stored = stored.samples;
+    let recorded: HashMap<SampleKey, Sample> = recorded.samples.into_iter().map(|(k, (_, s))| (k, s)).collect();
     // The offline controller's hole is visible with its reason.
     assert!(recorded.iter().any(|((d, _, _), s)| d == "bms-offline" && s.quality == "comm-loss"));
 
@@ -281,14 +226,4 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     assert!(exit.success(), "simulator exit: {exit}");
     drop(broker);
     Ok(())
-}
-
-fn bess_protocol_quality(status: i16) -> Option<String> {
-    match status {
-        0 => Some("good".into()),
-        1 => Some("stale".into()),
-        2 | 3 => Some("comm-loss".into()),
-        0x100..=0x1ff => Some("stale".into()),
-        _ => None,
-    }
 }

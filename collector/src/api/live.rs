@@ -1,62 +1,356 @@
-//! `GET /api/v1/live`: a WebSocket that pushes each committed frame as JSON,
-//! optionally only for one site (`?site=...`). A client that falls behind is
-//! told how many frames it missed (`{"type":"lagged","missed":N}`) and goes on.
+//! `GET /api/v1/live`: a WebSocket that pushes committed frames as JSON.
+//!
+//! Without a message from the client it sends every frame of the sites the
+//! token may see (or of one site with `?site=...`), as before. A client may
+//! send `{"subscribe":{"sites":[..],"devices":[..],"points":["soc","cell_*"]}}`
+//! at any time: it gets a snapshot of the current values that match
+//! (`{"type":"snapshot","points":[..]}`, the `/latest` point shape), then
+//! only the matching frames (`{"type":"frame",...}`, with only the matching
+//! values when `points` is given). Devices are `DEVICE` or `SITE/DEVICE`;
+//! point patterns match the point name (or `SITE/DEVICE/POINT` when they
+//! contain a `/`) with `*` as a wildcard.
+//!
+//! Each client has a bounded queue to its socket. When it is full the client
+//! is behind: frames are coalesced — only the newest per (site, device,
+//! group) is kept — and counted (`bess_collector_live_coalesced_total`);
+//! they are sent as soon as the socket takes them. The broadcast feeding the
+//! clients never waits for one. A ping goes out every [`PING_EVERY`]; a
+//! client that sends nothing (not even a pong) for [`IDLE_TIMEOUT`], or
+//! whose socket does not take a message for [`SEND_TIMEOUT`], is closed.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use axum::Extension;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::auth::Access;
 use super::{bad_query, ApiState, AppError};
+use crate::live::{LiveFrame, LiveMessage};
+
+/// Messages waiting for one client's socket before frames are coalesced.
+pub const CLIENT_QUEUE: usize = 256;
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
     site: Option<String>,
 }
 
+/// What a client asked for; an empty list means "any".
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub points: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    subscribe: Subscription,
+}
+
+/// A subscription checked against the token's scope.
+#[derive(Debug, Clone)]
+struct Filter {
+    access: Access,
+    sites: Option<BTreeSet<String>>,
+    devices: Vec<String>,
+    points: Vec<String>,
+}
+
+impl Filter {
+    fn new(access: Access, subscription: Subscription) -> Self {
+        let sites = (!subscription.sites.is_empty()).then(|| subscription.sites.into_iter().collect());
+        Self { access, sites, devices: subscription.devices, points: subscription.points }
+    }
+
+    fn wants_site(&self, site: &str) -> bool {
+        self.access.allows_site(site) && self.sites.as_ref().is_none_or(|s| s.contains(site))
+    }
+
+    fn wants_device(&self, site: &str, device: &str) -> bool {
+        self.devices.is_empty()
+            || self.devices.iter().any(|d| match d.split_once('/') {
+                Some((s, d)) => s == site && d == device,
+                None => d == device,
+            })
+    }
+
+    fn wants_point(&self, site: &str, device: &str, point: &str) -> bool {
+        self.points.is_empty()
+            || self.points.iter().any(|pattern| {
+                if pattern.contains('/') {
+                    glob(pattern, &format!("{site}/{device}/{point}"))
+                } else {
+                    glob(pattern, point)
+                }
+            })
+    }
+
+    /// The JSON to send for this frame, if any.
+    fn frame_json(&self, message: &LiveMessage) -> Option<Utf8Bytes> {
+        let frame = &message.frame;
+        if !self.wants_site(&frame.site) || !self.wants_device(&frame.site, &frame.device) {
+            return None;
+        }
+        if self.points.is_empty() {
+            return Some(Utf8Bytes::from(&*message.json));
+        }
+        let values: Vec<_> =
+            frame.values.iter().filter(|v| self.wants_point(&frame.site, &frame.device, &v.point)).cloned().collect();
+        if values.is_empty() {
+            return None;
+        }
+        let filtered = LiveFrame { values, ..(**frame).clone() };
+        Some(serde_json::json!({ "type": "frame", "frame": filtered }).to_string().into())
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 pub async fn live(
     State(state): State<ApiState>,
+    access: Option<Extension<Access>>,
     query: Result<Query<LiveQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     let Query(query) = query.map_err(bad_query)?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, query.site)))
+    let access = access.map_or_else(Access::everything, |Extension(a)| a);
+    if let Some(site) = query.site.as_deref().filter(|s| !access.allows_site(s)) {
+        return Err(AppError::Forbidden(format!("this token may not access site {site:?}")));
+    }
+    let subscription = Subscription { sites: query.site.into_iter().collect(), ..Subscription::default() };
+    let filter = Filter::new(access, subscription);
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, filter)))
 }
 
-async fn serve(mut socket: WebSocket, state: ApiState, site: Option<String>) {
-    let mut frames = state.live.subscribe();
+type CoalesceKey = (Arc<str>, String, String);
+
+async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     metrics::gauge!("bess_collector_live_clients").increment(1.0);
+    let mut frames = state.live.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let (queue, mut outbox) = mpsc::channel::<Message>(CLIENT_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outbox.recv().await {
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    metrics::counter!("bess_collector_live_send_timeouts_total").increment(1);
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    // Frames held back while the queue is full: newest per (site, device, group).
+    let mut behind: HashMap<CoalesceKey, Utf8Bytes> = HashMap::new();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut heard = Instant::now();
     loop {
         tokio::select! {
             received = frames.recv() => match received {
                 Ok(message) => {
-                    if site.as_deref().is_some_and(|s| s != &*message.site) {
-                        continue;
-                    }
-                    if socket.send(Message::Text(message.json.to_string().into())).await.is_err() {
-                        break;
+                    let Some(json) = filter.frame_json(&message) else { continue };
+                    let key = (message.site.clone(), message.frame.device.clone(), message.frame.group.clone());
+                    if behind.is_empty() {
+                        match queue.try_send(Message::Text(json)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(Message::Text(json))) => {
+                                behind.insert(key, json);
+                            }
+                            Err(_) => break,
+                        }
+                    } else if behind.insert(key, json).is_some() {
+                        metrics::counter!("bess_collector_live_coalesced_total").increment(1);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     metrics::counter!("bess_collector_live_lagged_total").increment(missed);
                     let notice = serde_json::json!({ "type": "lagged", "missed": missed }).to_string();
-                    if socket.send(Message::Text(notice.into())).await.is_err() {
+                    if queue.send(Message::Text(notice.into())).await.is_err() {
                         break;
                     }
                 }
                 Err(RecvError::Closed) => break,
             },
-            incoming = socket.recv() => match incoming {
+            permit = queue.reserve(), if !behind.is_empty() => {
+                let Ok(permit) = permit else { break };
+                let key = behind.keys().next().cloned().expect("not empty");
+                let json = behind.remove(&key).expect("present");
+                permit.send(Message::Text(json));
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    heard = Instant::now();
+                    match serde_json::from_str::<ClientMessage>(&text) {
+                        Ok(ClientMessage { subscribe }) => {
+                            filter = Filter::new(filter.access.clone(), subscribe);
+                            behind.clear();
+                            let reply = match forbidden_sites(&filter) {
+                                Some(error) => error,
+                                None => snapshot(&state, &filter).await,
+                            };
+                            if queue.send(Message::Text(reply.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let error = serde_json::json!({ "type": "error", "error": {
+                                "code": "bad_request",
+                                "message": format!("expected {{\"subscribe\":{{\"sites\":[..],\"devices\":[..],\"points\":[..]}}}}: {e}"),
+                            }});
+                            if queue.send(Message::Text(error.to_string().into())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = Instant::now(),
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= IDLE_TIMEOUT {
+                    metrics::counter!("bess_collector_live_idle_closed_total").increment(1);
+                    break;
+                }
+                if queue.try_send(Message::Ping(Default::default())).is_err() && queue.is_closed() {
+                    break;
+                }
             },
             () = state.shutdown.cancelled() => {
-                let _ = socket.send(Message::Close(None)).await;
+                let _ = queue.send(Message::Close(None)).await;
                 break;
             }
         }
     }
+    drop(queue);
+    // The writer ends when its queue is drained or the socket is gone.
+    let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
     metrics::gauge!("bess_collector_live_clients").decrement(1.0);
+}
+
+/// An error message if the subscription names sites outside the token's scope.
+fn forbidden_sites(filter: &Filter) -> Option<String> {
+    let denied: Vec<&String> = filter.sites.iter().flatten().filter(|s| !filter.access.allows_site(s)).collect();
+    (!denied.is_empty()).then(|| {
+        serde_json::json!({ "type": "error", "error": {
+            "code": "forbidden",
+            "message": format!("this token may not access sites {denied:?}; they are left out"),
+        }})
+        .to_string()
+    })
+}
+
+/// Current values matching the filter.
+async fn snapshot(state: &ApiState, filter: &Filter) -> String {
+    let sites: Vec<String> = match &filter.sites {
+        Some(sites) => sites.iter().cloned().collect(),
+        None => state.latest.site_names(),
+    };
+    let mut points = Vec::new();
+    for site in sites.iter().filter(|s| filter.wants_site(s)) {
+        let values = match state.latest.fetch(&state.pool, site).await {
+            Ok(values) => values.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(site, "snapshot: {e:?}");
+                state.latest.site(site).unwrap_or_default()
+            }
+        };
+        points.extend(
+            values
+                .into_iter()
+                .filter(|p| filter.wants_device(site, &p.device) && filter.wants_point(site, &p.device, &p.name)),
+        );
+    }
+    serde_json::json!({ "type": "snapshot", "points": points }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, SiteScope, TokenRecord};
+
+    #[test]
+    fn glob_patterns_match_with_stars() {
+        assert!(glob("soc", "soc"));
+        assert!(!glob("soc", "soc2"));
+        assert!(glob("cell_*", "cell_v_max"));
+        assert!(!glob("cell_*", "soc"));
+        assert!(glob("*_v_*", "cell_v_max"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*a", "a"));
+    }
+
+    fn scoped(site: &str) -> Access {
+        Access {
+            token: Some(Arc::new(TokenRecord {
+                id: 1,
+                name: "t".into(),
+                role: Role::Read,
+                sites: SiteScope::Only([site.to_owned()].into()),
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                revoked_at: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_subscription_never_widens_the_tokens_sites() {
+        let filter = Filter::new(scoped("a"), Subscription { sites: vec!["a".into(), "b".into()], ..Default::default() });
+        assert!(filter.wants_site("a"));
+        assert!(!filter.wants_site("b"));
+        assert!(forbidden_sites(&filter).is_some());
+        let everything = Filter::new(scoped("a"), Subscription::default());
+        assert!(!everything.wants_site("b"));
+    }
+
+    #[test]
+    fn devices_and_points_filter_by_name_or_full_id() {
+        let filter = Filter::new(
+            Access::everything(),
+            Subscription { devices: vec!["s/bms-1".into()], points: vec!["cell_*".into(), "s/bms-1/soc".into()], ..Default::default() },
+        );
+        assert!(filter.wants_device("s", "bms-1"));
+        assert!(!filter.wants_device("t", "bms-1"));
+        assert!(filter.wants_point("s", "bms-1", "cell_v_max"));
+        assert!(filter.wants_point("s", "bms-1", "soc"));
+        assert!(!filter.wants_point("s", "bms-1", "power"));
+    }
 }

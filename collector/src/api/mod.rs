@@ -1,9 +1,16 @@
-//! The HTTP API (axum): sites, latest values, series, a live WebSocket,
-//! health and Prometheus metrics.
+//! The HTTP API (axum): sites, latest values, series (raw or rolled up),
+//! gaps and completeness reports, a live WebSocket, health and Prometheus
+//! metrics.
 
+pub mod auth;
+mod dashboard;
 mod error;
 mod handlers;
+mod latest_cache;
 mod live;
+mod openapi;
+mod reports;
+mod series;
 
 use axum::extract::rejection::QueryRejection;
 use axum::routing::get;
@@ -14,6 +21,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 pub use error::AppError;
+pub use latest_cache::{feed as feed_latest, LatestCache};
 
 use crate::live::LiveMessage;
 
@@ -23,6 +31,11 @@ pub struct ApiState {
     pub live: broadcast::Sender<LiveMessage>,
     pub metrics: PrometheusHandle,
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub storage: crate::storage::StorageBackend,
+    /// Tokens, site scopes and rate limits for `/api/v1`.
+    pub access: auth::AccessControl,
+    /// Latest values, fed by the committed stream.
+    pub latest: std::sync::Arc<LatestCache>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -30,10 +43,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/api/v1/sites", get(handlers::sites))
-        .route("/api/v1/sites/{site}/latest", get(handlers::latest))
-        .route("/api/v1/series", get(handlers::series))
+        .route("/api/v1/sites/{site}/latest", get(latest_cache::latest))
+        .route("/api/v1/sites/{site}/gaps", get(reports::gaps))
+        .route("/api/v1/sites/{site}/completeness", get(reports::completeness))
+        .route("/api/v1/series", get(series::series))
         .route("/api/v1/live", get(live::live))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .merge(dashboard::routes())
         .fallback(|| async { AppError::NotFound("no such route; see /api/v1/sites".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_access))
         .with_state(state)
 }
 

@@ -1,0 +1,288 @@
+// BESS dashboard: fleet overview and site pages over the collector's API.
+// Token: ?token=… or the one stored in localStorage ("bess-token").
+"use strict";
+
+const TOKEN_KEY = "bess-token";
+const ONLINE_WITHIN_MS = 60_000;
+const LIVE_WINDOW_MS = 10 * 60_000;
+const $ = (sel) => document.querySelector(sel);
+
+let token = new URLSearchParams(location.search).get("token") || localStorage.getItem(TOKEN_KEY) || "";
+if (new URLSearchParams(location.search).get("token")) localStorage.setItem(TOKEN_KEY, token);
+
+let socket = null;
+let fleetTimer = null;
+let liveChart = null;
+let historyChart = null;
+// Per site page: "device/point" → {unit, xs:[], ys:[]} for charted points.
+let charted = new Map();
+
+function setStatus(text, cls) {
+  const el = $("#status");
+  el.textContent = text;
+  el.className = "status " + (cls || "");
+}
+
+async function api(path) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const response = await fetch(path, { headers });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    showLogin(body.error ? body.error.message : "token required");
+    throw new Error("unauthorized");
+  }
+  if (!response.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${response.status}`);
+  return body;
+}
+
+function showOnly(id) {
+  for (const s of ["login", "fleet", "site"]) $("#" + s).hidden = s !== id;
+}
+
+function showLogin(message) {
+  closeLive();
+  showOnly("login");
+  $("#login-error").textContent = message || "";
+  setStatus("no token", "bad");
+}
+
+function fmt(v, digits = 2) {
+  if (v === null || v === undefined) return "—";
+  return Math.abs(v) >= 1000 ? v.toFixed(0) : Number(v.toFixed(digits)).toString();
+}
+
+function formatPower(watts) {
+  if (watts === null) return "—";
+  return Math.abs(watts) >= 1000 ? fmt(watts / 1000, 1) + " kW" : fmt(watts, 0) + " W";
+}
+
+// ---- fleet overview ----
+
+async function renderFleet() {
+  showOnly("fleet");
+  $("#crumb").textContent = "";
+  const { sites } = await api("/api/v1/sites");
+  const rows = await Promise.all(sites.map(async (s) => {
+    let points = [];
+    try { points = (await api(`/api/v1/sites/${encodeURIComponent(s.site)}/latest`)).points; } catch (e) { /* shown as — */ }
+    const soc = points.filter((p) => p.name === "soc" && p.value !== null).map((p) => p.value);
+    const power = points.filter((p) => p.name === "active_power" && p.value !== null).map((p) => p.value);
+    const alarms = points.filter((p) => (p.name === "alarms" || p.name.startsWith("alarm")) && p.value);
+    const lastSeen = s.last_seen ? Date.parse(s.last_seen) : 0;
+    return {
+      site: s.site, lastSeen, devices: s.devices,
+      online: Date.now() - lastSeen < ONLINE_WITHIN_MS,
+      soc: soc.length ? soc.reduce((a, b) => a + b, 0) / soc.length : null,
+      power: power.length ? power.reduce((a, b) => a + b, 0) : null,
+      alarms: alarms.map((p) => `${p.device}: ${p.value}`),
+    };
+  }));
+  const body = $("#fleet-table tbody");
+  body.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.site = r.site;
+    tr.className = r.online ? "online" : "offline";
+    tr.innerHTML = `<td><a href="#/site/${encodeURIComponent(r.site)}"></a></td>
+      <td><span class="badge ${r.online ? "online" : "offline"}">${r.online ? "online" : "offline"}</span></td>
+      <td>${r.lastSeen ? new Date(r.lastSeen).toLocaleString() : "never"}</td>
+      <td class="num">${r.devices}</td>
+      <td class="num soc">${r.soc === null ? "—" : fmt(r.soc, 1) + " %"}</td>
+      <td class="num power">${formatPower(r.power)}</td>
+      <td class="alarms">${r.alarms.length ? `<span class="badge alarm">${r.alarms.length}</span> ` : "none"}</td>`;
+    tr.querySelector("a").textContent = r.site;
+    if (r.alarms.length) tr.querySelector(".alarms").title = r.alarms.join("\n");
+    return tr;
+  }));
+  setStatus(`${rows.filter((r) => r.online).length}/${rows.length} online`, "ok");
+}
+
+// ---- site page ----
+
+function closeLive() {
+  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+}
+
+function chartOpts(title, series, width) {
+  return {
+    title, width, height: 280,
+    scales: { x: { time: true } },
+    series: [{}, ...series.map((s, i) => ({ label: s, stroke: ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f"][i % 6], width: 1.5, spanGaps: true }))],
+  };
+}
+
+function chartWidth(el) {
+  return Math.max(560, el.clientWidth || 600);
+}
+
+function redrawLive() {
+  const el = $("#live-chart");
+  if (liveChart) { liveChart.destroy(); liveChart = null; }
+  el.replaceChildren();
+  if (!charted.size) { el.textContent = "Tick points in the table to chart them live."; return; }
+  // Align all charted series on the union of their timestamps.
+  const times = [...new Set([...charted.values()].flatMap((c) => c.xs))].sort((a, b) => a - b);
+  const data = [times, ...[...charted.values()].map((c) => {
+    const byT = new Map(c.xs.map((x, i) => [x, c.ys[i]]));
+    return times.map((t) => (byT.has(t) ? byT.get(t) : null));
+  })];
+  liveChart = new uPlot(chartOpts("live", [...charted.keys()], chartWidth(el)), data, el);
+}
+
+function onFrame(frame) {
+  const cutoff = Date.now() / 1000 - LIVE_WINDOW_MS / 1000;
+  let chartedChanged = false;
+  for (const v of frame.values) {
+    const key = `${frame.device}/${v.point}`;
+    updateRow({ device: frame.device, name: v.point, value: v.value, unit: v.unit, quality: v.quality, ts: frame.ts });
+    const c = charted.get(key);
+    if (c) {
+      c.xs.push(frame.ts_ms / 1000); c.ys.push(v.value);
+      while (c.xs.length && c.xs[0] < cutoff) { c.xs.shift(); c.ys.shift(); }
+      chartedChanged = true;
+    }
+  }
+  if (chartedChanged) redrawLive();
+}
+
+function updateRow(p) {
+  const key = `${p.device}/${p.name}`;
+  const body = $("#live-table tbody");
+  let tr = body.querySelector(`tr[data-point="${CSS.escape(key)}"]`);
+  if (!tr) {
+    tr = document.createElement("tr");
+    tr.dataset.point = key;
+    tr.innerHTML = `<td><input type="checkbox"></td><td></td><td></td><td class="num value"></td><td class="unit"></td><td class="quality"></td><td class="ts"></td>`;
+    tr.children[1].textContent = p.device;
+    tr.children[2].textContent = p.name;
+    tr.querySelector("input").addEventListener("change", (e) => toggleChart(key, p.unit, e.target.checked));
+    const rows = [...body.children];
+    const after = rows.find((r) => r.dataset.point > key);
+    body.insertBefore(tr, after || null);
+  }
+  const value = tr.querySelector(".value");
+  const text = fmt(p.value, 3);
+  if (value.textContent !== text) {
+    value.textContent = text;
+    value.classList.add("flash");
+    setTimeout(() => value.classList.remove("flash"), 400);
+  }
+  tr.querySelector(".unit").textContent = p.unit;
+  const q = tr.querySelector(".quality");
+  q.textContent = p.quality;
+  q.className = "quality q-" + p.quality;
+  tr.querySelector(".ts").textContent = new Date(p.ts).toLocaleTimeString();
+}
+
+function toggleChart(key, unit, on) {
+  if (on) charted.set(key, { unit, xs: [], ys: [] }); else charted.delete(key);
+  redrawLive();
+  loadHistory().catch((e) => { $("#history-info").textContent = e.message; });
+}
+
+function openLive(site) {
+  closeLive();
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${scheme}//${location.host}/api/v1/live` + (token ? `?access_token=${encodeURIComponent(token)}` : "");
+  socket = new WebSocket(url);
+  socket.onopen = () => {
+    setStatus("live", "ok");
+    socket.send(JSON.stringify({ subscribe: { sites: [site] } }));
+  };
+  socket.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type === "snapshot") msg.points.forEach(updateRow);
+    else if (msg.type === "frame") onFrame(msg.frame);
+    else if (msg.type === "lagged") setStatus(`live (missed ${msg.missed})`, "ok");
+    else if (msg.type === "error") setStatus(msg.error.message, "bad");
+  };
+  socket.onclose = () => {
+    setStatus("disconnected; retrying", "bad");
+    setTimeout(() => { if (location.hash === `#/site/${encodeURIComponent(site)}`) openLive(site); }, 3000);
+  };
+}
+
+function toLocalInput(date) {
+  const d = new Date(date.getTime() - date.getTimezoneOffset() * 60_000);
+  return d.toISOString().slice(0, 19);
+}
+
+function setRange(seconds) {
+  const to = new Date();
+  $("#history-to").value = toLocalInput(to);
+  $("#history-from").value = toLocalInput(new Date(to.getTime() - seconds * 1000));
+}
+
+async function loadHistory() {
+  const site = currentSite();
+  const el = $("#history-chart");
+  if (historyChart) { historyChart.destroy(); historyChart = null; }
+  el.replaceChildren();
+  const keys = [...charted.keys()];
+  if (!site || !keys.length) { $("#history-info").textContent = "tick points to show their history"; return; }
+  const range = Number($("#history-range").value);
+  if (range) setRange(range);
+  const from = new Date($("#history-from").value).toISOString();
+  const to = new Date($("#history-to").value).toISOString();
+  const points = keys.map((k) => `${site}/${k}`).join(",");
+  const body = await api(`/api/v1/series?point=${encodeURIComponent(points)}&from=${from}&to=${to}&max_points=10000`);
+  const series = body.series || [body];
+  const times = [...new Set(series.flatMap((s) => s.samples.map((x) => Date.parse(x.ts) / 1000)))].sort((a, b) => a - b);
+  const data = [times, ...series.map((s) => {
+    const byT = new Map(s.samples.map((x) => [Date.parse(x.ts) / 1000, x.value]));
+    return times.map((t) => (byT.has(t) ? byT.get(t) : null));
+  })];
+  historyChart = new uPlot(chartOpts("history", keys, chartWidth(el)), data, el);
+  el.dataset.samples = String(times.length);
+  $("#history-info").textContent = `${times.length} samples, ${series[0].resolution || "raw"}`;
+}
+
+function currentSite() {
+  const m = location.hash.match(/^#\/site\/(.+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+async function renderSite(site) {
+  showOnly("site");
+  $("#crumb").textContent = "› " + site;
+  $("#site-title").textContent = site;
+  $("#live-table tbody").replaceChildren();
+  charted = new Map();
+  redrawLive();
+  const latest = await api(`/api/v1/sites/${encodeURIComponent(site)}/latest`);
+  latest.points.forEach(updateRow);
+  // Chart SoC by default so the page shows something moving.
+  for (const p of latest.points.filter((p) => p.name === "soc")) {
+    charted.set(`${p.device}/${p.name}`, { unit: p.unit, xs: [], ys: [] });
+    $(`#live-table tr[data-point="${CSS.escape(p.device + "/" + p.name)}"] input`).checked = true;
+  }
+  redrawLive();
+  openLive(site);
+  await loadHistory();
+}
+
+async function route() {
+  clearInterval(fleetTimer);
+  closeLive();
+  try {
+    const site = currentSite();
+    if (site) await renderSite(site);
+    else { await renderFleet(); fleetTimer = setInterval(() => renderFleet().catch(showError), 5000); }
+  } catch (e) { showError(e); }
+}
+
+function showError(e) {
+  if (e.message !== "unauthorized") setStatus(e.message, "bad");
+}
+
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("#token").value.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  route();
+});
+$("#logout").addEventListener("click", () => { localStorage.removeItem(TOKEN_KEY); token = ""; route(); });
+$("#history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory().catch((err) => { $("#history-info").textContent = err.message; }); });
+$("#history-range").addEventListener("change", () => loadHistory().catch((err) => { $("#history-info").textContent = err.message; }));
+window.addEventListener("hashchange", route);
+setRange(3600);
+route();

@@ -1,0 +1,302 @@
+//! Latest values in memory: `GET /api/v1/sites/{site}/latest` and the live
+//! snapshots are served from here, not from a database query per request.
+//!
+//! [`LatestCache`] is fed by the committed stream (the live broadcast, so a
+//! value is visible here only after its COMMIT) and seeded at start from the
+//! database with the newest frame of every layout. Newest timestamp wins,
+//! so seeding and streaming may overlap in any order. If the feeder lags
+//! behind the broadcast it re-seeds from the database.
+//!
+//! An instance only sees the frames of the partitions it consumes. A site
+//! this instance has not received a frame of for [`STREAM_FRESH`] (another
+//! instance owns its partition, or the site is quiet) is read from the
+//! database instead, at most once per [`DB_REFRESH`], and merged in.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use bess_protocol::MissingReason;
+
+use super::{rfc3339, ApiState, AppError};
+use crate::live::{LiveFrame, LiveMessage};
+
+/// A site fed by this instance's stream within this long is served from memory alone.
+pub const STREAM_FRESH: Duration = Duration::from_secs(30);
+/// Otherwise the database is asked at most this often per site.
+pub const DB_REFRESH: Duration = Duration::from_secs(1);
+
+/// The newest value of one point.
+#[derive(Debug, Clone)]
+struct Latest {
+    value: Option<f64>,
+    unit: String,
+    reason: Option<MissingReason>,
+    ts: OffsetDateTime,
+}
+
+#[derive(Default)]
+struct SiteLatest {
+    /// (device, point name) → newest value.
+    points: BTreeMap<(String, String), Latest>,
+    stream_fed_at: Option<Instant>,
+    db_read_at: Option<Instant>,
+}
+
+/// One point as `/latest` and the live snapshot show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestPoint {
+    pub point: String,
+    pub device: String,
+    pub name: String,
+    pub value: Option<f64>,
+    pub unit: String,
+    pub quality: &'static str,
+    pub reason: Option<String>,
+    pub ts: String,
+}
+
+#[derive(Default)]
+pub struct LatestCache {
+    sites: RwLock<HashMap<String, SiteLatest>>,
+}
+
+impl LatestCache {
+    /// Merge one committed frame.
+    pub fn apply_frame(&self, frame: &LiveFrame) {
+        let ts = crate::writer::timestamp(frame.ts_ms);
+        let mut sites = self.sites.write().expect("latest cache lock");
+        let site = sites.entry(frame.site.clone()).or_default();
+        site.stream_fed_at = Some(Instant::now());
+        for v in &frame.values {
+            merge(
+                &mut site.points,
+                (frame.device.clone(), v.point.clone()),
+                Latest { value: v.value, unit: v.unit.clone(), reason: v.reason, ts },
+            );
+        }
+    }
+
+    /// The site's points, sorted by device and name; `None` if the site was never seen.
+    pub fn site(&self, site: &str) -> Option<Vec<LatestPoint>> {
+        let sites = self.sites.read().expect("latest cache lock");
+        sites.get(site).map(|s| points_of(site, s))
+    }
+
+    /// Sites in the cache.
+    pub fn site_names(&self) -> Vec<String> {
+        self.sites.read().expect("latest cache lock").keys().cloned().collect()
+    }
+
+    fn needs_database(&self, site: &str) -> bool {
+        let sites = self.sites.read().expect("latest cache lock");
+        match sites.get(site) {
+            None => true,
+            Some(s) => {
+                let fed = s.stream_fed_at.is_some_and(|t| t.elapsed() < STREAM_FRESH);
+                let read = s.db_read_at.is_some_and(|t| t.elapsed() < DB_REFRESH);
+                !fed && !read
+            }
+        }
+    }
+
+    /// The site's latest values, reading the database first when this
+    /// instance's stream does not cover the site. `None`: no such site.
+    pub async fn fetch(&self, pool: &deadpool_postgres::Pool, site: &str) -> Result<Option<Vec<LatestPoint>>, AppError> {
+        if self.needs_database(site) {
+            let client = pool.get().await?;
+            match read_site(&client, site).await? {
+                None => return Ok(None),
+                Some(rows) => {
+                    let mut sites = self.sites.write().expect("latest cache lock");
+                    let entry = sites.entry(site.to_owned()).or_default();
+                    entry.db_read_at = Some(Instant::now());
+                    for (key, latest) in rows {
+                        merge(&mut entry.points, key, latest);
+                    }
+                }
+            }
+        }
+        Ok(self.site(site))
+    }
+
+    /// Load the newest frame of every layout of every site.
+    pub async fn seed(&self, client: &tokio_postgres::Client) -> Result<usize, tokio_postgres::Error> {
+        let rows = client.query(&newest_sql("TRUE"), &[]).await?;
+        let mut sites = self.sites.write().expect("latest cache lock");
+        let now = Instant::now();
+        for r in &rows {
+            let (site, key, latest) = row(r);
+            let entry = sites.entry(site).or_default();
+            entry.db_read_at = Some(now);
+            merge(&mut entry.points, key, latest);
+        }
+        Ok(rows.len())
+    }
+}
+
+fn merge(points: &mut BTreeMap<(String, String), Latest>, key: (String, String), latest: Latest) {
+    match points.get_mut(&key) {
+        Some(old) if old.ts >= latest.ts => {}
+        Some(old) => *old = latest,
+        None => {
+            points.insert(key, latest);
+        }
+    }
+}
+
+fn points_of(site: &str, s: &SiteLatest) -> Vec<LatestPoint> {
+    s.points
+        .iter()
+        .map(|((device, name), l)| LatestPoint {
+            point: format!("{site}/{device}/{name}"),
+            device: device.clone(),
+            name: name.clone(),
+            value: l.value,
+            unit: l.unit.clone(),
+            quality: l.reason.map_or("good", |r| r.quality().as_str()),
+            reason: l.reason.map(MissingReason::describe),
+            ts: rfc3339(l.ts),
+        })
+        .collect()
+}
+
+/// Newest frame per layout, one row per point: site, device, point, unit, ts, value, status.
+fn newest_sql(filter: &str) -> String {
+    format!(
+        "SELECT s.name, d.name, p.name, p.unit, f.ts, f.vals[slot.i], f.status[slot.i]
+         FROM layouts l
+         JOIN sites s ON s.site_id = l.site_id
+         JOIN devices d ON d.device_id = l.device_id
+         CROSS JOIN LATERAL (
+             SELECT ts, vals, status FROM frames WHERE layout_id = l.layout_id ORDER BY ts DESC LIMIT 1
+         ) f
+         CROSS JOIN LATERAL generate_subscripts(l.point_ids, 1) AS slot(i)
+         JOIN points p ON p.point_id = l.point_ids[slot.i]
+         WHERE {filter}"
+    )
+}
+
+fn row(r: &tokio_postgres::Row) -> (String, (String, String), Latest) {
+    let status: Option<i16> = r.get(6);
+    let reason = status.filter(|s| *s != 0).and_then(|s| MissingReason::from_code(s as u16));
+    (r.get(0), (r.get(1), r.get(2)), Latest { value: r.get(5), unit: r.get(3), reason, ts: r.get(4) })
+}
+
+type SiteRows = Vec<((String, String), Latest)>;
+
+/// One site's newest values from the database; `None` if there is no such site.
+async fn read_site(client: &tokio_postgres::Client, site: &str) -> Result<Option<SiteRows>, AppError> {
+    if client.query_opt("SELECT 1 FROM sites WHERE name = $1", &[&site]).await?.is_none() {
+        return Ok(None);
+    }
+    let rows = client.query(&newest_sql("s.name = $1"), &[&site]).await?;
+    Ok(Some(rows.iter().map(|r| { let (_, key, latest) = row(r); (key, latest) }).collect()))
+}
+
+/// Keep the cache current: subscribe first, then seed, then apply every
+/// committed frame until cancelled. Lagging re-seeds from the database.
+pub async fn feed(
+    cache: Arc<LatestCache>,
+    mut frames: broadcast::Receiver<LiveMessage>,
+    pool: deadpool_postgres::Pool,
+    cancel: CancellationToken,
+) {
+    reseed(&cache, &pool).await;
+    loop {
+        tokio::select! {
+            received = frames.recv() => match received {
+                Ok(message) => cache.apply_frame(&message.frame),
+                Err(RecvError::Lagged(missed)) => {
+                    metrics::counter!("bess_collector_latest_cache_lagged_total").increment(missed);
+                    tracing::warn!(missed, "latest-value cache fell behind; re-reading from the database");
+                    reseed(&cache, &pool).await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn reseed(cache: &LatestCache, pool: &deadpool_postgres::Pool) {
+    let result = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        cache.seed(&client).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match result {
+        Ok(rows) => tracing::debug!(rows, "latest-value cache seeded"),
+        // Sites are then read from the database on first request.
+        Err(e) => tracing::warn!("could not seed the latest-value cache: {e}"),
+    }
+}
+
+/// `GET /api/v1/sites/{site}/latest`: the newest value of every point of a
+/// site, over all catalog versions.
+pub async fn latest(State(state): State<ApiState>, Path(site): Path<String>) -> Result<Json<serde_json::Value>, AppError> {
+    match state.latest.fetch(&state.pool, &site).await? {
+        Some(points) => Ok(Json(serde_json::json!({ "site": site, "points": points }))),
+        None => Err(AppError::NotFound(format!("no site named {site:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::LiveValue;
+
+    fn frame(ts_ms: i64, soc: Option<f64>) -> LiveFrame {
+        LiveFrame {
+            site: "s".into(),
+            device: "bms-1".into(),
+            group: "fast".into(),
+            ts: String::new(),
+            ts_ms,
+            values: vec![LiveValue {
+                point: "soc".into(),
+                value: soc,
+                unit: "%".into(),
+                quality: if soc.is_some() { "good" } else { "comm-loss" },
+                reason: soc.is_none().then_some(MissingReason::Timeout),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_newest_frame_wins_whatever_the_arrival_order() {
+        let cache = LatestCache::default();
+        cache.apply_frame(&frame(2_000, Some(50.0)));
+        cache.apply_frame(&frame(1_000, Some(40.0)));
+        let points = cache.site("s").unwrap();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].value, Some(50.0));
+        assert_eq!(points[0].point, "s/bms-1/soc");
+    }
+
+    #[test]
+    fn a_missing_value_keeps_its_quality_and_reason() {
+        let cache = LatestCache::default();
+        cache.apply_frame(&frame(1_000, Some(40.0)));
+        cache.apply_frame(&frame(2_000, None));
+        let p = &cache.site("s").unwrap()[0];
+        assert_eq!(p.value, None);
+        assert_eq!(p.quality, "comm-loss");
+        assert!(p.reason.is_some());
+    }
+
+    #[test]
+    fn a_site_fed_by_the_stream_needs_no_database_read() {
+        let cache = LatestCache::default();
+        assert!(cache.needs_database("s"));
+        cache.apply_frame(&frame(1_000, Some(1.0)));
+        assert!(!cache.needs_database("s"));
+    }
+}

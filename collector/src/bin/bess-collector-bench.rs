@@ -1,0 +1,439 @@
+//! `bess-collector-bench`: loads a Tansu broker with realistic batches for
+//! many sites, then measures in the same run the collector's sustained
+//! ingest (samples/s committed, Kafka → database) against the ceiling (a raw
+//! binary COPY of the same rows into the same schema, no Kafka, no
+//! decoding), bytes per sample on the topic and on disk, the rollup refresh,
+//! and the p99 latency of `/api/v1/series` for one day of one point at raw,
+//! 1-minute and 1-hour resolution.
+//!
+//! ```sh
+//! cargo run --release -p bess-collector --bin bess-collector-bench -- --sites 1000 --seconds 300
+//! ```
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use futures::{pin_mut, SinkExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use bess_collector::catalog::CatalogRegistry;
+use bess_collector::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
+use bess_collector::ingest::KafkaSettings;
+use bess_collector::service::{self, CollectorSettings, StorageSettings};
+use bess_collector::storage::{FramePartitions, StoragePreference};
+use bess_protocol::*;
+
+#[derive(Parser)]
+#[command(name = "bess-collector-bench", about = "Collector ingest vs raw COPY ceiling, bytes per sample, series latency")]
+struct Args {
+    /// Number of simulated sites.
+    #[arg(long, default_value_t = 1000)]
+    sites: usize,
+    /// Seconds of data per site.
+    #[arg(long, default_value_t = 300)]
+    seconds: i64,
+    /// Seconds of frames per batch (the edge seals every `max_age`, 1 s by default).
+    #[arg(long, default_value_t = 1)]
+    batch_seconds: i64,
+    /// Topic partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// PostgreSQL server (admin database); the bench creates and drops its own databases.
+    #[arg(long, env = "BESS_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_url: String,
+    /// Tansu binary.
+    #[arg(long, env = "BESS_TANSU_BIN")]
+    tansu: Option<PathBuf>,
+    /// Series requests per resolution for the latency figures.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+}
+
+const DEVICES: usize = 3;
+const FAST_POINTS: usize = 8;
+const SLOW_POINTS: usize = 12;
+const SLOW_EVERY_S: i64 = 60;
+
+fn catalog() -> Catalog {
+    let mut devices = Vec::new();
+    let mut groups = Vec::new();
+    for d in 0..DEVICES {
+        devices.push(DeviceInfo { name: format!("bms-{}", d + 1), model: "bess-controller v1".into() });
+        let point = |i: usize, prefix: &str| PointInfo::new(&format!("{prefix}{i}"), "V", PointKind::Analog, 0.01, 0.0);
+        let mut fast: Vec<PointInfo> = (0..FAST_POINTS).map(|i| point(i, "fast_")).collect();
+        fast[0] = PointInfo::new("soc", "%", PointKind::Analog, 0.01, 0.0);
+        groups.push(GroupInfo { device: d as u16, name: "fast".into(), interval_ms: 1000, points: fast });
+        groups.push(GroupInfo {
+            device: d as u16,
+            name: "slow".into(),
+            interval_ms: (SLOW_EVERY_S * 1000) as u32,
+            points: (0..SLOW_POINTS).map(|i| point(i, "slow_")).collect(),
+        });
+    }
+    Catalog { devices, groups }
+}
+
+/// A site's frames for `[start_s, end_s)`: slowly moving register values.
+fn frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for s in start_s..end_s {
+        for d in 0..DEVICES {
+            let ts_ms = t0_ms + s * 1000 + (d as i64) * 7 + (site as i64 % 50);
+            let wobble = |i: usize| ((s * 31 + i as i64 * 17 + site as i64 * 13) % 41) - 20;
+            let base = |i: usize| 5000 + (i as i64) * 100 + (s / 30) % 200;
+            out.push(Frame {
+                group: GroupIndex((2 * d) as u16),
+                ts_ms,
+                values: (0..FAST_POINTS).map(|i| Reading::Int(base(i) + wobble(i))).collect(),
+            });
+            if s % SLOW_EVERY_S == 0 {
+                out.push(Frame {
+                    group: GroupIndex((2 * d + 1) as u16),
+                    ts_ms: ts_ms + 3,
+                    values: (0..SLOW_POINTS).map(|i| Reading::Int(base(i) + wobble(i) / 4)).collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
+    let catalog = catalog();
+    let mut out = Vec::new();
+    for start in (0..args.seconds).step_by(args.batch_seconds as usize) {
+        for site in 0..args.sites {
+            out.push(Batch {
+                site: SiteId::new(format!("site-{site:04}")).expect("valid"),
+                seq: BatchSeq(1 + (start / args.batch_seconds) as u64),
+                catalog_hash: catalog.hash(),
+                catalog: (start == 0).then(|| catalog.clone()),
+                frames: frames(site, t0_ms, start, (start + args.batch_seconds).min(args.seconds)),
+                gaps: vec![],
+            });
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn database_url(admin: &str, name: &str) -> String {
+    format!("{}/{name}", admin.rsplit_once('/').map_or(admin, |(base, _)| base))
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+fn p99(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[((ms.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(ms.len() - 1)]
+}
+
+async fn disk_bytes(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::int8 FROM pg_inherits WHERE inhparent = 'frames'::regclass",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tansu = args
+        .tansu
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu"));
+    anyhow::ensure!(tansu.exists(), "no Tansu at {} (deploy/tools/install-tansu.sh, or --tansu)", tansu.display());
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+
+    // Databases: one for the collector, one for the ceiling.
+    let admin = connect(&args.admin_url).await.context("connecting to PostgreSQL")?;
+    let id = std::process::id();
+    let (collector_db, ceiling_db) = (format!("bess_bench_{id}"), format!("bess_bench_{id}_ceiling"));
+    for name in [&collector_db, &ceiling_db] {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    }
+    let result = run(&args, &tansu, &metrics, &database_url(&args.admin_url, &collector_db), &database_url(&args.admin_url, &ceiling_db)).await;
+    for name in [&collector_db, &ceiling_db] {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok();
+    }
+    result
+}
+
+async fn run(
+    args: &Args,
+    tansu: &std::path::Path,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+    collector_url: &str,
+    ceiling_url: &str,
+) -> anyhow::Result<()> {
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let today_ms = now_ms.div_euclid(86_400_000) * 86_400_000;
+    let t0_ms = today_ms - 86_400_000 + 6 * 3_600_000; // yesterday 06:00 UTC
+
+    // Broker.
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let scratch = std::env::temp_dir().join(format!("bess-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let mut broker = tokio::process::Command::new(tansu)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .stdout(std::fs::File::create(scratch.join("tansu.log"))?)
+        .stderr(std::fs::File::create(scratch.join("tansu.err"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "Tansu did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let brokers = addr.to_string();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    admin
+        .create_topics(
+            [&NewTopic::new("bess.telemetry", args.partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+
+    // Load the topic.
+    eprintln!("encoding {} sites x {} s ...", args.sites, args.seconds);
+    let batches = batches(args, t0_ms);
+    let samples: u64 = batches.iter().map(|b| b.sample_count() as u64).sum();
+    let payloads: Vec<(String, Vec<u8>)> =
+        batches.iter().map(|b| Ok((b.site.as_str().to_owned(), b.encode(Codec::Zstd)?))).collect::<Result<_, EncodeError>>()?;
+    let topic_bytes: usize = payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
+    eprintln!("producing {} messages ({samples} samples) ...", payloads.len());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .create()?;
+    let produce = |range: std::ops::Range<usize>| {
+        let producer = &producer;
+        let payloads = &payloads;
+        async move {
+            let sends = payloads[range].iter().map(|(key, payload)| {
+                producer.send(FutureRecord::to("bess.telemetry").key(key).payload(payload), Duration::from_secs(60))
+            });
+            for result in futures::future::join_all(sends).await {
+                result.map_err(|(e, _)| e)?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    // Round 1: each site's first batch, which carries its catalog.
+    produce(0..args.sites).await?;
+
+    // The collector, in this process.
+    let api_port = free_port();
+    let cancel = CancellationToken::new();
+    let settings = CollectorSettings {
+        database_url: collector_url.to_owned(),
+        pool_size: 8,
+        kafka: KafkaSettings {
+            brokers: brokers.clone(),
+            topic: "bess.telemetry".into(),
+            group: "bench".into(),
+            session_timeout: Duration::from_secs(2),
+            properties: vec![],
+            dead_letter_topic: Some("bess.telemetry.dlq".into()),
+        },
+        create_topic_partitions: None,
+        listen: ([127, 0, 0, 1], api_port).into(),
+        database_wait: Duration::from_secs(10),
+        storage: StorageSettings {
+            preference: StoragePreference::Auto,
+            retention: None,
+            maintenance_interval: Duration::from_secs(3600),
+        },
+    };
+    let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let wait_written = |target: u64| async move {
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "the collector did not finish within 30 minutes");
+            if counter(&metrics.render(), "bess_collector_samples_written_total") as u64 >= target {
+                return anyhow::Ok(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let warmup: u64 = batches.iter().take(args.sites).map(|b| b.sample_count() as u64).sum();
+    loop {
+        if counter(&metrics.render(), "bess_collector_messages_received_total") > 0.0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the collector received nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signup_start = Instant::now();
+    let signup_s = (wait_written(warmup).await? - signup_start).as_secs_f64();
+    // Round 2, timed from the first send: the collector consumes while it is produced.
+    // Start both timed phases from a clean checkpoint, so neither pays for the other's dirty pages.
+    connect(collector_url).await?.batch_execute("CHECKPOINT").await?;
+    eprintln!("producing the remaining {} messages ...", payloads.len() - args.sites);
+    let steady_start = Instant::now();
+    produce(args.sites..payloads.len()).await?;
+    let steady_s = (wait_written(samples).await? - steady_start).as_secs_f64();
+    let transactions = counter(&metrics.render(), "bess_collector_transactions_total");
+    let collector_rate = (samples - warmup) as f64 / steady_s;
+
+    let db = connect(collector_url).await?;
+    db.batch_execute("VACUUM ANALYZE").await?;
+    let disk = disk_bytes(&db).await?;
+
+    // The ceiling: the same rows by binary COPY, the same transaction sizes, no Kafka, no decoding.
+    let ceiling_pool = service::pool(ceiling_url, 2)?;
+    service::prepare_database(&ceiling_pool, Duration::from_secs(5)).await?;
+    let mut ceiling = connect(ceiling_url).await?;
+    let catalogs = CatalogRegistry::default();
+    let catalog = catalog();
+    let per_tx = ((payloads.len() as f64) / transactions.max(1.0)).ceil().max(1.0) as usize;
+    eprintln!("ceiling: COPY in transactions of {per_tx} batches ...");
+    let mut chunks: Vec<Vec<Bytes>> = Vec::new();
+    let mut days = std::collections::BTreeSet::new();
+    for group in batches.chunks(per_tx) {
+        let mut chunk = Vec::new();
+        for batch in group {
+            let site_id = catalogs.site_id(&ceiling, batch.site.as_str()).await?;
+            let layouts = catalogs.register(&mut ceiling, site_id, catalog.hash(), &catalog).await?;
+            let mut encoder = FrameCopyEncoder::default();
+            for frame in &batch.frames {
+                let layout = &layouts[usize::from(frame.group.0)];
+                encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
+                days.insert(frame.ts_ms.div_euclid(86_400_000));
+            }
+            chunk.push(Bytes::from(encoder.buf));
+        }
+        chunks.push(chunk);
+    }
+    FramePartitions::default().ensure(&ceiling, &days).await?;
+    ceiling.batch_execute("CHECKPOINT").await?;
+    let copy_start = Instant::now();
+    for chunk in &chunks {
+        let tx = ceiling.transaction().await?;
+        let sink = tx.copy_in::<_, Bytes>(COPY_FRAMES).await?;
+        pin_mut!(sink);
+        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+        for rows in chunk {
+            sink.feed(rows.clone()).await?;
+        }
+        sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
+        sink.finish().await?;
+        tx.commit().await?;
+    }
+    let ceiling_s = copy_start.elapsed().as_secs_f64();
+    let ceiling_rate = samples as f64 / ceiling_s;
+
+    // One day of one site for the series latency (written by COPY, then rolled up).
+    let day_start = today_ms - 86_400_000;
+    let site_id = catalogs.site_id(&db, "site-day").await?;
+    let mut db_mut = connect(collector_url).await?;
+    let layouts = CatalogRegistry::default().register(&mut db_mut, site_id, catalog.hash(), &catalog).await?;
+    let mut encoder = FrameCopyEncoder::default();
+    for frame in frames(0, day_start, 0, 86_400) {
+        let layout = &layouts[usize::from(frame.group.0)];
+        encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
+    }
+    {
+        let tx = db_mut.transaction().await?;
+        let sink = tx.copy_in::<_, Bytes>(COPY_FRAMES).await?;
+        pin_mut!(sink);
+        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+        sink.feed(Bytes::from(encoder.buf)).await?;
+        sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
+        sink.finish().await?;
+        tx.execute(
+            "INSERT INTO rollup_pending SELECT generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') ON CONFLICT DO NOTHING",
+            &[&bess_collector::writer::timestamp(day_start), &bess_collector::writer::timestamp(day_start + 86_400_000)],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let refresh_start = Instant::now();
+    let pool = service::pool(collector_url, 1)?;
+    service::maintain_once(&pool, &FramePartitions::default(), None).await?;
+    let refresh_s = refresh_start.elapsed().as_secs_f64();
+    let rolled: i64 = db.query_one("SELECT count(*) FROM frames", &[]).await?.get(0);
+    db.batch_execute("ANALYZE").await?;
+
+    let http = reqwest::Client::new();
+    let fmt = |ms: i64| bess_collector::api::rfc3339(bess_collector::writer::timestamp(ms)).replace('+', "%2B");
+    let mut latency = Vec::new();
+    for resolution in ["raw", "1m", "1h"] {
+        let url = format!(
+            "http://127.0.0.1:{api_port}/api/v1/series?point=site-day/bms-1/soc&from={}&to={}&resolution={resolution}&max_points=100000",
+            fmt(day_start),
+            fmt(day_start + 86_400_000)
+        );
+        let mut times = Vec::with_capacity(args.requests);
+        let mut count = 0;
+        for _ in 0..args.requests {
+            let start = Instant::now();
+            let body: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            count = body["count"].as_u64().unwrap_or(0);
+        }
+        latency.push((resolution, count, p99(times)));
+    }
+    let report: serde_json::Value = http
+        .get(format!(
+            "http://127.0.0.1:{api_port}/api/v1/sites/site-day/completeness?from={}&to={}",
+            fmt(day_start),
+            fmt(day_start + 86_400_000)
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let device = &report["devices"][0];
+    let completeness = format!(
+        "{}: expected {}, received {}, {}%",
+        device["device"], device["expected"], device["received"], device["completeness_pct"]
+    );
+    cancel.cancel();
+    collector.await??;
+    broker.kill().await.ok();
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    println!("bess-collector-bench: {} sites, {} s of data each, {} s per batch, {} partitions", args.sites, args.seconds, args.batch_seconds, args.partitions);
+    println!("  messages                 {:>12}", payloads.len());
+    println!("  samples                  {:>12}", samples);
+    println!("  catalog sign-up          {:>12.2} s for the first batch (with catalog) of {} sites", signup_s, args.sites);
+    println!("  collector ingest         {:>12.0} samples/s  ({steady_s:.2} s for the other batches, Kafka -> committed)", collector_rate);
+    println!("  ceiling (binary COPY)    {:>12.0} samples/s  ({ceiling_s:.2} s, all rows, {transactions} transactions of the same size)", ceiling_rate);
+    println!("  ratio                    {:>12.1} %", 100.0 * collector_rate / ceiling_rate);
+    println!("  topic bytes/sample       {:>12.2}", topic_bytes as f64 / samples as f64);
+    println!("  disk bytes/sample        {:>12.2}  (frames partitions incl. indexes, plain PostgreSQL)", disk as f64 / samples as f64);
+    println!("  rollup refresh           {:>12.2} s for one day of one site ({rolled} frame rows in the database)", refresh_s);
+    println!("  completeness (site-day)  {completeness}");
+    for (resolution, count, p99) in latency {
+        println!("  series p99 {resolution:<4}          {p99:>10.1} ms  ({count} samples, one day of one point, {} requests)", args.requests);
+    }
+    Ok(())
+}

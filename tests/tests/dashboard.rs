@@ -1,0 +1,102 @@
+//! The dashboard in headless Chromium against a running system: simulator →
+//! edge → broker → collector (with access control on) → the page. The
+//! browser part is `tests/browser/dashboard.spec.mjs` (Playwright, run with
+//! `node`); it checks that the fleet page loads, a live value changes and
+//! the history chart renders, and leaves screenshots in the scratch dir
+//! (kept in `target/test-artifacts/dashboard/`).
+
+use anyhow::Context as _;
+use std::path::Path;
+use std::time::Duration;
+
+use bess_tests::scenario::{start_edge, start_sim, wait_for_ledger, write_edge_config};
+use bess_tests::{binary, workspace_root, Broker, Proc, Scratch, TestDatabase};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Fails with the command that installs what the browser test needs.
+fn require_browser_tools(browser_dir: &Path) -> anyhow::Result<()> {
+    if !Path::new(CHROMIUM).exists() {
+        anyhow::bail!("{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium");
+    }
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        anyhow::bail!(
+            "playwright-core is missing; install it with: (cd {} && npm ci --no-audit --no-fund)",
+            browser_dir.display()
+        );
+    }
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        anyhow::bail!("node is missing; install it with: apt-get install -y nodejs npm");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_fleet_live_values_and_history() -> anyhow::Result<()> {
+    let browser_dir = workspace_root().join("tests/browser");
+    require_browser_tools(&browser_dir)?;
+
+    let scratch = Scratch::new("dashboard");
+    let broker = Broker::start(&scratch.dir).await?;
+    let database = TestDatabase::create("dashboard").await?;
+    let sim = start_sim(&scratch.dir, 3, 11).await?;
+
+    let mut collector = Proc::spawn(
+        "collector",
+        &binary("bess-collector"),
+        &[
+            "run", "--database-url", &database.url(), "--brokers", &broker.brokers(),
+            "--listen", "127.0.0.1:0", "--session-timeout", "3s", "--auth", "required",
+        ],
+        &scratch.dir,
+    )?;
+    let api = collector.wait_for_url("bess-collector: API on ").await?;
+    let created = std::process::Command::new(binary("bess-collector"))
+        .args(["token", "create", "--name", "browser", "--sites", "site-001", "--role", "read", "--database-url", &database.url()])
+        .output()
+        .context("running bess-collector token create")?;
+    anyhow::ensure!(created.status.success(), "token create: {}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8(created.stdout)?.trim().to_owned();
+
+    let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
+    let (mut edge, _) = start_edge(&scratch.dir, "edge", &config, &scratch.path("record.jsonl")).await?;
+    // Some history first, so the history chart has samples to draw.
+    wait_for_ledger(&database.url(), 5, Duration::from_secs(90)).await.map_err(|e| anyhow::anyhow!("{e}\n{}", edge.log_tail(20)))?;
+
+    let output = tokio::process::Command::new("node")
+        .arg(browser_dir.join("dashboard.spec.mjs"))
+        .current_dir(&browser_dir)
+        .env("DASHBOARD_URL", &api)
+        .env("BESS_TOKEN", &token)
+        .env("SITE", "site-001")
+        .env("SCREENSHOT_DIR", &scratch.dir)
+        .env("CHROMIUM", CHROMIUM)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\ncollector:\n{}",
+        collector.log_tail(20)
+    );
+    assert!(stdout.contains("dashboard: ok"), "{stdout}");
+    for shot in ["fleet.png", "site.png"] {
+        let path = scratch.path(shot);
+        assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 0), "no screenshot {}", path.display());
+    }
+    // The scratch dir goes away with a passing test; keep the screenshots as artefacts.
+    let artefacts = workspace_root().join("target/test-artifacts/dashboard");
+    std::fs::create_dir_all(&artefacts)?;
+    for shot in ["fleet.png", "site.png"] {
+        std::fs::copy(scratch.path(shot), artefacts.join(shot))?;
+    }
+    println!("screenshots in {}", artefacts.display());
+
+    edge.terminate(Duration::from_secs(30)).await?;
+    collector.terminate(Duration::from_secs(30)).await?;
+    drop(sim);
+    Ok(())
+}
