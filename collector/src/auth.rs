@@ -99,7 +99,9 @@ impl fmt::Display for SiteScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SiteScope::All => f.write_str("*"),
-            SiteScope::Only(sites) => f.write_str(&sites.iter().cloned().collect::<Vec<_>>().join(",")),
+            SiteScope::Only(sites) => {
+                f.write_str(&sites.iter().cloned().collect::<Vec<_>>().join(","))
+            }
         }
     }
 }
@@ -153,7 +155,12 @@ fn record(row: &tokio_postgres::Row) -> Result<TokenRecord, TokenError> {
 }
 
 /// Create a token and return it with its secret (shown once).
-pub async fn create(client: &tokio_postgres::Client, name: &str, role: Role, sites: SiteScope) -> Result<NewToken, TokenError> {
+pub async fn create(
+    client: &tokio_postgres::Client,
+    name: &str,
+    role: Role,
+    sites: SiteScope,
+) -> Result<NewToken, TokenError> {
     if matches!(&sites, SiteScope::Only(s) if s.is_empty()) {
         return Err(TokenError::NoSites);
     }
@@ -165,28 +172,44 @@ pub async fn create(client: &tokio_postgres::Client, name: &str, role: Role, sit
             &[&name, &&hash[..], &role.as_str(), &sites.to_column()],
         )
         .await?;
-    Ok(NewToken { secret, record: record(&row)? })
+    Ok(NewToken {
+        secret,
+        record: record(&row)?,
+    })
 }
 
 /// Every token, revoked ones included, oldest first.
 pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<TokenRecord>, TokenError> {
-    let rows = client.query(&format!("SELECT {COLUMNS} FROM api_tokens ORDER BY token_id"), &[]).await?;
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM api_tokens ORDER BY token_id"),
+            &[],
+        )
+        .await?;
     rows.iter().map(record).collect()
 }
 
 /// Revoke a token; `false` if there is no such token or it was revoked before.
 pub async fn revoke(client: &tokio_postgres::Client, id: i32) -> Result<bool, TokenError> {
     let n = client
-        .execute("UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL", &[&id])
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL",
+            &[&id],
+        )
         .await?;
     Ok(n == 1)
 }
 
 /// The live (not revoked) token with this hash.
-pub async fn lookup(client: &tokio_postgres::Client, hash: &[u8; 32]) -> Result<Option<TokenRecord>, TokenError> {
+pub async fn lookup(
+    client: &tokio_postgres::Client,
+    hash: &[u8; 32],
+) -> Result<Option<TokenRecord>, TokenError> {
     let row = client
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"),
+            &format!(
+                "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+            ),
             &[&&hash[..]],
         )
         .await?;
@@ -204,7 +227,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(TOKEN_PREFIX));
         assert_eq!(a.len(), TOKEN_PREFIX.len() + 64);
-        assert!(a[TOKEN_PREFIX.len()..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(a[TOKEN_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub struct CatalogRegistry {
 
 impl CatalogRegistry {
     /// The site's id, registering the site on first sight.
-    pub async fn site_id(&self, client: &impl GenericClient, name: &str) -> Result<i32, tokio_postgres::Error> {
+    pub async fn site_id(
+        &self,
+        client: &impl GenericClient,
+        name: &str,
+    ) -> Result<i32, tokio_postgres::Error> {
         if let Some(&id) = self.sites.lock().expect("lock").get(name) {
             return Ok(id);
         }
@@ -155,8 +159,14 @@ impl CatalogRegistry {
             });
         }
         tx.commit().await?;
-        let layouts = Arc::new(CatalogLayouts { groups: layouts, device_ids });
-        self.layouts.lock().expect("lock").insert((site_id, hash), layouts.clone());
+        let layouts = Arc::new(CatalogLayouts {
+            groups: layouts,
+            device_ids,
+        });
+        self.layouts
+            .lock()
+            .expect("lock")
+            .insert((site_id, hash), layouts.clone());
         Ok(layouts)
     }
 
@@ -171,12 +181,18 @@ impl CatalogRegistry {
             return Ok(Some(layouts));
         }
         let row = client
-            .query_opt("SELECT body FROM catalogs WHERE site_id = $1 AND catalog_hash = $2", &[&site_id, &(hash.0 as i64)])
+            .query_opt(
+                "SELECT body FROM catalogs WHERE site_id = $1 AND catalog_hash = $2",
+                &[&site_id, &(hash.0 as i64)],
+            )
             .await?;
         let Some(row) = row else { return Ok(None) };
         let body: serde_json::Value = row.get(0);
         match serde_json::from_value::<Catalog>(body) {
-            Ok(catalog) => self.register(client, site_id, hash, &catalog).await.map(Some),
+            Ok(catalog) => self
+                .register(client, site_id, hash, &catalog)
+                .await
+                .map(Some),
             Err(e) => {
                 tracing::error!(site_id, %hash, "stored catalog is unreadable: {e}");
                 Ok(None)
@@ -191,6 +207,10 @@ impl CatalogRegistry {
 
     /// The layouts of a catalog this instance has registered or looked up.
     pub fn cached(&self, site_id: i32, hash: CatalogHash) -> Option<Layouts> {
-        self.layouts.lock().expect("lock").get(&(site_id, hash)).cloned()
+        self.layouts
+            .lock()
+            .expect("lock")
+            .get(&(site_id, hash))
+            .cloned()
     }
 }

@@ -19,7 +19,8 @@ const INT2_OID: i32 = 21;
 const PG_EPOCH_MS: i64 = 946_684_800_000;
 
 /// The COPY statement the encoded rows are for.
-pub const COPY_FRAMES: &str = "COPY frames (layout_id, ts, vals, status) FROM STDIN (FORMAT binary)";
+pub const COPY_FRAMES: &str =
+    "COPY frames (layout_id, ts, vals, status) FROM STDIN (FORMAT binary)";
 
 /// Appends `frames` tuples to a buffer.
 #[derive(Debug, Default)]
@@ -30,7 +31,13 @@ pub struct FrameCopyEncoder {
 impl FrameCopyEncoder {
     /// One frame: engineering values from the points' scale/offset, `NULL`
     /// where missing; the status array only when some value is missing.
-    pub fn frame(&mut self, layout_id: i32, ts_ms: i64, points: &[PointMeta], readings: &[Reading]) {
+    pub fn frame(
+        &mut self,
+        layout_id: i32,
+        ts_ms: i64,
+        points: &[PointMeta],
+        readings: &[Reading],
+    ) {
         let buf = &mut self.buf;
         buf.extend_from_slice(&4i16.to_be_bytes());
         buf.extend_from_slice(&4i32.to_be_bytes());
@@ -39,7 +46,10 @@ impl FrameCopyEncoder {
         buf.extend_from_slice(&((ts_ms - PG_EPOCH_MS) * 1000).to_be_bytes());
 
         let n = readings.len() as i32;
-        let missing = readings.iter().filter(|r| matches!(r, Reading::Missing(_))).count() as i32;
+        let missing = readings
+            .iter()
+            .filter(|r| matches!(r, Reading::Missing(_)))
+            .count() as i32;
         // vals float8[]
         if n == 0 {
             buf.extend_from_slice(&12i32.to_be_bytes());
@@ -96,7 +106,13 @@ mod tests {
     use bess_protocol::MissingReason;
 
     fn point(scale: f64) -> PointMeta {
-        PointMeta { point_id: 1, name: "p".into(), unit: String::new(), scale, offset: 0.0 }
+        PointMeta {
+            point_id: 1,
+            name: "p".into(),
+            unit: String::new(),
+            scale,
+            offset: 0.0,
+        }
     }
 
     #[test]
@@ -118,13 +134,21 @@ mod tests {
     fn a_missing_value_is_null_with_its_status_code() {
         let mut encoder = FrameCopyEncoder::default();
         let missing = MissingReason::Exception(2);
-        encoder.frame(1, PG_EPOCH_MS, &[point(1.0), point(1.0)], &[Reading::Float(1.5), Reading::Missing(missing)]);
+        encoder.frame(
+            1,
+            PG_EPOCH_MS,
+            &[point(1.0), point(1.0)],
+            &[Reading::Float(1.5), Reading::Missing(missing)],
+        );
         let b = &encoder.buf;
         // vals: 20 + 2*4 + 1*8 = 36 bytes, has-null flag set
         assert_eq!(&b[22..26], &36i32.to_be_bytes());
         assert_eq!(&b[30..34], &1i32.to_be_bytes());
         let status = &b[26 + 36..];
         assert_eq!(&status[0..4], &32i32.to_be_bytes());
-        assert_eq!(&status[status.len() - 2..], &(missing.code() as i16).to_be_bytes());
+        assert_eq!(
+            &status[status.len() - 2..],
+            &(missing.code() as i16).to_be_bytes()
+        );
     }
 }

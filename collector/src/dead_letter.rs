@@ -58,9 +58,10 @@ impl RejectClass {
     pub fn of_decode_error(e: &bess_protocol::DecodeError) -> Self {
         use bess_protocol::DecodeError as E;
         match e {
-            E::UnsupportedVersion(_) | E::UnknownCodec(_) | E::UnknownFlags(_) | E::SignatureUnsupported => {
-                RejectClass::UnsupportedVersion
-            }
+            E::UnsupportedVersion(_)
+            | E::UnknownCodec(_)
+            | E::UnknownFlags(_)
+            | E::SignatureUnsupported => RejectClass::UnsupportedVersion,
             _ => RejectClass::Undecodable,
         }
     }
@@ -113,7 +114,10 @@ impl DeadLetterProducer {
         ] {
             config.remove(consumer_only);
         }
-        Ok(Self { producer: config.create()?, topic: topic.to_owned() })
+        Ok(Self {
+            producer: config.create()?,
+            topic: topic.to_owned(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -121,25 +125,51 @@ impl DeadLetterProducer {
     }
 
     /// Produce one message and wait for its delivery report.
-    pub async fn deliver(&self, message: &IngestMessage, class: RejectClass, reason: &str) -> Result<(), DeadLetterError> {
+    pub async fn deliver(
+        &self,
+        message: &IngestMessage,
+        class: RejectClass,
+        reason: &str,
+    ) -> Result<(), DeadLetterError> {
         let partition = message.partition.to_string();
         let offset = message.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_REASON_CLASS, value: Some(class.as_str()) })
-            .insert(Header { key: HEADER_REASON, value: Some(reason) })
-            .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(message.topic.as_str()) })
-            .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(offset.as_str()) });
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&message.payload).headers(headers);
+            .insert(Header {
+                key: HEADER_REASON_CLASS,
+                value: Some(class.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_TOPIC,
+                value: Some(message.topic.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(&message.payload)
+            .headers(headers);
         if let Some(key) = &message.key {
             record = record.key(key.as_slice());
         }
-        self.producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(error, _)| DeadLetterError {
-            topic: message.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
-            error,
-        })
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| DeadLetterError {
+                topic: message.topic.clone(),
+                partition: message.partition,
+                offset: message.offset,
+                error,
+            })
     }
 }
 
@@ -152,7 +182,10 @@ mod tests {
         let mut bytes = b"BESS\x02\x00\x00\x01a".to_vec();
         bytes.extend_from_slice(&[0; 20]);
         let e = bess_protocol::Batch::decode(&bytes).unwrap_err();
-        assert_eq!(RejectClass::of_decode_error(&e), RejectClass::UnsupportedVersion);
+        assert_eq!(
+            RejectClass::of_decode_error(&e),
+            RejectClass::UnsupportedVersion
+        );
         let e = bess_protocol::Batch::decode(b"not a batch at all").unwrap_err();
         assert_eq!(RejectClass::of_decode_error(&e), RejectClass::Undecodable);
     }

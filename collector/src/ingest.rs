@@ -67,8 +67,16 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 3).max(100).to_string())
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (settings.session_timeout.as_millis() / 3)
+                .max(100)
+                .to_string(),
+        )
         .set("queued.max.messages.kbytes", "16384")
         .set("enable.partition.eof", "false");
     for (key, value) in &settings.properties {
@@ -102,7 +110,11 @@ struct Committed {
 }
 
 impl KafkaIngest {
-    pub fn new(settings: &KafkaSettings, writer: SampleWriter, live: broadcast::Sender<LiveMessage>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &KafkaSettings,
+        writer: SampleWriter,
+        live: broadcast::Sender<LiveMessage>,
+    ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = consumer_config(settings).create()?;
         consumer.subscribe(&[&settings.topic])?;
         let dead_letters = match &settings.dead_letter_topic {
@@ -112,7 +124,12 @@ impl KafkaIngest {
         for class in RejectClass::ALL {
             metrics::counter!("bess_collector_messages_rejected_by_reason_total", "reason" => class.as_str()).absolute(0);
         }
-        Ok(Self { consumer: Arc::new(consumer), writer: Arc::new(writer), live, dead_letters })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            writer: Arc::new(writer),
+            live,
+            dead_letters,
+        })
     }
 
     /// Consume until cancelled; then finish the chunk in hand and commit.
@@ -120,10 +137,24 @@ impl KafkaIngest {
         let (messages_tx, messages_rx) = mpsc::channel(QUEUE);
         let (prepared_tx, prepared_rx) = mpsc::channel(PREPARED);
         let (acks_tx, acks_rx) = mpsc::channel(ACKS);
-        let reader = tokio::spawn(read_messages(self.consumer.clone(), messages_tx, cancel.clone()));
-        let preparer =
-            tokio::spawn(prepare_chunks(self.writer.clone(), self.live.clone(), messages_rx, prepared_tx, cancel.clone()));
-        let acknowledger = tokio::spawn(acknowledge(self.consumer.clone(), self.dead_letters.clone(), acks_rx, cancel.clone()));
+        let reader = tokio::spawn(read_messages(
+            self.consumer.clone(),
+            messages_tx,
+            cancel.clone(),
+        ));
+        let preparer = tokio::spawn(prepare_chunks(
+            self.writer.clone(),
+            self.live.clone(),
+            messages_rx,
+            prepared_tx,
+            cancel.clone(),
+        ));
+        let acknowledger = tokio::spawn(acknowledge(
+            self.consumer.clone(),
+            self.dead_letters.clone(),
+            acks_rx,
+            cancel.clone(),
+        ));
         write_chunks(&self.writer, &self.live, prepared_rx, acks_tx, cancel).await;
         reader.await.ok();
         preparer.await.ok();
@@ -135,7 +166,11 @@ impl KafkaIngest {
     }
 }
 
-async fn read_messages(consumer: Arc<StreamConsumer>, queue: mpsc::Sender<IngestMessage>, cancel: CancellationToken) {
+async fn read_messages(
+    consumer: Arc<StreamConsumer>,
+    queue: mpsc::Sender<IngestMessage>,
+    cancel: CancellationToken,
+) {
     loop {
         let received = tokio::select! {
             () = cancel.cancelled() => return,
@@ -194,7 +229,10 @@ async fn prepare_chunks(
         let mut delay = Duration::from_millis(100);
         let chunk = loop {
             let want_live = live.receiver_count() > 0;
-            match writer.prepare(decoded.take().expect("handed back on error"), want_live).await {
+            match writer
+                .prepare(decoded.take().expect("handed back on error"), want_live)
+                .await
+            {
                 Ok(chunk) => break chunk,
                 Err((e, back)) => {
                     decoded = Some(back);
@@ -246,33 +284,58 @@ async fn write_chunks(
             }
         };
         metrics::counter!("bess_collector_transactions_total").increment(1);
-        metrics::counter!("bess_collector_batches_written_total").increment(outcome.batches_written);
-        metrics::counter!("bess_collector_batches_duplicate_total").increment(outcome.batches_duplicate);
-        metrics::counter!("bess_collector_messages_rejected_total").increment(outcome.messages_rejected);
+        metrics::counter!("bess_collector_batches_written_total")
+            .increment(outcome.batches_written);
+        metrics::counter!("bess_collector_batches_duplicate_total")
+            .increment(outcome.batches_duplicate);
+        metrics::counter!("bess_collector_messages_rejected_total")
+            .increment(outcome.messages_rejected);
         metrics::counter!("bess_collector_frames_written_total").increment(outcome.frames_written);
-        metrics::counter!("bess_collector_samples_written_total").increment(outcome.samples_written);
+        metrics::counter!("bess_collector_samples_written_total")
+            .increment(outcome.samples_written);
         metrics::counter!("bess_collector_gaps_written_total").increment(outcome.gaps_written);
         for rejection in &outcome.rejected {
             metrics::counter!("bess_collector_messages_rejected_by_reason_total", "reason" => rejection.class.as_str()).increment(1);
         }
         if outcome.batches_duplicate > 0 {
-            tracing::info!(duplicates = outcome.batches_duplicate, "skipped batches already in the ledger");
+            tracing::info!(
+                duplicates = outcome.batches_duplicate,
+                "skipped batches already in the ledger"
+            );
         }
         if outcome.messages_rejected > 0 {
-            tracing::warn!(rejected = outcome.messages_rejected, "set aside messages that are not valid batches (see rejected_messages)");
+            tracing::warn!(
+                rejected = outcome.messages_rejected,
+                "set aside messages that are not valid batches (see rejected_messages)"
+            );
         }
         for frame in &outcome.live {
             let _ = live.send(LiveMessage::from(frame));
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &chunk.messages {
-            let entry = offsets.entry((m.topic.clone(), m.partition)).or_insert(m.offset + 1);
+            let entry = offsets
+                .entry((m.topic.clone(), m.partition))
+                .or_insert(m.offset + 1);
             *entry = (*entry).max(m.offset + 1);
         }
-        let mut messages: Vec<Option<IngestMessage>> = std::mem::take(&mut chunk.messages).into_iter().map(Some).collect();
-        let dead_letters =
-            outcome.rejected.into_iter().filter_map(|r| messages[r.message].take().map(|m| (m, r))).collect();
-        if acks.send(Committed { offsets, dead_letters }).await.is_err() {
+        let mut messages: Vec<Option<IngestMessage>> = std::mem::take(&mut chunk.messages)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let dead_letters = outcome
+            .rejected
+            .into_iter()
+            .filter_map(|r| messages[r.message].take().map(|m| (m, r)))
+            .collect();
+        if acks
+            .send(Committed {
+                offsets,
+                dead_letters,
+            })
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -291,13 +354,17 @@ async fn acknowledge(
             for (message, rejection) in &committed.dead_letters {
                 let mut delay = Duration::from_millis(200);
                 loop {
-                    match producer.deliver(message, rejection.class, &rejection.reason).await {
+                    match producer
+                        .deliver(message, rejection.class, &rejection.reason)
+                        .await
+                    {
                         Ok(()) => {
                             metrics::counter!("bess_collector_dead_letters_total").increment(1);
                             break;
                         }
                         Err(e) => {
-                            metrics::counter!("bess_collector_dead_letter_failures_total").increment(1);
+                            metrics::counter!("bess_collector_dead_letter_failures_total")
+                                .increment(1);
                             tracing::error!(retry_in = ?delay, topic = producer.topic(), "{e}");
                             if cancel.is_cancelled() {
                                 // Offsets of this chunk and later ones stay unstored:
@@ -320,7 +387,9 @@ async fn acknowledge(
 fn store_offsets(consumer: &StreamConsumer, next: &BTreeMap<(String, i32), i64>) {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in next {
-        if let Err(e) = list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)) {
+        if let Err(e) =
+            list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+        {
             tracing::warn!("offset list: {e}");
         }
     }

@@ -31,7 +31,13 @@ pub struct LiveFrame {
 }
 
 impl LiveFrame {
-    pub fn new(site: &str, layout: &Layout, ts_ms: i64, values: &[Option<f64>], readings: &[Reading]) -> Self {
+    pub fn new(
+        site: &str,
+        layout: &Layout,
+        ts_ms: i64,
+        values: &[Option<f64>],
+        readings: &[Reading],
+    ) -> Self {
         Self {
             site: site.to_owned(),
             device: layout.device.clone(),
@@ -69,7 +75,12 @@ pub struct LiveMessage {
 
 impl From<&LiveFrame> for LiveMessage {
     fn from(frame: &LiveFrame) -> Self {
-        let json = serde_json::to_string(&serde_json::json!({ "type": "frame", "frame": frame })).expect("serializes");
-        Self { site: frame.site.as_str().into(), json: json.into(), frame: Arc::new(frame.clone()) }
+        let json = serde_json::to_string(&serde_json::json!({ "type": "frame", "frame": frame }))
+            .expect("serializes");
+        Self {
+            site: frame.site.as_str().into(),
+            json: json.into(),
+            frame: Arc::new(frame.clone()),
+        }
     }
 }

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use bess_collector::api::auth::{AccessSettings, AuthMode, RateLimit};
 use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
 use bess_collector::storage::StoragePreference;
-use bess_collector::api::auth::{AccessSettings, AuthMode, RateLimit};
 
 mod token_command;
 
@@ -29,11 +29,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Consume, store and serve until stopped (Ctrl-C or SIGTERM).
-    #[command(after_help = "Run several instances with the same --group to share the topic's partitions.\nEvery flag can also be set through the environment variable shown.")]
+    #[command(
+        after_help = "Run several instances with the same --group to share the topic's partitions.\nEvery flag can also be set through the environment variable shown."
+    )]
     Run(Box<RunArgs>),
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "BESS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/bess")]
+        #[arg(
+            long,
+            env = "BESS_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/bess"
+        )]
         database_url: String,
         /// Storage backend for a new database (see `run --help`).
         #[arg(long, env = "BESS_STORAGE", value_enum, default_value_t = StoragePreference::Auto)]
@@ -46,7 +52,11 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "BESS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/bess")]
+    #[arg(
+        long,
+        env = "BESS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/bess"
+    )]
     database_url: String,
     /// Database connections in the pool.
     #[arg(long, env = "BESS_DATABASE_POOL", default_value_t = 8)]
@@ -63,7 +73,11 @@ struct RunArgs {
     /// Dead-letter topic: messages that are not valid batches are produced
     /// here with the reason and their origin in headers (empty: only the
     /// `rejected_messages` table).
-    #[arg(long, env = "BESS_DEAD_LETTER_TOPIC", default_value = "bess.telemetry.dlq")]
+    #[arg(
+        long,
+        env = "BESS_DEAD_LETTER_TOPIC",
+        default_value = "bess.telemetry.dlq"
+    )]
     dead_letter_topic: String,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
@@ -108,13 +122,17 @@ fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
     if s == "none" {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|e: bess_collector::api::auth::RateLimitParseError| e.to_string())
+    s.parse()
+        .map(Some)
+        .map_err(|e: bess_collector::api::auth::RateLimitParseError| e.to_string())
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(7 * 86_400) {
-        return Err("retention must be at least 7d (rollups are refreshed over the last 3 days)".into());
+        return Err(
+            "retention must be at least 7d (rollups are refreshed over the last 3 days)".into(),
+        );
     }
     Ok(d)
 }
@@ -131,7 +149,10 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run(args) => run(*args),
-        Command::Migrate { database_url, storage } => migrate(&database_url, storage),
+        Command::Migrate {
+            database_url,
+            storage,
+        } => migrate(&database_url, storage),
         Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
     };
     match result {
@@ -144,13 +165,16 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn migrate(database_url: &str, storage: StoragePreference) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let pool = service::pool(database_url, 1)?;
-        let backend = service::prepare_database_with(&pool, Duration::from_secs(5), storage).await?;
+        let backend =
+            service::prepare_database_with(&pool, Duration::from_secs(5), storage).await?;
         println!("migrations applied; storage: {backend}");
         Ok(())
     })
@@ -160,7 +184,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing metrics recorder")?;
-    let access = AccessSettings { mode: args.auth, rate_limit: args.rate_limit };
+    let access = AccessSettings {
+        mode: args.auth,
+        rate_limit: args.rate_limit,
+    };
     let settings = CollectorSettings {
         database_url: args.database_url,
         pool_size: args.database_pool.max(3),
@@ -172,7 +199,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             properties: args.kafka_properties,
             dead_letter_topic: Some(args.dead_letter_topic).filter(|t| !t.trim().is_empty()),
         },
-        create_topic_partitions: (args.create_topic_partitions > 0).then_some(args.create_topic_partitions),
+        create_topic_partitions: (args.create_topic_partitions > 0)
+            .then_some(args.create_topic_partitions),
         listen: args.listen,
         database_wait: args.database_wait,
         storage: StorageSettings {
@@ -189,7 +217,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -200,7 +229,8 @@ async fn shutdown_signal(cancel: CancellationToken) {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -21,8 +21,18 @@ struct Migration {
 
 /// In order. Never edit an applied migration; add one.
 const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "schema", backend: None, sql: include_str!("sql/001_schema.sql") },
-    Migration { version: 2, name: "gaps", backend: None, sql: include_str!("sql/002_gaps.sql") },
+    Migration {
+        version: 1,
+        name: "schema",
+        backend: None,
+        sql: include_str!("sql/001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "gaps",
+        backend: None,
+        sql: include_str!("sql/002_gaps.sql"),
+    },
     Migration {
         version: 3,
         name: "postgresql_storage",
@@ -35,7 +45,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: Some(StorageBackend::TimescaleDb),
         sql: include_str!("sql/003_timescaledb_storage.sql"),
     },
-    Migration { version: 4, name: "api_tokens", backend: None, sql: include_str!("sql/004_api_tokens.sql") },
+    Migration {
+        version: 4,
+        name: "api_tokens",
+        backend: None,
+        sql: include_str!("sql/004_api_tokens.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.
@@ -51,9 +66,16 @@ pub enum MigrationError {
     #[error("TimescaleDB was requested but the extension is not available on this server")]
     TimescaleUnavailable,
     #[error("migration {version} ({name}) failed: {source}")]
-    Failed { version: i32, name: &'static str, source: tokio_postgres::Error },
+    Failed {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
     #[error("the database was set up for {found}, but {wanted} was requested")]
-    BackendMismatch { found: StorageBackend, wanted: StorageBackend },
+    BackendMismatch {
+        found: StorageBackend,
+        wanted: StorageBackend,
+    },
 }
 
 /// What `apply` did.
@@ -63,7 +85,10 @@ pub struct Applied {
     pub backend: StorageBackend,
 }
 
-pub async fn apply(client: &mut Client, preference: StoragePreference) -> Result<Applied, MigrationError> {
+pub async fn apply(
+    client: &mut Client,
+    preference: StoragePreference,
+) -> Result<Applied, MigrationError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -71,22 +96,35 @@ pub async fn apply(client: &mut Client, preference: StoragePreference) -> Result
         )
         .await
         .or_else(ignore_concurrent_create)?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = apply_locked(client, preference).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
     result
 }
 
-async fn apply_locked(client: &mut Client, preference: StoragePreference) -> Result<Applied, MigrationError> {
+async fn apply_locked(
+    client: &mut Client,
+    preference: StoragePreference,
+) -> Result<Applied, MigrationError> {
     let mut versions = Vec::new();
     // Common migrations before the storage choice, then the choice, then the rest in order.
-    for migration in MIGRATIONS.iter().filter(|m| m.backend.is_none() && m.version < STORAGE_VERSION) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.backend.is_none() && m.version < STORAGE_VERSION)
+    {
         if run(client, migration).await? {
             versions.push(migration.version);
         }
     }
     let recorded = client
-        .query_opt("SELECT name FROM schema_migrations WHERE version = $1", &[&STORAGE_VERSION])
+        .query_opt(
+            "SELECT name FROM schema_migrations WHERE version = $1",
+            &[&STORAGE_VERSION],
+        )
         .await?
         .map(|row| row.get::<_, String>(0));
     let backend = match recorded {
@@ -105,7 +143,9 @@ async fn apply_locked(client: &mut Client, preference: StoragePreference) -> Res
             let available = timescale_available(client).await?;
             let wanted = match preference {
                 StoragePreference::PostgreSql => StorageBackend::PostgreSql,
-                StoragePreference::TimescaleDb if !available => return Err(MigrationError::TimescaleUnavailable),
+                StoragePreference::TimescaleDb if !available => {
+                    return Err(MigrationError::TimescaleUnavailable)
+                }
                 StoragePreference::TimescaleDb => StorageBackend::TimescaleDb,
                 StoragePreference::Auto if available => StorageBackend::TimescaleDb,
                 StoragePreference::Auto => StorageBackend::PostgreSql,
@@ -131,7 +171,10 @@ async fn apply_locked(client: &mut Client, preference: StoragePreference) -> Res
             chosen
         }
     };
-    for migration in MIGRATIONS.iter().filter(|m| m.version > STORAGE_VERSION && m.backend.is_none_or(|b| b == backend)) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > STORAGE_VERSION && m.backend.is_none_or(|b| b == backend))
+    {
         if run(client, migration).await? {
             versions.push(migration.version);
         }
@@ -161,16 +204,32 @@ async fn timescale_available(client: &Client) -> Result<bool, tokio_postgres::Er
 /// recorded; `true` when it ran.
 async fn run(client: &mut Client, migration: &Migration) -> Result<bool, MigrationError> {
     let tx = client.transaction().await?;
-    let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&migration.version]).await?;
+    let done = tx
+        .query_opt(
+            "SELECT 1 FROM schema_migrations WHERE version = $1",
+            &[&migration.version],
+        )
+        .await?;
     if done.is_some() {
         return Ok(false);
     }
-    let failed = |source| MigrationError::Failed { version: migration.version, name: migration.name, source };
+    let failed = |source| MigrationError::Failed {
+        version: migration.version,
+        name: migration.name,
+        source,
+    };
     tx.batch_execute(migration.sql).await.map_err(failed)?;
-    tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[&migration.version, &migration.name])
-        .await?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+        &[&migration.version, &migration.name],
+    )
+    .await?;
     tx.commit().await?;
-    tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    tracing::info!(
+        version = migration.version,
+        name = migration.name,
+        "applied migration"
+    );
     Ok(true)
 }
 

@@ -47,13 +47,24 @@ pub struct StorageSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { preference: StoragePreference::Auto, retention: None, maintenance_interval: Duration::from_secs(30) }
+        Self {
+            preference: StoragePreference::Auto,
+            retention: None,
+            maintenance_interval: Duration::from_secs(30),
+        }
     }
 }
 
 pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
-    let config = tokio_postgres::Config::from_str(database_url).context("parsing the database URL")?;
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let config =
+        tokio_postgres::Config::from_str(database_url).context("parsing the database URL")?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Ok(Pool::builder(manager).max_size(size).build()?)
 }
 
@@ -64,7 +75,11 @@ pub async fn prepare_database(pool: &Pool, wait: Duration) -> anyhow::Result<Sto
 }
 
 /// Connect (waiting up to `wait`) and migrate; the backend in use.
-pub async fn prepare_database_with(pool: &Pool, wait: Duration, preference: StoragePreference) -> anyhow::Result<StorageBackend> {
+pub async fn prepare_database_with(
+    pool: &Pool,
+    wait: Duration,
+    preference: StoragePreference,
+) -> anyhow::Result<StorageBackend> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut client = loop {
         match pool.get().await {
@@ -77,7 +92,9 @@ pub async fn prepare_database_with(pool: &Pool, wait: Duration, preference: Stor
         }
     };
     let client: &mut tokio_postgres::Client = &mut client;
-    let applied = crate::migrations::apply(client, preference).await.context("applying migrations")?;
+    let applied = crate::migrations::apply(client, preference)
+        .await
+        .context("applying migrations")?;
     Ok(applied.backend)
 }
 
@@ -98,7 +115,11 @@ async fn ensure_topic(settings: &KafkaSettings, name: &str, partitions: i32) -> 
 /// Run with the API open to everyone (no tokens, no rate limit): for tests
 /// and benchmarks that embed the collector. The command line uses
 /// [`run_with_access`].
-pub async fn run(settings: CollectorSettings, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    settings: CollectorSettings,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     run_with_access(settings, AccessSettings::open(), metrics, cancel).await
 }
 
@@ -110,27 +131,45 @@ pub async fn run_with_access(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = pool(&settings.database_url, settings.pool_size)?;
-    let backend = prepare_database_with(&pool, settings.database_wait, settings.storage.preference).await?;
+    let backend =
+        prepare_database_with(&pool, settings.database_wait, settings.storage.preference).await?;
     tracing::info!(storage = %backend, "storage backend");
     {
         let client = pool.get().await?;
-        storage::configure_retention(&**client, backend, settings.storage.retention).await.context("setting retention")?;
+        storage::configure_retention(&**client, backend, settings.storage.retention)
+            .await
+            .context("setting retention")?;
     }
     if let Some(partitions) = settings.create_topic_partitions {
-        ensure_topic(&settings.kafka, &settings.kafka.topic, partitions).await.context("checking the topic")?;
+        ensure_topic(&settings.kafka, &settings.kafka.topic, partitions)
+            .await
+            .context("checking the topic")?;
         if let Some(dlq) = &settings.kafka.dead_letter_topic {
-            ensure_topic(&settings.kafka, dlq, partitions).await.context("checking the dead-letter topic")?;
+            ensure_topic(&settings.kafka, dlq, partitions)
+                .await
+                .context("checking the dead-letter topic")?;
         }
     }
 
     let (live, _) = broadcast::channel(LIVE_CHANNEL);
     let latest = Arc::new(api::LatestCache::default());
-    let latest_feed =
-        tokio::spawn(api::feed_latest(latest.clone(), live.subscribe(), pool.clone(), cancel.clone()));
+    let latest_feed = tokio::spawn(api::feed_latest(
+        latest.clone(),
+        live.subscribe(),
+        pool.clone(),
+        cancel.clone(),
+    ));
     let writer = SampleWriter::new(pool.clone(), backend);
     let partitions = writer.partitions.clone();
-    let ingest = KafkaIngest::new(&settings.kafka, writer, live.clone()).context("creating Kafka consumer")?;
-    let upkeep = tokio::spawn(maintain_storage(pool.clone(), backend, partitions, settings.storage.clone(), cancel.clone()));
+    let ingest = KafkaIngest::new(&settings.kafka, writer, live.clone())
+        .context("creating Kafka consumer")?;
+    let upkeep = tokio::spawn(maintain_storage(
+        pool.clone(),
+        backend,
+        partitions,
+        settings.storage.clone(),
+        cancel.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -148,7 +187,11 @@ pub async fn run_with_access(
     });
     let server = tokio::spawn({
         let stop = api_stop.clone();
-        async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
     });
     println!("bess-collector: API on http://{addr}");
     tracing::info!(%addr, topic = %settings.kafka.topic, group = %settings.kafka.group, storage = %backend, "collector started");
@@ -191,7 +234,11 @@ async fn maintain_storage(
 }
 
 /// One upkeep cycle (plain PostgreSQL).
-pub async fn maintain_once(pool: &Pool, partitions: &FramePartitions, retention: Option<Duration>) -> anyhow::Result<()> {
+pub async fn maintain_once(
+    pool: &Pool,
+    partitions: &FramePartitions,
+    retention: Option<Duration>,
+) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let dropped = storage::maintain_partitions(&**client, partitions, retention).await?;
     if !dropped.is_empty() {

@@ -92,13 +92,22 @@ impl FramePartitions {
     /// Make sure a partition exists for each day (days since the Unix epoch).
     /// Runs outside the write transaction: creating a partition briefly locks
     /// `frames`, and must not wait inside a transaction that holds rows.
-    pub async fn ensure(&self, client: &impl GenericClient, days: &BTreeSet<i64>) -> Result<(), tokio_postgres::Error> {
+    pub async fn ensure(
+        &self,
+        client: &impl GenericClient,
+        days: &BTreeSet<i64>,
+    ) -> Result<(), tokio_postgres::Error> {
         let missing: Vec<i64> = {
             let known = self.known.lock().expect("lock");
             days.difference(&known).copied().collect()
         };
         for day in missing {
-            client.execute("SELECT bess_ensure_frames_partition($1)", &[&epoch_day(day)]).await?;
+            client
+                .execute(
+                    "SELECT bess_ensure_frames_partition($1)",
+                    &[&epoch_day(day)],
+                )
+                .await?;
             self.known.lock().expect("lock").insert(day);
         }
         Ok(())
@@ -120,8 +129,13 @@ pub fn minute_of(ts_ms: i64) -> i64 {
 
 fn epoch_day(day: i64) -> Date {
     let days = i32::try_from(day).unwrap_or(0);
-    Date::from_julian_day(Date::from_calendar_date(1970, time::Month::January, 1).expect("valid").to_julian_day() + days)
-        .unwrap_or(Date::MIN)
+    Date::from_julian_day(
+        Date::from_calendar_date(1970, time::Month::January, 1)
+            .expect("valid")
+            .to_julian_day()
+            + days,
+    )
+    .unwrap_or(Date::MIN)
 }
 
 /// Set (TimescaleDB) the retention policy; `None` keeps data forever.
@@ -133,10 +147,20 @@ pub async fn configure_retention(
     if backend != StorageBackend::TimescaleDb {
         return Ok(());
     }
-    client.execute("SELECT remove_retention_policy('frames', if_exists => true)", &[]).await?;
+    client
+        .execute(
+            "SELECT remove_retention_policy('frames', if_exists => true)",
+            &[],
+        )
+        .await?;
     if let Some(retention) = retention {
         let interval = format!("{} seconds", retention.as_secs());
-        client.execute("SELECT add_retention_policy('frames', drop_after => $1::text::interval)", &[&interval]).await?;
+        client
+            .execute(
+                "SELECT add_retention_policy('frames', drop_after => $1::text::interval)",
+                &[&interval],
+            )
+            .await?;
     }
     Ok(())
 }
@@ -149,11 +173,18 @@ pub async fn maintain_partitions(
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let today = day_of(now_ms);
-    partitions.ensure(client, &(today..=today + PARTITIONS_AHEAD).collect()).await?;
-    let Some(retention) = retention else { return Ok(Vec::new()) };
+    partitions
+        .ensure(client, &(today..=today + PARTITIONS_AHEAD).collect())
+        .await?;
+    let Some(retention) = retention else {
+        return Ok(Vec::new());
+    };
     let cutoff_ms = now_ms - retention.as_millis() as i64;
     let rows = client
-        .query("SELECT bess_drop_frames_partitions($1)", &[&crate::writer::timestamp(cutoff_ms)])
+        .query(
+            "SELECT bess_drop_frames_partitions($1)",
+            &[&crate::writer::timestamp(cutoff_ms)],
+        )
         .await?;
     partitions.forget_before(day_of(cutoff_ms));
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -170,11 +201,16 @@ pub struct RefreshOutcome {
 /// ended (`bucket + 1 min <= now`), then `rollup_1h` for their hours, until
 /// none is left. One instance at a time (advisory lock); a minute written
 /// again meanwhile is pending again and recomputed on the next pass.
-pub async fn refresh_rollups(client: &mut tokio_postgres::Client) -> Result<RefreshOutcome, tokio_postgres::Error> {
+pub async fn refresh_rollups(
+    client: &mut tokio_postgres::Client,
+) -> Result<RefreshOutcome, tokio_postgres::Error> {
     let mut total = RefreshOutcome::default();
     loop {
         let tx = client.transaction().await?;
-        let locked: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&REFRESH_LOCK]).await?.get(0);
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&REFRESH_LOCK])
+            .await?
+            .get(0);
         if !locked {
             return Ok(total);
         }
@@ -194,18 +230,35 @@ pub async fn refresh_rollups(client: &mut tokio_postgres::Client) -> Result<Refr
             tx.commit().await?;
             return Ok(total);
         }
-        let minute_ms: Vec<i64> = minutes.iter().map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64).collect();
+        let minute_ms: Vec<i64> = minutes
+            .iter()
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .collect();
         for (lo, hi) in ranges(&minute_ms, MS_PER_MINUTE) {
             let (lo, hi) = (crate::writer::timestamp(lo), crate::writer::timestamp(hi));
-            tx.execute("DELETE FROM rollup_1m WHERE bucket >= $1 AND bucket < $2", &[&lo, &hi]).await?;
-            tx.execute(include_str!("sql/refresh_rollup_1m.sql"), &[&lo, &hi]).await?;
+            tx.execute(
+                "DELETE FROM rollup_1m WHERE bucket >= $1 AND bucket < $2",
+                &[&lo, &hi],
+            )
+            .await?;
+            tx.execute(include_str!("sql/refresh_rollup_1m.sql"), &[&lo, &hi])
+                .await?;
         }
-        let hour_ms: Vec<i64> =
-            minute_ms.iter().map(|m| m.div_euclid(60 * MS_PER_MINUTE) * 60 * MS_PER_MINUTE).collect::<BTreeSet<_>>().into_iter().collect();
+        let hour_ms: Vec<i64> = minute_ms
+            .iter()
+            .map(|m| m.div_euclid(60 * MS_PER_MINUTE) * 60 * MS_PER_MINUTE)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for (lo, hi) in ranges(&hour_ms, 60 * MS_PER_MINUTE) {
             let (lo, hi) = (crate::writer::timestamp(lo), crate::writer::timestamp(hi));
-            tx.execute("DELETE FROM rollup_1h WHERE bucket >= $1 AND bucket < $2", &[&lo, &hi]).await?;
-            tx.execute(include_str!("sql/refresh_rollup_1h.sql"), &[&lo, &hi]).await?;
+            tx.execute(
+                "DELETE FROM rollup_1h WHERE bucket >= $1 AND bucket < $2",
+                &[&lo, &hi],
+            )
+            .await?;
+            tx.execute(include_str!("sql/refresh_rollup_1h.sql"), &[&lo, &hi])
+                .await?;
         }
         tx.commit().await?;
         total.minutes += minute_ms.len() as u64;
@@ -306,7 +359,14 @@ pub async fn rollup_series(
     let rows = client.query(&sql, &[&point_id, &from, &to, &limit]).await?;
     Ok(rows
         .iter()
-        .map(|r| RollupRow { bucket: r.get(0), min: r.get(1), max: r.get(2), avg: r.get(3), last: r.get(4), count: r.get(5) })
+        .map(|r| RollupRow {
+            bucket: r.get(0),
+            min: r.get(1),
+            max: r.get(2),
+            avg: r.get(3),
+            last: r.get(4),
+            count: r.get(5),
+        })
         .collect())
 }
 

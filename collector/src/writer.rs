@@ -150,7 +150,12 @@ type Resolved = Vec<Result<(i32, Layouts), Rejection>>;
 
 impl SampleWriter {
     pub fn new(pool: deadpool_postgres::Pool, backend: StorageBackend) -> Self {
-        Self { pool, catalogs: Arc::new(CatalogRegistry::default()), backend, partitions: Arc::new(FramePartitions::default()) }
+        Self {
+            pool,
+            catalogs: Arc::new(CatalogRegistry::default()),
+            backend,
+            partitions: Arc::new(FramePartitions::default()),
+        }
     }
 
     /// All three steps in one call (for tests and tools).
@@ -162,7 +167,11 @@ impl SampleWriter {
 
     /// Resolve catalogs and encode. On a database error the decoded chunk is
     /// handed back so the caller can retry without decoding again.
-    pub async fn prepare(&self, decoded: DecodedChunk, live: bool) -> Result<PreparedChunk, (WriteError, DecodedChunk)> {
+    pub async fn prepare(
+        &self,
+        decoded: DecodedChunk,
+        live: bool,
+    ) -> Result<PreparedChunk, (WriteError, DecodedChunk)> {
         let resolved = match self.resolve(&decoded).await {
             Ok(resolved) => resolved,
             Err(e) => return Err((e, decoded)),
@@ -184,7 +193,13 @@ impl SampleWriter {
                     continue;
                 }
             };
-            let reject = |class, reason| Err(Rejection { message: index, class, reason });
+            let reject = |class, reason| {
+                Err(Rejection {
+                    message: index,
+                    class,
+                    reason,
+                })
+            };
             let site_id = match self.catalogs.cached_site(batch.site.as_str()) {
                 Some(id) => id,
                 None => {
@@ -200,19 +215,33 @@ impl SampleWriter {
                         if actual != batch.catalog_hash {
                             out.push(reject(
                                 RejectClass::CatalogMismatch,
-                                format!("catalog hash {} does not match its catalog ({actual})", batch.catalog_hash),
+                                format!(
+                                    "catalog hash {} does not match its catalog ({actual})",
+                                    batch.catalog_hash
+                                ),
                             ));
                             continue;
                         }
-                        if let Some(group) = catalog.groups.iter().find(|g| usize::from(g.device) >= catalog.devices.len()) {
+                        if let Some(group) = catalog
+                            .groups
+                            .iter()
+                            .find(|g| usize::from(g.device) >= catalog.devices.len())
+                        {
                             out.push(reject(
                                 RejectClass::BadFrame,
-                                format!("catalog group {:?} names device {} of {}", group.name, group.device, catalog.devices.len()),
+                                format!(
+                                    "catalog group {:?} names device {} of {}",
+                                    group.name,
+                                    group.device,
+                                    catalog.devices.len()
+                                ),
                             ));
                             continue;
                         }
                         let c = connection(&self.pool, &mut client).await?;
-                        self.catalogs.register(c, site_id, batch.catalog_hash, catalog).await?
+                        self.catalogs
+                            .register(c, site_id, batch.catalog_hash, catalog)
+                            .await?
                     }
                     None => {
                         let c = connection(&self.pool, &mut client).await?;
@@ -221,7 +250,10 @@ impl SampleWriter {
                             None => {
                                 out.push(reject(
                                     RejectClass::UnknownCatalog,
-                                    format!("unknown catalog {} for site {}", batch.catalog_hash, batch.site),
+                                    format!(
+                                        "unknown catalog {} for site {}",
+                                        batch.catalog_hash, batch.site
+                                    ),
                                 ));
                                 continue;
                             }
@@ -242,18 +274,32 @@ impl SampleWriter {
     pub async fn commit(&self, chunk: &PreparedChunk) -> Result<WriteOutcome, WriteError> {
         let mut client = self.pool.get().await?;
         if self.backend == StorageBackend::PostgreSql {
-            let days: BTreeSet<i64> = chunk.batches.iter().flat_map(|b| b.days.iter().copied()).collect();
+            let days: BTreeSet<i64> = chunk
+                .batches
+                .iter()
+                .flat_map(|b| b.days.iter().copied())
+                .collect();
             self.partitions.ensure(&**client, &days).await?;
         }
         let tx = client.transaction().await?;
 
         // Ledger rows first: the ones that come back are new; the rest were written before.
         let mut seen = HashSet::new();
-        let candidates: Vec<&PreparedBatch> = chunk.batches.iter().filter(|b| seen.insert((b.site_id, b.seq))).collect();
+        let candidates: Vec<&PreparedBatch> = chunk
+            .batches
+            .iter()
+            .filter(|b| seen.insert((b.site_id, b.seq)))
+            .collect();
         let site_ids: Vec<i32> = candidates.iter().map(|b| b.site_id).collect();
         let seqs: Vec<i64> = candidates.iter().map(|b| b.seq).collect();
-        let partitions: Vec<i32> = candidates.iter().map(|b| chunk.messages[b.message].partition).collect();
-        let offsets: Vec<i64> = candidates.iter().map(|b| chunk.messages[b.message].offset).collect();
+        let partitions: Vec<i32> = candidates
+            .iter()
+            .map(|b| chunk.messages[b.message].partition)
+            .collect();
+        let offsets: Vec<i64> = candidates
+            .iter()
+            .map(|b| chunk.messages[b.message].offset)
+            .collect();
         let frames: Vec<i32> = candidates.iter().map(|b| b.frames as i32).collect();
         let samples: Vec<i32> = candidates.iter().map(|b| b.samples as i32).collect();
         let new_rows = tx
@@ -266,7 +312,10 @@ impl SampleWriter {
             )
             .await?;
         let new: HashSet<(i32, i64)> = new_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let written: Vec<&PreparedBatch> = candidates.into_iter().filter(|b| new.contains(&(b.site_id, b.seq))).collect();
+        let written: Vec<&PreparedBatch> = candidates
+            .into_iter()
+            .filter(|b| new.contains(&(b.site_id, b.seq)))
+            .collect();
         let mut outcome = WriteOutcome {
             batches_duplicate: (chunk.batches.len() - written.len()) as u64,
             batches_written: written.len() as u64,
@@ -286,7 +335,15 @@ impl SampleWriter {
             sink.finish().await?;
         }
 
-        let mut gap_columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut gap_columns = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let mut last_seen: HashMap<i32, i64> = HashMap::new();
         let mut minutes = BTreeSet::new();
         for batch in &written {
@@ -319,7 +376,10 @@ impl SampleWriter {
             .await?;
         }
         if !last_seen.is_empty() {
-            let (ids, ts): (Vec<i32>, Vec<OffsetDateTime>) = last_seen.into_iter().map(|(id, ms)| (id, timestamp(ms))).unzip();
+            let (ids, ts): (Vec<i32>, Vec<OffsetDateTime>) = last_seen
+                .into_iter()
+                .map(|(id, ms)| (id, timestamp(ms)))
+                .unzip();
             tx.execute(
                 "UPDATE sites s SET last_seen = greatest(coalesce(s.last_seen, v.ts), v.ts)
                  FROM unnest($1::int[], $2::timestamptz[]) AS v(site_id, ts) WHERE s.site_id = v.site_id",
@@ -328,7 +388,11 @@ impl SampleWriter {
             .await?;
         }
         if !chunk.rejected.is_empty() {
-            let rows: Vec<&IngestMessage> = chunk.rejected.iter().map(|r| &chunk.messages[r.message]).collect();
+            let rows: Vec<&IngestMessage> = chunk
+                .rejected
+                .iter()
+                .map(|r| &chunk.messages[r.message])
+                .collect();
             let topics: Vec<&str> = rows.iter().map(|m| m.topic.as_str()).collect();
             let partitions: Vec<i32> = rows.iter().map(|m| m.partition).collect();
             let offsets: Vec<i64> = rows.iter().map(|m| m.offset).collect();
@@ -371,7 +435,11 @@ async fn connection<'a>(
 fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
     for frame in &batch.frames {
         let Some(layout) = layouts.get(usize::from(frame.group.0)) else {
-            return Err(format!("frame names group {} but the catalog has {}", frame.group.0, layouts.len()));
+            return Err(format!(
+                "frame names group {} but the catalog has {}",
+                frame.group.0,
+                layouts.len()
+            ));
         };
         if layout.points.len() != frame.values.len() {
             return Err(format!(
@@ -382,14 +450,22 @@ fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
             ));
         }
         if !(0..=MAX_TS_MS).contains(&frame.ts_ms) {
-            return Err(format!("frame timestamp {} ms is out of range", frame.ts_ms));
+            return Err(format!(
+                "frame timestamp {} ms is out of range",
+                frame.ts_ms
+            ));
         }
     }
     for gap in &batch.gaps {
         if gap.device != WHOLE_SITE && usize::from(gap.device) >= layouts.device_ids.len() {
-            return Err(format!("gap names device {} but the catalog has {}", gap.device, layouts.device_ids.len()));
+            return Err(format!(
+                "gap names device {} but the catalog has {}",
+                gap.device,
+                layouts.device_ids.len()
+            ));
         }
-        if !(0..=MAX_TS_MS).contains(&gap.first_ts_ms) || !(0..=MAX_TS_MS).contains(&gap.last_ts_ms) {
+        if !(0..=MAX_TS_MS).contains(&gap.first_ts_ms) || !(0..=MAX_TS_MS).contains(&gap.last_ts_ms)
+        {
             return Err("gap timestamp out of range".into());
         }
     }
@@ -413,7 +489,9 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
                 continue;
             }
         };
-        let mut encoder = FrameCopyEncoder { buf: Vec::with_capacity(batch.sample_count() * 14 + batch.frames.len() * 48) };
+        let mut encoder = FrameCopyEncoder {
+            buf: Vec::with_capacity(batch.sample_count() * 14 + batch.frames.len() * 48),
+        };
         let mut out = PreparedBatch {
             site_id,
             seq: batch.seq.0 as i64,
@@ -433,9 +511,19 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             out.days.insert(storage::day_of(frame.ts_ms));
             out.minutes.insert(storage::minute_of(frame.ts_ms));
             if live {
-                let values: Vec<Option<f64>> =
-                    layout.points.iter().zip(&frame.values).map(|(p, r)| r.raw().map(|raw| p.engineering(raw))).collect();
-                out.live.push(LiveFrame::new(batch.site.as_str(), layout, frame.ts_ms, &values, &frame.values));
+                let values: Vec<Option<f64>> = layout
+                    .points
+                    .iter()
+                    .zip(&frame.values)
+                    .map(|(p, r)| r.raw().map(|raw| p.engineering(raw)))
+                    .collect();
+                out.live.push(LiveFrame::new(
+                    batch.site.as_str(),
+                    layout,
+                    frame.ts_ms,
+                    &values,
+                    &frame.values,
+                ));
             }
         }
         out.rows = Bytes::from(encoder.buf);
@@ -443,7 +531,8 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             .gaps
             .iter()
             .map(|g| GapRow {
-                device_id: (g.device != WHOLE_SITE).then(|| layouts.device_ids[usize::from(g.device)]),
+                device_id: (g.device != WHOLE_SITE)
+                    .then(|| layouts.device_ids[usize::from(g.device)]),
                 first_ts_ms: g.first_ts_ms,
                 last_ts_ms: g.last_ts_ms,
                 samples: g.samples.min(i64::MAX as u64) as i64,
@@ -456,9 +545,14 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             .collect();
         prepared.push(out);
     }
-    PreparedChunk { messages, batches: prepared, rejected }
+    PreparedChunk {
+        messages,
+        batches: prepared,
+        rejected,
+    }
 }
 
 pub fn timestamp(ts_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -28,12 +28,17 @@ async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
     let database = TestDatabase::create(test).await?;
     let pool = service::pool(&database.url(), 4)?;
     let storage = service::prepare_database(&pool, Duration::from_secs(10)).await?;
-    pool.get().await?.batch_execute("INSERT INTO sites (name) VALUES ('a'), ('b')").await?;
+    pool.get()
+        .await?
+        .batch_execute("INSERT INTO sites (name) VALUES ('a'), ('b')")
+        .await?;
     let (live, _) = broadcast::channel(64);
     let state = ApiState {
         pool: pool.clone(),
         live: live.clone(),
-        metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
+        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         storage,
         access: AccessControl::new(access),
@@ -42,15 +47,26 @@ async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    Ok(Api { url, live, pool, _database: database })
+    Ok(Api {
+        url,
+        live,
+        pool,
+        _database: database,
+    })
 }
 
 impl Api {
     async fn token(&self, scope: SiteScope, role: Role) -> anyhow::Result<String> {
-        Ok(auth::create(&**self.pool.get().await?, "test", role, scope).await?.secret)
+        Ok(auth::create(&**self.pool.get().await?, "test", role, scope)
+            .await?
+            .secret)
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, serde_json::Value, reqwest::header::HeaderMap)> {
+    async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, serde_json::Value, reqwest::header::HeaderMap)> {
         let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -58,13 +74,19 @@ impl Api {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.json().await.with_context(|| format!("{path}: body is not JSON"))?;
+        let body = response
+            .json()
+            .await
+            .with_context(|| format!("{path}: body is not JSON"))?;
         Ok((status, body, headers))
     }
 }
 
 fn required() -> AccessSettings {
-    AccessSettings { mode: AuthMode::Required, rate_limit: None }
+    AccessSettings {
+        mode: AuthMode::Required,
+        rate_limit: None,
+    }
 }
 
 fn only(site: &str) -> SiteScope {
@@ -79,8 +101,20 @@ fn frame(site: &str, soc: f64) -> LiveMessage {
         ts: "2026-01-01T00:00:00Z".into(),
         ts_ms: 1_767_225_600_000,
         values: vec![
-            LiveValue { point: "soc".into(), value: Some(soc), unit: "%".into(), quality: "good", reason: None },
-            LiveValue { point: "power".into(), value: Some(1.0), unit: "kW".into(), quality: "good", reason: None },
+            LiveValue {
+                point: "soc".into(),
+                value: Some(soc),
+                unit: "%".into(),
+                quality: "good",
+                reason: None,
+            },
+            LiveValue {
+                point: "power".into(),
+                value: Some(1.0),
+                unit: "kW".into(),
+                quality: "good",
+                reason: None,
+            },
         ],
     })
 }
@@ -92,11 +126,17 @@ async fn requests_without_a_valid_token_get_401_and_health_stays_open() -> anyho
     assert_eq!(code, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(headers["www-authenticate"], "Bearer");
-    let (code, body, _) = api.get("/api/v1/sites/a/latest", Some("bess_not-a-token")).await?;
+    let (code, body, _) = api
+        .get("/api/v1/sites/a/latest", Some("bess_not-a-token"))
+        .await?;
     assert_eq!(code, 401, "{body}");
 
     let revoked = api.token(SiteScope::All, Role::Read).await?;
-    let id = auth::list(&**api.pool.get().await?).await?.last().context("token")?.id;
+    let id = auth::list(&**api.pool.get().await?)
+        .await?
+        .last()
+        .context("token")?
+        .id;
     assert!(auth::revoke(&**api.pool.get().await?, id).await?);
     assert_eq!(api.get("/api/v1/sites", Some(&revoked)).await?.0, 401);
 
@@ -120,7 +160,12 @@ async fn a_token_for_one_site_gets_403_on_another_and_sees_only_its_own() -> any
     let (code, body, _) = api.get("/api/v1/sites/b/latest", Some(&token)).await?;
     assert_eq!(code, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden");
-    let (code, _, _) = api.get("/api/v1/sites/b/gaps?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", Some(&token)).await?;
+    let (code, _, _) = api
+        .get(
+            "/api/v1/sites/b/gaps?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+            Some(&token),
+        )
+        .await?;
     assert_eq!(code, 403);
     let (code, _, _) = api
         .get("/api/v1/series?point=a/bms-1/soc,b/bms-1/soc&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", Some(&token))
@@ -129,7 +174,12 @@ async fn a_token_for_one_site_gets_403_on_another_and_sees_only_its_own() -> any
 
     let (code, body, _) = api.get("/api/v1/sites", Some(&token)).await?;
     assert_eq!(code, 200);
-    let names: Vec<&str> = body["sites"].as_array().context("sites")?.iter().filter_map(|s| s["site"].as_str()).collect();
+    let names: Vec<&str> = body["sites"]
+        .as_array()
+        .context("sites")?
+        .iter()
+        .filter_map(|s| s["site"].as_str())
+        .collect();
     assert_eq!(names, ["a"]);
 
     let everything = api.token(SiteScope::All, Role::Admin).await?;
@@ -141,7 +191,14 @@ async fn a_token_for_one_site_gets_403_on_another_and_sees_only_its_own() -> any
 #[tokio::test]
 async fn a_token_past_its_rate_limit_gets_429_with_retry_after() -> anyhow::Result<()> {
     let limit: RateLimit = "2/min:2".parse()?;
-    let api = start("auth429", AccessSettings { mode: AuthMode::Required, rate_limit: Some(limit) }).await?;
+    let api = start(
+        "auth429",
+        AccessSettings {
+            mode: AuthMode::Required,
+            rate_limit: Some(limit),
+        },
+    )
+    .await?;
     let token = api.token(SiteScope::All, Role::Read).await?;
     assert_eq!(api.get("/api/v1/sites", Some(&token)).await?.0, 200);
     assert_eq!(api.get("/api/v1/sites", Some(&token)).await?.0, 200);
@@ -157,10 +214,14 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after() -> anyhow::Resu
 }
 
 async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 ) -> anyhow::Result<serde_json::Value> {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await?.context("socket closed")??;
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await?
+            .context("socket closed")??;
         if let Message::Text(text) = message {
             return Ok(serde_json::from_str(&text)?);
         }
@@ -168,18 +229,32 @@ async fn next_json(
 }
 
 #[tokio::test]
-async fn a_websocket_client_never_receives_frames_of_sites_outside_its_scope() -> anyhow::Result<()> {
+async fn a_websocket_client_never_receives_frames_of_sites_outside_its_scope() -> anyhow::Result<()>
+{
     let api = start("authws", required()).await?;
     let token = api.token(only("a"), Role::Read).await?;
     let ws = api.url.replace("http://", "ws://");
 
     // No token: refused before the upgrade; a site outside the scope: 403.
-    assert!(tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await.is_err());
-    assert!(tokio_tungstenite::connect_async(format!("{ws}/api/v1/live?site=b&access_token={token}")).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(format!("{ws}/api/v1/live"))
+            .await
+            .is_err()
+    );
+    assert!(tokio_tungstenite::connect_async(format!(
+        "{ws}/api/v1/live?site=b&access_token={token}"
+    ))
+    .await
+    .is_err());
 
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live?access_token={token}")).await?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/api/v1/live?access_token={token}")).await?;
     // The subscription (to both sites) is answered with an error about b, and nothing of b is sent.
-    socket.send(Message::Text(r#"{"subscribe":{"sites":["a","b"],"points":["so*"]}}"#.into())).await?;
+    socket
+        .send(Message::Text(
+            r#"{"subscribe":{"sites":["a","b"],"points":["so*"]}}"#.into(),
+        ))
+        .await?;
     let reply = next_json(&mut socket).await?;
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["error"]["code"], "forbidden");
@@ -200,10 +275,16 @@ async fn a_subscription_starts_with_a_snapshot_of_current_values() -> anyhow::Re
     let api = start("livesnap", AccessSettings::open()).await?;
     let ws = api.url.replace("http://", "ws://");
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await?;
-    socket.send(Message::Text(r#"{"subscribe":{"sites":["a"]}}"#.into())).await?;
+    socket
+        .send(Message::Text(r#"{"subscribe":{"sites":["a"]}}"#.into()))
+        .await?;
     let snapshot = next_json(&mut socket).await?;
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    assert_eq!(snapshot["points"].as_array().context("points")?.len(), 0, "no frames stored yet");
+    assert_eq!(
+        snapshot["points"].as_array().context("points")?.len(),
+        0,
+        "no frames stored yet"
+    );
     api.live.send(frame("a", 30.0))?;
     let update = next_json(&mut socket).await?;
     assert_eq!(update["type"], "frame");

@@ -19,7 +19,10 @@ use bess_tests::{wait_for, Broker, Scratch, TestDatabase};
 
 fn batch(seq: u64) -> Vec<u8> {
     let catalog = Catalog {
-        devices: vec![DeviceInfo { name: "bms-1".into(), model: "test".into() }],
+        devices: vec![DeviceInfo {
+            name: "bms-1".into(),
+            model: "test".into(),
+        }],
         groups: vec![GroupInfo {
             device: 0,
             name: "fast".into(),
@@ -32,7 +35,11 @@ fn batch(seq: u64) -> Vec<u8> {
         seq: BatchSeq(seq),
         catalog_hash: catalog.hash(),
         catalog: Some(catalog),
-        frames: vec![Frame { group: GroupIndex(0), ts_ms: 1_700_000_000_000, values: vec![Reading::Int(5000)] }],
+        frames: vec![Frame {
+            group: GroupIndex(0),
+            ts_ms: 1_700_000_000_000,
+            values: vec![Reading::Int(5000)],
+        }],
         gaps: vec![],
     }
     .encode(Codec::Zstd)
@@ -45,13 +52,23 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
     let broker = Broker::start(&scratch.dir).await.unwrap();
     let database = TestDatabase::create("dead_letters").await.unwrap();
     let pool = bess_collector::service::pool(&database.url(), 3).unwrap();
-    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(5)).await.unwrap();
+    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(5))
+        .await
+        .unwrap();
 
     // Same key: same partition, garbage first, so the batch after it must not be stalled.
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .unwrap();
     for payload in [b"garbage, not a batch".to_vec(), batch(1)] {
         producer
-            .send(FutureRecord::to("bess.telemetry").key("site-d").payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to("bess.telemetry")
+                    .key("site-d")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .unwrap();
@@ -66,7 +83,8 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
         dead_letter_topic: Some("bess.telemetry.dlq".into()),
     };
     let (live, _) = broadcast::channel(16);
-    let ingest = KafkaIngest::new(&settings, SampleWriter::new(pool.clone(), backend), live).unwrap();
+    let ingest =
+        KafkaIngest::new(&settings, SampleWriter::new(pool.clone(), backend), live).unwrap();
     let cancel = CancellationToken::new();
     let running = tokio::spawn(ingest.run(cancel.clone()));
 
@@ -81,7 +99,11 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
         .unwrap();
     dlq.subscribe(&["bess.telemetry.dlq"]).unwrap();
     let message = wait_for("a dead letter", Duration::from_secs(60), || async {
-        tokio::time::timeout(Duration::from_secs(2), dlq.recv()).await.ok()?.ok().map(|m| m.detach())
+        tokio::time::timeout(Duration::from_secs(2), dlq.recv())
+            .await
+            .ok()?
+            .ok()
+            .map(|m| m.detach())
     })
     .await
     .unwrap();
@@ -91,23 +113,45 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
         .headers()
         .unwrap()
         .iter()
-        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
         .collect();
     assert_eq!(headers[HEADER_REASON_CLASS], "undecodable");
-    assert!(headers[HEADER_REASON].starts_with("undecodable: bad magic"), "{headers:?}");
+    assert!(
+        headers[HEADER_REASON].starts_with("undecodable: bad magic"),
+        "{headers:?}"
+    );
     assert_eq!(headers[HEADER_SOURCE_TOPIC], "bess.telemetry");
-    assert!(headers[HEADER_SOURCE_PARTITION].parse::<i32>().is_ok(), "{headers:?}");
+    assert!(
+        headers[HEADER_SOURCE_PARTITION].parse::<i32>().is_ok(),
+        "{headers:?}"
+    );
     assert_eq!(headers[HEADER_SOURCE_OFFSET], "0");
 
     // The batch behind it was written; the garbage is also on record locally.
     let db = database.client().await.unwrap();
-    wait_for("the batch after the bad message", Duration::from_secs(30), || async {
-        let n: i64 = db.query_one("SELECT count(*) FROM batch_ledger", &[]).await.ok()?.get(0);
-        (n == 1).then_some(())
-    })
+    wait_for(
+        "the batch after the bad message",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = db
+                .query_one("SELECT count(*) FROM batch_ledger", &[])
+                .await
+                .ok()?
+                .get(0);
+            (n == 1).then_some(())
+        },
+    )
     .await
     .unwrap();
-    let row = db.query_one("SELECT reason_class, payload FROM rejected_messages", &[]).await.unwrap();
+    let row = db
+        .query_one("SELECT reason_class, payload FROM rejected_messages", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "undecodable");
     assert_eq!(row.get::<_, Vec<u8>>(1), b"garbage, not a batch");
 

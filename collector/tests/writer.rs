@@ -8,7 +8,10 @@ use bess_tests::TestDatabase;
 
 fn catalog() -> Catalog {
     Catalog {
-        devices: vec![DeviceInfo { name: "bms-1".into(), model: "test".into() }],
+        devices: vec![DeviceInfo {
+            name: "bms-1".into(),
+            model: "test".into(),
+        }],
         groups: vec![GroupInfo {
             device: 0,
             name: "fast".into(),
@@ -32,7 +35,10 @@ fn batch(seq: u64, with_catalog: bool, first_ts: i64, frames: usize) -> Batch {
             .map(|i| Frame {
                 group: GroupIndex(0),
                 ts_ms: first_ts + i as i64 * 1000,
-                values: vec![Reading::Int(5000 + i as i64), Reading::Missing(MissingReason::Exception(2))],
+                values: vec![
+                    Reading::Int(5000 + i as i64),
+                    Reading::Missing(MissingReason::Exception(2)),
+                ],
             })
             .collect(),
         gaps: vec![],
@@ -40,43 +46,110 @@ fn batch(seq: u64, with_catalog: bool, first_ts: i64, frames: usize) -> Batch {
 }
 
 fn message(offset: i64, payload: Vec<u8>) -> IngestMessage {
-    IngestMessage { topic: "t".into(), partition: 0, offset, key: Some(b"site-w".to_vec()), payload }
+    IngestMessage {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        key: Some(b"site-w".to_vec()),
+        payload,
+    }
 }
 
 async fn writer(database: &TestDatabase) -> SampleWriter {
     let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5)).await.unwrap();
-    assert_eq!(backend, StorageBackend::PostgreSql, "the test server has no TimescaleDB");
+    let backend =
+        bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(
+        backend,
+        StorageBackend::PostgreSql,
+        "the test server has no TimescaleDB"
+    );
     SampleWriter::new(pool, backend)
 }
 
 async fn count(database: &TestDatabase, sql: &str) -> i64 {
-    database.client().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+    database
+        .client()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
 async fn a_redelivered_batch_is_skipped_and_counted_as_duplicate() {
     let database = TestDatabase::create("writer_dup").await.unwrap();
     let writer = writer(&database).await;
-    let first = message(0, batch(1, true, 1_700_000_000_000, 3).encode(Codec::Zstd).unwrap());
-    let second = message(1, batch(2, false, 1_700_000_003_000, 2).encode(Codec::Zstd).unwrap());
+    let first = message(
+        0,
+        batch(1, true, 1_700_000_000_000, 3)
+            .encode(Codec::Zstd)
+            .unwrap(),
+    );
+    let second = message(
+        1,
+        batch(2, false, 1_700_000_003_000, 2)
+            .encode(Codec::Zstd)
+            .unwrap(),
+    );
 
-    let outcome = writer.write(&[first.clone(), second.clone()]).await.unwrap();
-    assert_eq!((outcome.batches_written, outcome.batches_duplicate, outcome.samples_written), (2, 0, 10));
+    let outcome = writer
+        .write(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            outcome.batches_written,
+            outcome.batches_duplicate,
+            outcome.samples_written
+        ),
+        (2, 0, 10)
+    );
 
     // The same two again (a redelivery after a crash), plus one twice in one chunk.
-    let outcome = writer.write(&[first.clone(), second.clone(), first]).await.unwrap();
-    assert_eq!((outcome.batches_written, outcome.batches_duplicate, outcome.samples_written), (0, 3, 0));
+    let outcome = writer
+        .write(&[first.clone(), second.clone(), first])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            outcome.batches_written,
+            outcome.batches_duplicate,
+            outcome.samples_written
+        ),
+        (0, 3, 0)
+    );
     assert_eq!(count(&database, "SELECT count(*) FROM frames").await, 5);
-    assert_eq!(count(&database, "SELECT count(*) FROM batch_ledger").await, 2);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM batch_ledger").await,
+        2
+    );
 }
 
 #[tokio::test]
 async fn values_are_scaled_and_missing_ones_keep_their_reason() {
     let database = TestDatabase::create("writer_values").await.unwrap();
     let writer = writer(&database).await;
-    writer.write(&[message(0, batch(1, true, 1_700_000_000_000, 1).encode(Codec::None).unwrap())]).await.unwrap();
-    let row = database.client().await.unwrap().query_one("SELECT vals, status FROM frames", &[]).await.unwrap();
+    writer
+        .write(&[message(
+            0,
+            batch(1, true, 1_700_000_000_000, 1)
+                .encode(Codec::None)
+                .unwrap(),
+        )])
+        .await
+        .unwrap();
+    let row = database
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT vals, status FROM frames", &[])
+        .await
+        .unwrap();
     let vals: Vec<Option<f64>> = row.get(0);
     let status: Vec<i16> = row.get(1);
     assert_eq!(vals, vec![Some(50.0), None]);
@@ -86,9 +159,26 @@ async fn values_are_scaled_and_missing_ones_keep_their_reason() {
 #[tokio::test]
 async fn a_new_instance_resolves_a_catalog_another_one_registered() {
     let database = TestDatabase::create("writer_catalog").await.unwrap();
-    writer(&database).await.write(&[message(0, batch(1, true, 1_700_000_000_000, 1).encode(Codec::Zstd).unwrap())]).await.unwrap();
+    writer(&database)
+        .await
+        .write(&[message(
+            0,
+            batch(1, true, 1_700_000_000_000, 1)
+                .encode(Codec::Zstd)
+                .unwrap(),
+        )])
+        .await
+        .unwrap();
     let fresh = writer(&database).await;
-    let outcome = fresh.write(&[message(1, batch(2, false, 1_700_000_001_000, 1).encode(Codec::Zstd).unwrap())]).await.unwrap();
+    let outcome = fresh
+        .write(&[message(
+            1,
+            batch(2, false, 1_700_000_001_000, 1)
+                .encode(Codec::Zstd)
+                .unwrap(),
+        )])
+        .await
+        .unwrap();
     assert_eq!(outcome.batches_written, 1);
     assert_eq!(outcome.messages_rejected, 0);
 }
@@ -103,29 +193,48 @@ async fn bad_messages_are_set_aside_with_the_reason_and_the_rest_is_written() {
     wrong_width.frames[0].values.pop();
     let messages = [
         message(0, b"garbage, not a batch".to_vec()),
-        message(1, batch(1, false, 1_700_000_000_000, 1).encode(Codec::Zstd).unwrap()), // catalog never seen
+        message(
+            1,
+            batch(1, false, 1_700_000_000_000, 1)
+                .encode(Codec::Zstd)
+                .unwrap(),
+        ), // catalog never seen
         message(2, wrong_hash.encode(Codec::Zstd).unwrap()),
         message(3, wrong_width.encode(Codec::Zstd).unwrap()),
-        message(4, batch(5, true, 1_700_000_000_000, 2).encode(Codec::Zstd).unwrap()),
+        message(
+            4,
+            batch(5, true, 1_700_000_000_000, 2)
+                .encode(Codec::Zstd)
+                .unwrap(),
+        ),
     ];
     let outcome = writer.write(&messages).await.unwrap();
     assert_eq!(outcome.messages_rejected, 4);
     assert_eq!(outcome.batches_written, 1);
     let client = database.client().await.unwrap();
     let reasons: Vec<String> = client
-        .query("SELECT reason FROM rejected_messages ORDER BY kafka_offset", &[])
+        .query(
+            "SELECT reason FROM rejected_messages ORDER BY kafka_offset",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(reasons[0].starts_with("undecodable: bad magic"), "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("undecodable: bad magic"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].starts_with("unknown catalog"), "{reasons:?}");
     assert!(reasons[2].contains("does not match"), "{reasons:?}");
     assert!(reasons[3].contains("has 1 values"), "{reasons:?}");
     // Re-delivery of the same bad message does not set it aside twice.
     writer.write(&messages[..1]).await.unwrap();
-    assert_eq!(count(&database, "SELECT count(*) FROM rejected_messages").await, 4);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM rejected_messages").await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -136,13 +245,17 @@ async fn migrations_are_safe_to_run_from_several_instances_at_once() {
         let url = url.clone();
         tokio::spawn(async move {
             let pool = bess_collector::service::pool(&url, 1).unwrap();
-            bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5)).await
+            bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5))
+                .await
         })
     });
     for run in futures::future::join_all(runs).await {
         run.unwrap().unwrap();
     }
-    assert_eq!(count(&database, "SELECT count(*) FROM schema_migrations").await, 4);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM schema_migrations").await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -165,14 +278,33 @@ async fn gap_records_are_stored_with_the_batch_that_carried_them_once() {
         .client()
         .await
         .unwrap()
-        .query_one("SELECT d.name, g.samples, g.reason FROM gaps g JOIN devices d USING (device_id)", &[])
+        .query_one(
+            "SELECT d.name, g.samples, g.reason FROM gaps g JOIN devices d USING (device_id)",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, String>(2)), ("bms-1".into(), 120, "disk_cap".into()));
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2)
+        ),
+        ("bms-1".into(), 120, "disk_cap".into())
+    );
 
     let mut bad_device = batch(2, false, 1_700_000_001_000, 1);
-    bad_device.gaps.push(Gap { device: 9, first_ts_ms: 0, last_ts_ms: 0, samples: 1, reason: GapReason::DiskCap });
-    let outcome = writer.write(&[message(1, bad_device.encode(Codec::Zstd).unwrap())]).await.unwrap();
+    bad_device.gaps.push(Gap {
+        device: 9,
+        first_ts_ms: 0,
+        last_ts_ms: 0,
+        samples: 1,
+        reason: GapReason::DiskCap,
+    });
+    let outcome = writer
+        .write(&[message(1, bad_device.encode(Codec::Zstd).unwrap())])
+        .await
+        .unwrap();
     assert_eq!(outcome.messages_rejected, 1);
     assert_eq!(outcome.rejected[0].class.as_str(), "bad_frame");
 }
@@ -189,8 +321,18 @@ async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device(
         samples: 0,
         reason: GapReason::BufferCorrupt,
     });
-    let outcome = writer.write(&[message(0, with_gap.encode(Codec::Zstd).unwrap())]).await.unwrap();
-    assert_eq!((outcome.batches_written, outcome.messages_rejected, outcome.gaps_written), (1, 0, 1));
+    let outcome = writer
+        .write(&[message(0, with_gap.encode(Codec::Zstd).unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            outcome.batches_written,
+            outcome.messages_rejected,
+            outcome.gaps_written
+        ),
+        (1, 0, 1)
+    );
     let row = database
         .client()
         .await
@@ -198,5 +340,8 @@ async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device(
         .query_one("SELECT device_id, reason FROM gaps", &[])
         .await
         .unwrap();
-    assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, String>(1)), (None, "buffer_corrupt".into()));
+    assert_eq!(
+        (row.get::<_, Option<i32>>(0), row.get::<_, String>(1)),
+        (None, "buffer_corrupt".into())
+    );
 }

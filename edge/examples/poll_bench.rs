@@ -30,40 +30,71 @@ use bess_edge::status::{AgentStatus, Totals};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("serve") {
-        return serve(arg("--devices", 50) as usize, arg("--registers", 200) as u16);
+        return serve(
+            arg("--devices", 50) as usize,
+            arg("--registers", 200) as u16,
+        );
     }
     let devices = arg("--devices", 50) as usize;
     let registers = arg("--registers", 200) as u16;
     let seconds = arg("--seconds", 30);
 
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--devices", &devices.to_string(), "--registers", &registers.to_string()])
+        .args([
+            "serve",
+            "--devices",
+            &devices.to_string(),
+            "--registers",
+            &registers.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
-    let ports: Vec<u16> = line.trim().strip_prefix("ports ").unwrap_or_default().split(',').filter_map(|p| p.parse().ok()).collect();
+    let ports: Vec<u16> = line
+        .trim()
+        .strip_prefix("ports ")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect();
     anyhow::ensure!(ports.len() == devices, "server did not start: {line:?}");
 
-    let config = ValidConfig::parse(&config_text(&ports, registers)).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    let config = ValidConfig::parse(&config_text(&ports, registers))
+        .map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let (requests_per_cycle, minimum): (usize, usize) = config
         .devices
         .iter()
         .flat_map(|d| &d.groups)
-        .fold((0, 0), |(r, m), g| (r + g.requests.len(), m + g.min_requests));
+        .fold((0, 0), |(r, m), g| {
+            (r + g.requests.len(), m + g.min_requests)
+        });
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let dir = tempfile::tempdir()?;
     let figures = runtime.block_on(async {
-        let buffer = BufferHandle::new(SqliteBuffer::open(&dir.path().join("bench.sqlite"), now_ms())?);
-        let status = Arc::new(AgentStatus::new("bench".into(), config.devices.iter().map(|d| d.name.clone())));
+        let buffer = BufferHandle::new(SqliteBuffer::open(
+            &dir.path().join("bench.sqlite"),
+            now_ms(),
+        )?);
+        let status = Arc::new(AgentStatus::new(
+            "bench".into(),
+            config.devices.iter().map(|d| d.name.clone()),
+        ));
         let (tx, rx) = mpsc::channel(4096);
         let sealed = Arc::new(Notify::new());
         let sealer = BatchSealer {
@@ -85,7 +116,9 @@ fn main() -> anyhow::Result<()> {
                 while !stop.is_cancelled() {
                     tokio::select! { () = sealed.notified() => {}, () = stop.cancelled() => {} }
                     if let Ok(batches) = buffer.oldest(None, 1000).await {
-                        let _ = buffer.remove(batches.into_iter().map(|b| b.seq).collect()).await;
+                        let _ = buffer
+                            .remove(batches.into_iter().map(|b| b.seq).collect())
+                            .await;
                     }
                 }
             }
@@ -94,14 +127,27 @@ fn main() -> anyhow::Result<()> {
         let links = links_for(&config.devices);
         let mut pollers = Vec::new();
         for ((i, device), link) in config.devices.iter().cloned().enumerate().zip(links) {
-            pollers.push(tokio::spawn(ModbusPoller::with_link(device, i, link, tx.clone(), status.clone()).run(stop.clone())));
+            pollers.push(tokio::spawn(
+                ModbusPoller::with_link(device, i, link, tx.clone(), status.clone())
+                    .run(stop.clone()),
+            ));
         }
         drop(tx);
         // Warm up (connections, first batches), then measure.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (cpu0, wall0, requests0, samples0) = (cpu_seconds(), Instant::now(), counter(&metrics, "bess_edge_modbus_requests_total"), Totals::get(&status.totals.samples_read));
+        let (cpu0, wall0, requests0, samples0) = (
+            cpu_seconds(),
+            Instant::now(),
+            counter(&metrics, "bess_edge_modbus_requests_total"),
+            Totals::get(&status.totals.samples_read),
+        );
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let (cpu1, wall, requests1, samples1) = (cpu_seconds(), wall0.elapsed(), counter(&metrics, "bess_edge_modbus_requests_total"), Totals::get(&status.totals.samples_read));
+        let (cpu1, wall, requests1, samples1) = (
+            cpu_seconds(),
+            wall0.elapsed(),
+            counter(&metrics, "bess_edge_modbus_requests_total"),
+            Totals::get(&status.totals.samples_read),
+        );
         stop.cancel();
         for p in pollers {
             p.await?;
@@ -110,7 +156,13 @@ fn main() -> anyhow::Result<()> {
         drain_stop.cancel();
         drain.await?;
         let errors: u64 = status.devices().iter().map(|d| d.errors).sum();
-        anyhow::Ok((cpu1 - cpu0, wall, requests1 - requests0, samples1 - samples0, errors))
+        anyhow::Ok((
+            cpu1 - cpu0,
+            wall,
+            requests1 - requests0,
+            samples1 - samples0,
+            errors,
+        ))
     })?;
     drop(child.stdin.take());
     let _ = child.kill();
@@ -119,16 +171,29 @@ fn main() -> anyhow::Result<()> {
     let (cpu, wall, requests, samples, errors) = figures;
     let cycles = wall.as_secs_f64();
     println!("edge polling benchmark: {devices} devices × {registers} registers at 1 Hz, measured for {:.1} s", wall.as_secs_f64());
-    println!("  CPU share            {:.2} % of one core ({:.2} s CPU)", 100.0 * cpu / wall.as_secs_f64(), cpu);
-    println!("  peak memory (VmHWM)  {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "  CPU share            {:.2} % of one core ({:.2} s CPU)",
+        100.0 * cpu / wall.as_secs_f64(),
+        cpu
+    );
+    println!(
+        "  peak memory (VmHWM)  {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
     println!("  requests per cycle   {:.1} measured, {requests_per_cycle} planned, {minimum} minimum possible", requests as f64 / cycles);
-    println!("  samples per second   {:.0} ({} expected)", samples as f64 / wall.as_secs_f64(), devices * usize::from(registers));
+    println!(
+        "  samples per second   {:.0} ({} expected)",
+        samples as f64 / wall.as_secs_f64(),
+        devices * usize::from(registers)
+    );
     println!("  poll errors          {errors}");
     Ok(())
 }
 
 fn config_text(ports: &[u16], registers: u16) -> String {
-    let points: Vec<String> = (0..registers).map(|a| format!("  {{ name = \"r{a}\", address = {a}, type = \"u16\" }},")).collect();
+    let points: Vec<String> = (0..registers)
+        .map(|a| format!("  {{ name = \"r{a}\", address = {a}, type = \"u16\" }},"))
+        .collect();
     let mut text = format!(
         "site_id = \"bench\"\n[kafka]\nbrokers = \"127.0.0.1:1\"\n[maps.bench]\n[[maps.bench.groups]]\nname = \"all\"\ninterval = \"1s\"\npoints = [\n{}\n]\n",
         points.join("\n")
@@ -143,7 +208,10 @@ fn counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) 
     metrics
         .render()
         .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        })
         .unwrap_or(0.0) as u64
 }
 
@@ -152,7 +220,12 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12). Clock ticks are 100 Hz on Linux.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -161,15 +234,23 @@ fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// The device side: `devices` Modbus TCP servers with `registers` holding
 /// registers each, answering function 03 only. Exits when stdin closes.
 fn serve(devices: usize, registers: u16) -> anyhow::Result<()> {
-    let listeners: Vec<TcpListener> = (0..devices).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    let ports: Vec<String> = listeners.iter().map(|l| l.local_addr().map(|a| a.port().to_string())).collect::<Result<_, _>>()?;
+    let listeners: Vec<TcpListener> = (0..devices)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port().to_string()))
+        .collect::<Result<_, _>>()?;
     println!("ports {}", ports.join(","));
     std::io::stdout().flush()?;
     for listener in listeners {
@@ -197,9 +278,15 @@ fn answer(mut stream: std::net::TcpStream, registers: u16) {
         if stream.read_exact(&mut pdu).is_err() || pdu.len() < 5 {
             return;
         }
-        let (start, count) = (u16::from_be_bytes([pdu[1], pdu[2]]), u16::from_be_bytes([pdu[3], pdu[4]]));
+        let (start, count) = (
+            u16::from_be_bytes([pdu[1], pdu[2]]),
+            u16::from_be_bytes([pdu[3], pdu[4]]),
+        );
         let mut body = Vec::new();
-        if pdu[0] == 3 && count <= 125 && u32::from(start) + u32::from(count) <= u32::from(registers) {
+        if pdu[0] == 3
+            && count <= 125
+            && u32::from(start) + u32::from(count) <= u32::from(registers)
+        {
             let tick = started.elapsed().as_secs() as u16;
             body.push(3);
             body.push((count * 2) as u8);

@@ -29,13 +29,20 @@ const BACKLOG_SECONDS: i64 = 3600;
 
 fn catalog() -> Catalog {
     Catalog {
-        devices: (0..DEVICES).map(|d| DeviceInfo { name: format!("bms-{d}"), model: "bench".into() }).collect(),
+        devices: (0..DEVICES)
+            .map(|d| DeviceInfo {
+                name: format!("bms-{d}"),
+                model: "bench".into(),
+            })
+            .collect(),
         groups: (0..DEVICES)
             .map(|d| GroupInfo {
                 device: d,
                 name: "fast".into(),
                 interval_ms: 1000,
-                points: (0..POINTS).map(|p| PointInfo::new(&format!("p{p}"), "V", PointKind::Analog, 0.1, 0.0)).collect(),
+                points: (0..POINTS)
+                    .map(|p| PointInfo::new(&format!("p{p}"), "V", PointKind::Analog, 0.1, 0.0))
+                    .collect(),
             })
             .collect(),
     }
@@ -47,13 +54,28 @@ fn second(t: i64) -> Vec<Frame> {
         .map(|d| Frame {
             group: GroupIndex(d),
             ts_ms: 1_764_000_000_000 + t * 1000 + i64::from(d),
-            values: (0..POINTS).map(|p| Reading::Int(5000 + (t + p as i64 * 7 + i64::from(d)) % 40)).collect(),
+            values: (0..POINTS)
+                .map(|p| Reading::Int(5000 + (t + p as i64 * 7 + i64::from(d)) % 40))
+                .collect(),
         })
         .collect()
 }
 
-fn batch(site: &SiteId, hash: CatalogHash, seq: BatchSeq, frames: Vec<Frame>, gaps: Vec<Gap>) -> Batch {
-    Batch { site: site.clone(), seq, catalog_hash: hash, catalog: None, frames, gaps }
+fn batch(
+    site: &SiteId,
+    hash: CatalogHash,
+    seq: BatchSeq,
+    frames: Vec<Frame>,
+    gaps: Vec<Gap>,
+) -> Batch {
+    Batch {
+        site: site.clone(),
+        seq,
+        catalog_hash: hash,
+        catalog: None,
+        frames,
+        gaps,
+    }
 }
 
 fn summary(t: i64, sealed_at_ms: i64) -> SealSummary {
@@ -73,9 +95,11 @@ fn fill(buffer: &mut SqliteBuffer, seconds: i64, sealed_at_ms: i64) {
         let frames = second(t);
         let site = site.clone();
         buffer
-            .seal_with_content(summary(t, sealed_at_ms), BatchContent::Measurements, move |seq, gaps| {
-                batch(&site, hash, seq, frames, gaps).encode(Codec::Zstd)
-            })
+            .seal_with_content(
+                summary(t, sealed_at_ms),
+                BatchContent::Measurements,
+                move |seq, gaps| batch(&site, hash, seq, frames, gaps).encode(Codec::Zstd),
+            )
             .unwrap();
     }
 }
@@ -92,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let hash = catalog().hash();
     let mut encoded_bytes = 0usize;
     for t in 0..seconds {
-        encoded_bytes += batch(&site, hash, BatchSeq(t as u64), second(t), Vec::new()).encode(Codec::Zstd)?.len();
+        encoded_bytes += batch(&site, hash, BatchSeq(t as u64), second(t), Vec::new())
+            .encode(Codec::Zstd)?
+            .len();
     }
     let encode_only = started.elapsed();
     let path = dir.path().join("seal.sqlite");
@@ -108,14 +134,23 @@ async fn main() -> anyhow::Result<()> {
         .map(|m| m.len())
         .sum();
     println!("sealing: {seconds} batches of {FRAMES_PER_BATCH} frames x {POINTS} points ({samples} samples)");
-    println!("  encode only (ceiling): {:>10.0} samples/s", samples / encode_only.as_secs_f64());
+    println!(
+        "  encode only (ceiling): {:>10.0} samples/s",
+        samples / encode_only.as_secs_f64()
+    );
     println!(
         "  seal into SQLite:      {:>10.0} samples/s  ({:.0}% of ceiling; synchronous=FULL, one fsync per batch)",
         samples / seal.as_secs_f64(),
         100.0 * encode_only.as_secs_f64() / seal.as_secs_f64()
     );
-    println!("  encoded batch bytes per sample: {:.2}", encoded_bytes as f64 / samples);
-    println!("  buffer file bytes per sample:   {:.2}", file_bytes as f64 / samples);
+    println!(
+        "  encoded batch bytes per sample: {:.2}",
+        encoded_bytes as f64 / samples
+    );
+    println!(
+        "  buffer file bytes per sample:   {:.2}",
+        file_bytes as f64 / samples
+    );
 
     // 2. Drain a one-hour backlog while live batches keep coming.
     let broker = bess_tests::Broker::start(dir.path()).await?;
@@ -133,8 +168,16 @@ async fn main() -> anyhow::Result<()> {
         delivery_timeout: Duration::from_secs(30),
         properties: Default::default(),
     };
-    let uplink = KafkaUplink::new(&kafka, site.clone(), buffer.clone(), status.clone(), sealed.clone())?
-        .with_drain_order(DrainOrder::LiveFirst { window: Duration::from_secs(10) });
+    let uplink = KafkaUplink::new(
+        &kafka,
+        site.clone(),
+        buffer.clone(),
+        status.clone(),
+        sealed.clone(),
+    )?
+    .with_drain_order(DrainOrder::LiveFirst {
+        window: Duration::from_secs(10),
+    });
     let stop = CancellationToken::new();
     let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_secs(5)));
 
@@ -148,8 +191,16 @@ async fn main() -> anyhow::Result<()> {
             while !stop.is_cancelled() {
                 tick.tick().await;
                 let (site, frames) = (site.clone(), second(t));
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-                buffer.seal(summary(t, now), move |seq, gaps| batch(&site, hash, seq, frames, gaps).encode(Codec::Zstd)).await.unwrap();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                buffer
+                    .seal(summary(t, now), move |seq, gaps| {
+                        batch(&site, hash, seq, frames, gaps).encode(Codec::Zstd)
+                    })
+                    .await
+                    .unwrap();
                 sealed.notify_one();
                 t += 1;
             }
@@ -176,7 +227,10 @@ async fn main() -> anyhow::Result<()> {
     let drain_rate = acked as f64 * samples_per_second / drained.as_secs_f64();
     println!("draining: one hour of a {DEVICES}-device site ({total} batches, {:.0} samples) with live polling going on", total as f64 * samples_per_second);
     println!("  live rate:   {samples_per_second:>10.0} samples/s");
-    println!("  drain rate:  {drain_rate:>10.0} samples/s  ({:.0}x the live rate)", drain_rate / samples_per_second);
+    println!(
+        "  drain rate:  {drain_rate:>10.0} samples/s  ({:.0}x the live rate)",
+        drain_rate / samples_per_second
+    );
     println!("  time to drain the hour: {:.1} s", drained.as_secs_f64());
     Ok(())
 }

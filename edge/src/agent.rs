@@ -46,11 +46,21 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
 }
 
-pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: PrometheusHandle, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: ValidConfig,
+    options: RunOptions,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let (mut buffer, opened) = SqliteBuffer::open_or_recover(&config.buffer.path, now_ms())
         .with_context(|| format!("opening buffer {}", config.buffer.path.display()))?;
     buffer.set_downsampling(config.buffer.downsampling());
-    if let Opened::RecoveredFromCorruption { moved_to, salvaged, reason } = &opened {
+    if let Opened::RecoveredFromCorruption {
+        moved_to,
+        salvaged,
+        reason,
+    } = &opened
+    {
         tracing::error!(
             buffer = %config.buffer.path.display(),
             moved_to = %moved_to.display(),
@@ -66,19 +76,33 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
     if stats.batches > 0 {
         tracing::info!(batches = stats.batches, oldest_seq = ?stats.oldest_seq, "resuming with unsent batches in the buffer");
     }
-    let status = Arc::new(AgentStatus::new(config.site.to_string(), config.devices.iter().map(|d| d.name.clone())));
+    let status = Arc::new(AgentStatus::new(
+        config.site.to_string(),
+        config.devices.iter().map(|d| d.name.clone()),
+    ));
     status.clock.set_threshold(config.clock.step_threshold);
     let links = links_for(&config.devices);
     discover_sunspec(&mut config, &links, &status).await;
 
     let listen = options.status_listen.unwrap_or(config.status.listen);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding status address {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding status address {listen}"))?;
     let status_addr = listener.local_addr()?;
-    let router = StatusServer { status: status.clone(), buffer: buffer.clone(), metrics }.router();
+    let router = StatusServer {
+        status: status.clone(),
+        buffer: buffer.clone(),
+        metrics,
+    }
+    .router();
     let server_stop = CancellationToken::new();
     let server = tokio::spawn({
         let stop = server_stop.clone();
-        async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
     });
     println!("bess-edge: status on http://{status_addr}");
     tracing::info!(site = %config.site, devices = config.devices.len(), points = config.catalog.point_count(), %status_addr, "edge agent started");
@@ -87,14 +111,26 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
     let uplink_stop = CancellationToken::new();
     let uplink_task = match &config.uplink {
         UplinkConfig::Kafka(kafka) => {
-            let uplink = KafkaUplink::new(kafka, config.site.clone(), buffer.clone(), status.clone(), sealed.clone())
-                .context("creating Kafka producer")?
-                .with_drain_order(config.buffer.drain_order());
+            let uplink = KafkaUplink::new(
+                kafka,
+                config.site.clone(),
+                buffer.clone(),
+                status.clone(),
+                sealed.clone(),
+            )
+            .context("creating Kafka producer")?
+            .with_drain_order(config.buffer.drain_order());
             tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
         }
         UplinkConfig::Mqtt(mqtt) => {
-            let uplink = MqttUplink::new(mqtt, &config.site, buffer.clone(), status.clone(), sealed.clone())
-                .context("creating MQTT uplink")?;
+            let uplink = MqttUplink::new(
+                mqtt,
+                &config.site,
+                buffer.clone(),
+                status.clone(),
+                sealed.clone(),
+            )
+            .context("creating MQTT uplink")?;
             tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
         }
     };
@@ -103,7 +139,8 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
     let mirror = match &config.mqtt_mirror {
         Some(mirror_config) => {
             let (mirror, eventloop) =
-                MqttMirror::new(mirror_config, &config.site, config.catalog.clone()).context("creating MQTT mirror")?;
+                MqttMirror::new(mirror_config, &config.site, config.catalog.clone())
+                    .context("creating MQTT mirror")?;
             tokio::spawn(crate::mirror::drive(eventloop, mirror_stop.clone()));
             Some(mirror)
         }
@@ -129,7 +166,10 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
         ntp_synchronized,
     ));
     let recorder = match &options.record {
-        Some(path) => Some(FrameRecorder::create(path).with_context(|| format!("opening record file {}", path.display()))?),
+        Some(path) => Some(
+            FrameRecorder::create(path)
+                .with_context(|| format!("opening record file {}", path.display()))?,
+        ),
         None => None,
     };
     let sealer = BatchSealer {
@@ -146,7 +186,8 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
 
     let mut pollers = JoinSet::new();
     for ((index, device), link) in config.devices.into_iter().enumerate().zip(links) {
-        let poller = ModbusPoller::with_link(device, index, link, frames_tx.clone(), status.clone());
+        let poller =
+            ModbusPoller::with_link(device, index, link, frames_tx.clone(), status.clone());
         pollers.spawn(poller.run(cancel.clone()));
     }
     drop(frames_tx);
@@ -166,7 +207,10 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
     uplink_task.await.ok();
     let left = buffer.stats().await.map(|s| s.batches).unwrap_or(0);
     if left > 0 {
-        tracing::warn!(batches = left, "batches left in the buffer; they are sent on the next start");
+        tracing::warn!(
+            batches = left,
+            "batches left in the buffer; they are sent on the next start"
+        );
     }
     server_stop.cancel();
     server.await.ok();
@@ -186,10 +230,16 @@ pub async fn run(mut config: ValidConfig, options: RunOptions, metrics: Promethe
 /// Discover every SunSpec device's models and rebuild the catalog. A device
 /// whose discovery fails keeps no groups (its status shows why) and is
 /// discovered again on the next start.
-async fn discover_sunspec(config: &mut ValidConfig, links: &[Arc<crate::link::ModbusLink>], status: &AgentStatus) {
+async fn discover_sunspec(
+    config: &mut ValidConfig,
+    links: &[Arc<crate::link::ModbusLink>],
+    status: &AgentStatus,
+) {
     let mut any = false;
     for (index, device) in config.devices.iter_mut().enumerate() {
-        let Some(sunspec) = device.sunspec else { continue };
+        let Some(sunspec) = device.sunspec else {
+            continue;
+        };
         any = true;
         let mut last_error = String::new();
         for attempt in 0..3u32 {
@@ -199,7 +249,11 @@ async fn discover_sunspec(config: &mut ValidConfig, links: &[Arc<crate::link::Mo
                     if device.model == "sunspec" {
                         device.model = found.describe();
                     }
-                    let models: Vec<String> = found.models.iter().map(|m| format!("{} ({})", m.id, m.name())).collect();
+                    let models: Vec<String> = found
+                        .models
+                        .iter()
+                        .map(|m| format!("{} ({})", m.id, m.name()))
+                        .collect();
                     tracing::info!(device = %device.name, base = found.base, models = %models.join(", "), groups = device.groups.len(), "SunSpec device discovered");
                     last_error.clear();
                     break;

@@ -35,7 +35,10 @@ pub enum BufferError {
     #[error("buffer task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("buffered batch {seq} cannot be decoded: {source}")]
-    Decode { seq: u64, source: bess_protocol::DecodeError },
+    Decode {
+        seq: u64,
+        source: bess_protocol::DecodeError,
+    },
     #[error("moving the corrupt buffer aside: {0}")]
     MoveAside(std::io::Error),
 }
@@ -70,7 +73,11 @@ pub enum Opened {
     Clean,
     /// The file was corrupt: moved to `moved_to`; `salvaged` batches were
     /// copied into the fresh buffer with their sequence numbers.
-    RecoveredFromCorruption { moved_to: PathBuf, salvaged: u64, reason: String },
+    RecoveredFromCorruption {
+        moved_to: PathBuf,
+        salvaged: u64,
+        reason: String,
+    },
 }
 
 /// What the buffer knows about a batch besides its bytes.
@@ -128,8 +135,12 @@ impl SqliteBuffer {
     pub fn open_or_recover(path: &Path, now_ms: i64) -> Result<(Self, Opened), BufferError> {
         match Self::open_checked(path, now_ms) {
             Ok(buffer) => Ok((buffer, Opened::Clean)),
-            Err(BufferError::Sqlite(e)) if is_corruption(&e) => Self::recover(path, now_ms, e.to_string()),
-            Err(BufferError::Sqlite(rusqlite::Error::SqliteFailure(_, Some(m)))) if m.starts_with("corrupt:") => {
+            Err(BufferError::Sqlite(e)) if is_corruption(&e) => {
+                Self::recover(path, now_ms, e.to_string())
+            }
+            Err(BufferError::Sqlite(rusqlite::Error::SqliteFailure(_, Some(m))))
+                if m.starts_with("corrupt:") =>
+            {
                 Self::recover(path, now_ms, m)
             }
             Err(e) => Err(e),
@@ -154,7 +165,9 @@ impl SqliteBuffer {
             .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'content'")?
             .exists([])?;
         if !has_content {
-            conn.execute_batch("ALTER TABLE batches ADD COLUMN content INTEGER NOT NULL DEFAULT 1")?;
+            conn.execute_batch(
+                "ALTER TABLE batches ADD COLUMN content INTEGER NOT NULL DEFAULT 1",
+            )?;
         }
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?1)",
@@ -164,9 +177,15 @@ impl SqliteBuffer {
             .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'downsampled'")?
             .exists([])?;
         if !has_downsampled {
-            conn.execute_batch("ALTER TABLE batches ADD COLUMN downsampled INTEGER NOT NULL DEFAULT 0")?;
+            conn.execute_batch(
+                "ALTER TABLE batches ADD COLUMN downsampled INTEGER NOT NULL DEFAULT 0",
+            )?;
         }
-        Ok(Self { conn, in_flight: HashSet::new(), downsample_bucket_ms: None })
+        Ok(Self {
+            conn,
+            in_flight: HashSet::new(),
+            downsample_bucket_ms: None,
+        })
     }
 
     fn recover(path: &Path, now_ms: i64, reason: String) -> Result<(Self, Opened), BufferError> {
@@ -182,7 +201,10 @@ impl SqliteBuffer {
         let salvage = salvage(&moved_to);
         let next_seq = salvage.next_seq.max(now_ms.max(1).saturating_mul(1000));
         let tx = fresh.conn.transaction()?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", params![next_seq])?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+            params![next_seq],
+        )?;
         for row in &salvage.batches {
             tx.execute(
                 "INSERT OR IGNORE INTO batches (seq, sealed_at_ms, frames, samples, first_ts_ms, last_ts_ms, payload, content)
@@ -190,7 +212,9 @@ impl SqliteBuffer {
                 params![row.0, row.1, row.2, row.3, row.4, row.5, row.6],
             )?;
         }
-        let lost_samples = salvage.total_samples.map_or(0, |total| total.saturating_sub(salvage.salvaged_samples));
+        let lost_samples = salvage
+            .total_samples
+            .map_or(0, |total| total.saturating_sub(salvage.salvaged_samples));
         tx.execute(
             "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -203,7 +227,14 @@ impl SqliteBuffer {
         )?;
         tx.commit()?;
         let salvaged = salvage.batches.len() as u64;
-        Ok((fresh, Opened::RecoveredFromCorruption { moved_to, salvaged, reason }))
+        Ok((
+            fresh,
+            Opened::RecoveredFromCorruption {
+                moved_to,
+                salvaged,
+                reason,
+            },
+        ))
     }
 
     /// Downsample the backlog (min/max/last per `bucket`) before dropping
@@ -238,8 +269,12 @@ impl SqliteBuffer {
         content: BatchContent,
         encode: impl FnOnce(BatchSeq, Vec<Gap>) -> Result<Vec<u8>, bess_protocol::EncodeError>,
     ) -> Result<BatchSeq, BufferError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let next: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let next: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+            r.get(0)
+        })?;
         let seq = BatchSeq(next as u64);
         let gaps = {
             let mut stmt = tx.prepare_cached(
@@ -272,15 +307,21 @@ impl SqliteBuffer {
             ],
         )?;
         tx.execute("DELETE FROM pending_gaps", [])?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", params![next + 1])?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+            params![next + 1],
+        )?;
         tx.commit()?;
         Ok(seq)
     }
 
     /// Bytes of sealed batches waiting in the buffer.
     pub fn payload_bytes(&self) -> Result<u64, BufferError> {
-        let bytes: i64 =
-            self.conn.query_row("SELECT coalesce(sum(length(payload)), 0) FROM batches", [], |r| r.get(0))?;
+        let bytes: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(length(payload)), 0) FROM batches",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(bytes as u64)
     }
 
@@ -291,14 +332,22 @@ impl SqliteBuffer {
         let mut total = self.payload_bytes()?;
         if let Some(bucket_ms) = self.downsample_bucket_ms {
             while total > cap_bytes {
-                let Some(saved) = self.downsample_oldest(bucket_ms, &mut dropped)? else { break };
+                let Some(saved) = self.downsample_oldest(bucket_ms, &mut dropped)? else {
+                    break;
+                };
                 total = total.saturating_sub(saved);
             }
         }
         // Candidates oldest first, by content class; in-flight batches are skipped.
-        for class in [BatchContent::Measurements, BatchContent::Mixed, BatchContent::Events] {
+        for class in [
+            BatchContent::Measurements,
+            BatchContent::Mixed,
+            BatchContent::Events,
+        ] {
             while total > cap_bytes {
-                let Some((seq, payload)) = self.oldest_droppable(class)? else { break };
+                let Some((seq, payload)) = self.oldest_droppable(class)? else {
+                    break;
+                };
                 let before = payload.len() as u64;
                 let after = self.drop_from_batch(seq, &payload, class, &mut dropped)?;
                 total = total - before + after;
@@ -310,13 +359,20 @@ impl SqliteBuffer {
     /// Thin the oldest run of not-yet-thinned batches (same catalog, about
     /// two buckets of data) to min/max/last per bucket for fast measurement
     /// groups. Returns the bytes saved, or `None` when nothing is left to thin.
-    fn downsample_oldest(&mut self, bucket_ms: i64, dropped: &mut Dropped) -> Result<Option<u64>, BufferError> {
+    fn downsample_oldest(
+        &mut self,
+        bucket_ms: i64,
+        dropped: &mut Dropped,
+    ) -> Result<Option<u64>, BufferError> {
         let mut run: Vec<(u64, Batch, usize)> = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT seq, payload FROM batches WHERE downsampled = 0 AND content IN (?1, ?2) ORDER BY seq LIMIT 4096",
             )?;
-            let mut rows = stmt.query(params![BatchContent::Measurements as i64, BatchContent::Mixed as i64])?;
+            let mut rows = stmt.query(params![
+                BatchContent::Measurements as i64,
+                BatchContent::Mixed as i64
+            ])?;
             while let Some(row) = rows.next()? {
                 let seq = row.get::<_, i64>(0)? as u64;
                 if self.in_flight.contains(&seq) {
@@ -326,14 +382,21 @@ impl SqliteBuffer {
                     break;
                 }
                 let payload: Vec<u8> = row.get(1)?;
-                let batch = Batch::decode(&payload).map_err(|source| BufferError::Decode { seq, source })?;
-                if run.first().is_some_and(|(_, first, _)| first.catalog_hash != batch.catalog_hash) {
+                let batch = Batch::decode(&payload)
+                    .map_err(|source| BufferError::Decode { seq, source })?;
+                if run
+                    .first()
+                    .is_some_and(|(_, first, _)| first.catalog_hash != batch.catalog_hash)
+                {
                     break;
                 }
                 run.push((seq, batch, payload.len()));
                 let span = {
-                    let ts = run.iter().flat_map(|(_, b, _)| b.frames.iter().map(|f| f.ts_ms));
-                    let (lo, hi) = ts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+                    let ts = run
+                        .iter()
+                        .flat_map(|(_, b, _)| b.frames.iter().map(|f| f.ts_ms));
+                    let (lo, hi) =
+                        ts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
                     hi.saturating_sub(lo)
                 };
                 if span >= bucket_ms * 2 {
@@ -365,9 +428,16 @@ impl SqliteBuffer {
         }
         let mut thinned: HashSet<(usize, usize)> = HashSet::new();
         for members in by_group.values() {
-            let frames: Vec<&bess_protocol::Frame> = members.iter().map(|&(b, f)| &run[b].1.frames[f]).collect();
+            let frames: Vec<&bess_protocol::Frame> =
+                members.iter().map(|&(b, f)| &run[b].1.frames[f]).collect();
             let kept = frames_to_keep(&frames, bucket_ms);
-            thinned.extend(members.iter().enumerate().filter(|(n, _)| !kept.contains(n)).map(|(_, &bf)| bf));
+            thinned.extend(
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| !kept.contains(n))
+                    .map(|(_, &bf)| bf),
+            );
         }
         let mut per_device: BTreeMap<u16, Gap> = BTreeMap::new();
         let mut saved = 0u64;
@@ -397,7 +467,10 @@ impl SqliteBuffer {
                 keep
             });
             if batch.frames.len() == before {
-                tx.execute("UPDATE batches SET downsampled = 1 WHERE seq = ?1", params![seq as i64])?;
+                tx.execute(
+                    "UPDATE batches SET downsampled = 1 WHERE seq = ?1",
+                    params![seq as i64],
+                )?;
             } else if batch.frames.is_empty() && batch.gaps.is_empty() && batch.catalog.is_none() {
                 tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
                 dropped.batches_removed += 1;
@@ -423,7 +496,9 @@ impl SqliteBuffer {
     }
 
     fn oldest_droppable(&self, class: BatchContent) -> Result<Option<(u64, Vec<u8>)>, BufferError> {
-        let mut stmt = self.conn.prepare_cached("SELECT seq, payload FROM batches WHERE content = ?1 ORDER BY seq")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, payload FROM batches WHERE content = ?1 ORDER BY seq")?;
         let mut rows = stmt.query(params![class as i64])?;
         while let Some(row) = rows.next()? {
             let seq = row.get::<_, i64>(0)? as u64;
@@ -436,12 +511,22 @@ impl SqliteBuffer {
 
     /// Drop a whole batch (measurements, events) or its measurement frames
     /// (mixed). Returns the batch's new payload size (0 when removed).
-    fn drop_from_batch(&mut self, seq: u64, payload: &[u8], class: BatchContent, dropped: &mut Dropped) -> Result<u64, BufferError> {
-        let mut batch = Batch::decode(payload).map_err(|source| BufferError::Decode { seq, source })?;
+    fn drop_from_batch(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        class: BatchContent,
+        dropped: &mut Dropped,
+    ) -> Result<u64, BufferError> {
+        let mut batch =
+            Batch::decode(payload).map_err(|source| BufferError::Decode { seq, source })?;
         let catalog = self.catalog(batch.catalog_hash)?;
         let event_groups = catalog.as_ref().map(event_groups).unwrap_or_default();
         let (keep, lose): (Vec<_>, Vec<_>) = match class {
-            BatchContent::Mixed => batch.frames.drain(..).partition(|f| event_groups.contains(&f.group.0)),
+            BatchContent::Mixed => batch
+                .frames
+                .drain(..)
+                .partition(|f| event_groups.contains(&f.group.0)),
             _ => (Vec::new(), std::mem::take(&mut batch.frames)),
         };
         // One gap per device over the dropped frames.
@@ -478,7 +563,11 @@ impl SqliteBuffer {
         // chosen again.
         let must_keep = !keep.is_empty() || batch.catalog.is_some();
         let new_size = if must_keep {
-            let content = if keep.is_empty() { BatchContent::Carrier } else { BatchContent::Events };
+            let content = if keep.is_empty() {
+                BatchContent::Carrier
+            } else {
+                BatchContent::Events
+            };
             batch.frames = keep;
             let bytes = batch.encode(Codec::Zstd)?;
             let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
@@ -500,7 +589,11 @@ impl SqliteBuffer {
     fn catalog(&self, hash: CatalogHash) -> Result<Option<Catalog>, BufferError> {
         let body: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT body FROM catalogs WHERE hash = ?1", params![hash.0 as i64], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM catalogs WHERE hash = ?1",
+                params![hash.0 as i64],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(body.and_then(|b| postcard::from_bytes(&b).ok()))
     }
@@ -510,7 +603,11 @@ impl SqliteBuffer {
     ///
     /// With a `live_since_ms`, batches sealed since then (the live lane) come
     /// first, then the backlog oldest first; otherwise strictly oldest first.
-    pub fn take_for_sending(&mut self, live_since_ms: Option<i64>, limit: usize) -> Result<Vec<StoredBatch>, BufferError> {
+    pub fn take_for_sending(
+        &mut self,
+        live_since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, BufferError> {
         let mut taken = Vec::with_capacity(limit);
         if let Some(since) = live_since_ms {
             self.take_where("sealed_at_ms >= ?1", since, limit, &mut taken)?;
@@ -522,7 +619,13 @@ impl SqliteBuffer {
         Ok(taken)
     }
 
-    fn take_where(&mut self, condition: &str, arg: i64, limit: usize, taken: &mut Vec<StoredBatch>) -> Result<(), BufferError> {
+    fn take_where(
+        &mut self,
+        condition: &str,
+        arg: i64,
+        limit: usize,
+        taken: &mut Vec<StoredBatch>,
+    ) -> Result<(), BufferError> {
         let sql = format!("SELECT seq, payload FROM batches WHERE {condition} ORDER BY seq");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![arg])?;
@@ -531,7 +634,10 @@ impl SqliteBuffer {
             let Some(row) = rows.next()? else { break };
             let seq = row.get::<_, i64>(0)? as u64;
             if self.in_flight.insert(seq) {
-                taken.push(StoredBatch { seq: BatchSeq(seq), payload: row.get(1)? });
+                taken.push(StoredBatch {
+                    seq: BatchSeq(seq),
+                    payload: row.get(1)?,
+                });
             }
         }
         Ok(())
@@ -550,13 +656,20 @@ impl SqliteBuffer {
     }
 
     /// Up to `limit` oldest batches with a sequence above `after`.
-    pub fn oldest(&self, after: Option<BatchSeq>, limit: usize) -> Result<Vec<StoredBatch>, BufferError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, payload FROM batches WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    pub fn oldest(
+        &self,
+        after: Option<BatchSeq>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, BufferError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, payload FROM batches WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let after = after.map_or(-1, |s| s.0 as i64);
         let rows = stmt.query_map(params![after, limit as i64], |row| {
-            Ok(StoredBatch { seq: BatchSeq(row.get::<_, i64>(0)? as u64), payload: row.get(1)? })
+            Ok(StoredBatch {
+                seq: BatchSeq(row.get::<_, i64>(0)? as u64),
+                payload: row.get(1)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -583,10 +696,14 @@ impl SqliteBuffer {
         )?;
         let next_seq: i64 = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(0);
-        let pending_gaps: i64 = self.conn.query_row("SELECT count(*) FROM pending_gaps", [], |r| r.get(0))?;
+        let pending_gaps: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM pending_gaps", [], |r| r.get(0))?;
         Ok(BufferStats {
             batches: batches as u64,
             pending_gaps: pending_gaps as u64,
@@ -606,7 +723,9 @@ pub struct BufferHandle {
 
 impl BufferHandle {
     pub fn new(buffer: SqliteBuffer) -> Self {
-        Self { inner: Arc::new(Mutex::new(buffer)) }
+        Self {
+            inner: Arc::new(Mutex::new(buffer)),
+        }
     }
 
     async fn with<T: Send + 'static>(
@@ -615,7 +734,9 @@ impl BufferHandle {
     ) -> Result<T, BufferError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
         .await?
@@ -624,7 +745,9 @@ impl BufferHandle {
     pub async fn seal(
         &self,
         summary: SealSummary,
-        encode: impl FnOnce(BatchSeq, Vec<Gap>) -> Result<Vec<u8>, bess_protocol::EncodeError> + Send + 'static,
+        encode: impl FnOnce(BatchSeq, Vec<Gap>) -> Result<Vec<u8>, bess_protocol::EncodeError>
+            + Send
+            + 'static,
     ) -> Result<BatchSeq, BufferError> {
         self.with(move |b| b.seal(summary, encode)).await
     }
@@ -635,7 +758,9 @@ impl BufferHandle {
         summary: SealSummary,
         content: BatchContent,
         cap_bytes: Option<u64>,
-        encode: impl FnOnce(BatchSeq, Vec<Gap>) -> Result<Vec<u8>, bess_protocol::EncodeError> + Send + 'static,
+        encode: impl FnOnce(BatchSeq, Vec<Gap>) -> Result<Vec<u8>, bess_protocol::EncodeError>
+            + Send
+            + 'static,
     ) -> Result<(BatchSeq, Dropped), BufferError> {
         self.with(move |b| {
             let seq = b.seal_with_content(summary, content, encode)?;
@@ -652,8 +777,13 @@ impl BufferHandle {
         self.with(move |b| b.remember_catalog(&catalog)).await
     }
 
-    pub async fn take_for_sending(&self, live_since_ms: Option<i64>, limit: usize) -> Result<Vec<StoredBatch>, BufferError> {
-        self.with(move |b| b.take_for_sending(live_since_ms, limit)).await
+    pub async fn take_for_sending(
+        &self,
+        live_since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, BufferError> {
+        self.with(move |b| b.take_for_sending(live_since_ms, limit))
+            .await
     }
 
     /// Called by an uplink when it stops, so a later one resends everything unacknowledged.
@@ -673,7 +803,11 @@ impl BufferHandle {
         .await
     }
 
-    pub async fn oldest(&self, after: Option<BatchSeq>, limit: usize) -> Result<Vec<StoredBatch>, BufferError> {
+    pub async fn oldest(
+        &self,
+        after: Option<BatchSeq>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, BufferError> {
         self.with(move |b| b.oldest(after, limit)).await
     }
 
@@ -711,14 +845,21 @@ pub fn event_groups(catalog: &Catalog) -> HashSet<u16> {
         .groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| g.points.iter().any(|p| matches!(p.kind, PointKind::Bitfield | PointKind::Flag)))
+        .filter(|(_, g)| {
+            g.points
+                .iter()
+                .any(|p| matches!(p.kind, PointKind::Bitfield | PointKind::Flag))
+        })
         .map(|(i, _)| i as u16)
         .collect()
 }
 
 /// The content class of a set of frames.
 pub fn content_of(frames: &[bess_protocol::Frame], event_groups: &HashSet<u16>) -> BatchContent {
-    let events = frames.iter().filter(|f| event_groups.contains(&f.group.0)).count();
+    let events = frames
+        .iter()
+        .filter(|f| event_groups.contains(&f.group.0))
+        .count();
     match events {
         0 => BatchContent::Measurements,
         n if n == frames.len() => BatchContent::Events,
@@ -749,13 +890,23 @@ fn frames_to_keep(frames: &[&bess_protocol::Frame], bucket_ms: i64) -> HashSet<u
     let mut keep = HashSet::new();
     let mut buckets: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, frame) in frames.iter().enumerate() {
-        buckets.entry(frame.ts_ms.div_euclid(bucket_ms)).or_default().push(i);
+        buckets
+            .entry(frame.ts_ms.div_euclid(bucket_ms))
+            .or_default()
+            .push(i);
     }
     for members in buckets.values() {
-        keep.insert(*members.iter().max_by_key(|&&i| frames[i].ts_ms).expect("non-empty bucket"));
+        keep.insert(
+            *members
+                .iter()
+                .max_by_key(|&&i| frames[i].ts_ms)
+                .expect("non-empty bucket"),
+        );
         let slots = frames[members[0]].values.len();
         for slot in 0..slots {
-            let values = members.iter().filter_map(|&i| frames[i].values.get(slot)?.raw().map(|v| (i, v)));
+            let values = members
+                .iter()
+                .filter_map(|&i| frames[i].values.get(slot)?.raw().map(|v| (i, v)));
             let mut min: Option<(usize, f64)> = None;
             let mut max: Option<(usize, f64)> = None;
             for (i, v) in values {
@@ -792,19 +943,28 @@ struct Salvage {
 
 fn salvage(path: &Path) -> Salvage {
     let mut found = Salvage::default();
-    let Ok(conn) = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+    let Ok(conn) = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return found;
     };
     if let Ok((total, first, last)) = conn.query_row(
         "SELECT sum(samples), min(first_ts_ms), max(last_ts_ms) FROM batches",
         [],
-        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?)),
+        |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        },
     ) {
         found.total_samples = total.map(|t| t as u64);
         found.first_ts_ms = first;
         found.last_ts_ms = last;
     }
-    if let Ok(next) = conn.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get::<_, i64>(0)) {
+    if let Ok(next) = conn.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
         found.next_seq = next;
     }
     let rows = conn.prepare("SELECT seq, sealed_at_ms, frames, samples, first_ts_ms, last_ts_ms, payload FROM batches ORDER BY seq");
@@ -812,7 +972,15 @@ fn salvage(path: &Path) -> Salvage {
         if let Ok(mut rows) = stmt.query([]) {
             while let Ok(Some(row)) = rows.next() {
                 let read = (|| -> rusqlite::Result<_> {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get::<_, Vec<u8>>(6)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get::<_, Vec<u8>>(6)?,
+                    ))
                 })();
                 // Keep only batches that still decode.
                 if let Ok(batch) = read {
@@ -833,7 +1001,9 @@ mod tests {
     use super::*;
 
     fn seal_one(buffer: &mut SqliteBuffer, tag: u8) -> BatchSeq {
-        buffer.seal(SealSummary::default(), |seq, _| Ok(vec![tag, seq.0 as u8])).unwrap()
+        buffer
+            .seal(SealSummary::default(), |seq, _| Ok(vec![tag, seq.0 as u8]))
+            .unwrap()
     }
 
     #[test]
@@ -879,7 +1049,9 @@ mod tests {
     fn a_failed_encode_leaves_no_batch_and_no_used_number() {
         let dir = tempfile::tempdir().unwrap();
         let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
-        let failed = buffer.seal(SealSummary::default(), |_, _| Err(bess_protocol::EncodeError::TooLarge(1)));
+        let failed = buffer.seal(SealSummary::default(), |_, _| {
+            Err(bess_protocol::EncodeError::TooLarge(1))
+        });
         assert!(failed.is_err());
         assert_eq!(seal_one(&mut buffer, 1), BatchSeq(1000));
         assert_eq!(buffer.stats().unwrap().batches, 1);
@@ -891,7 +1063,10 @@ mod tests {
         let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
         let seqs: Vec<_> = (0..5).map(|i| seal_one(&mut buffer, i)).collect();
         let page = buffer.oldest(Some(seqs[1]), 2).unwrap();
-        assert_eq!(page.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![seqs[2], seqs[3]]);
+        assert_eq!(
+            page.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            vec![seqs[2], seqs[3]]
+        );
         buffer.remove(&seqs[..3]).unwrap();
         let stats = buffer.stats().unwrap();
         assert_eq!(stats.batches, 2);
@@ -905,11 +1080,22 @@ mod tests {
         let analog = |n: &str| PointInfo::new(n, "V", PointKind::Analog, 1.0, 0.0);
         Catalog {
             devices: vec![
-                DeviceInfo { name: "meter".into(), model: String::new() },
-                DeviceInfo { name: "bms".into(), model: String::new() },
+                DeviceInfo {
+                    name: "meter".into(),
+                    model: String::new(),
+                },
+                DeviceInfo {
+                    name: "bms".into(),
+                    model: String::new(),
+                },
             ],
             groups: vec![
-                GroupInfo { device: 0, name: "fast".into(), interval_ms: 1000, points: vec![analog("a"), analog("b")] },
+                GroupInfo {
+                    device: 0,
+                    name: "fast".into(),
+                    interval_ms: 1000,
+                    points: vec![analog("a"), analog("b")],
+                },
                 GroupInfo {
                     device: 1,
                     name: "alarms".into(),
@@ -927,7 +1113,11 @@ mod tests {
             .map(|(i, &g)| Frame {
                 group: GroupIndex(g),
                 ts_ms: ts + i as i64,
-                values: if g == 0 { vec![Reading::Int(ts), Reading::Int(-ts)] } else { vec![Reading::Int(1)] },
+                values: if g == 0 {
+                    vec![Reading::Int(ts), Reading::Int(-ts)]
+                } else {
+                    vec![Reading::Int(1)]
+                },
             })
             .collect()
     }
@@ -938,13 +1128,26 @@ mod tests {
         let hash = catalog.hash();
         buffer
             .seal_with_content(SealSummary::default(), content, move |seq, gaps| {
-                Batch { site: SiteId::new("s").unwrap(), seq, catalog_hash: hash, catalog: None, frames, gaps }.encode(Codec::Zstd)
+                Batch {
+                    site: SiteId::new("s").unwrap(),
+                    seq,
+                    catalog_hash: hash,
+                    catalog: None,
+                    frames,
+                    gaps,
+                }
+                .encode(Codec::Zstd)
             })
             .unwrap()
     }
 
     fn decode_all(buffer: &SqliteBuffer) -> Vec<Batch> {
-        buffer.oldest(None, 10_000).unwrap().iter().map(|b| Batch::decode(&b.payload).unwrap()).collect()
+        buffer
+            .oldest(None, 10_000)
+            .unwrap()
+            .iter()
+            .map(|b| Batch::decode(&b.payload).unwrap())
+            .collect()
     }
 
     #[test]
@@ -967,9 +1170,18 @@ mod tests {
 
         // What is left plus what the gap records report is everything sealed.
         let pending: Vec<Gap> = {
-            let mut stmt = buffer.conn.prepare("SELECT device, samples FROM pending_gaps").unwrap();
+            let mut stmt = buffer
+                .conn
+                .prepare("SELECT device, samples FROM pending_gaps")
+                .unwrap();
             stmt.query_map([], |r| {
-                Ok(Gap { device: r.get::<_, i64>(0)? as u16, first_ts_ms: 0, last_ts_ms: 0, samples: r.get::<_, i64>(1)? as u64, reason: GapReason::DiskCap })
+                Ok(Gap {
+                    device: r.get::<_, i64>(0)? as u16,
+                    first_ts_ms: 0,
+                    last_ts_ms: 0,
+                    samples: r.get::<_, i64>(1)? as u64,
+                    reason: GapReason::DiskCap,
+                })
             })
             .unwrap()
             .collect::<Result<_, _>>()
@@ -977,11 +1189,18 @@ mod tests {
         };
         let reported: u64 = pending.iter().map(|g| g.samples).sum();
         assert_eq!(reported, dropped.samples);
-        let left: u64 = decode_all(&buffer).iter().map(|b| b.sample_count() as u64).sum();
+        let left: u64 = decode_all(&buffer)
+            .iter()
+            .map(|b| b.sample_count() as u64)
+            .sum();
         assert_eq!(left + reported, total_samples);
         // Alarm frames (device 1) were not touched: measurements went first.
         assert!(pending.iter().all(|g| g.device == 0), "{pending:?}");
-        let alarm_frames: usize = decode_all(&buffer).iter().flat_map(|b| &b.frames).filter(|f| f.group.0 == 1).count();
+        let alarm_frames: usize = decode_all(&buffer)
+            .iter()
+            .flat_map(|b| &b.frames)
+            .filter(|f| f.group.0 == 1)
+            .count();
         assert_eq!(alarm_frames, 20);
     }
 
@@ -1001,7 +1220,12 @@ mod tests {
         let batches = decode_all(&buffer);
         let carrier = batches.iter().find(|b| b.seq == next).unwrap();
         assert_eq!(carrier.gaps.iter().map(|g| g.samples).sum::<u64>(), 8);
-        assert!(batches.iter().find(|b| b.seq == after).unwrap().gaps.is_empty());
+        assert!(batches
+            .iter()
+            .find(|b| b.seq == after)
+            .unwrap()
+            .gaps
+            .is_empty());
         assert_eq!(buffer.stats().unwrap().pending_gaps, 0);
     }
 
@@ -1014,11 +1238,26 @@ mod tests {
         let first = seal_frames(&mut buffer, &catalog, frames(&[0], 1));
         seal_frames(&mut buffer, &catalog, frames(&[0], 2));
         let taken = buffer.take_for_sending(None, 1).unwrap();
-        assert!(buffer.take_for_sending(None, 1).unwrap().iter().all(|b| b.seq != first), "never handed out twice");
+        assert!(
+            buffer
+                .take_for_sending(None, 1)
+                .unwrap()
+                .iter()
+                .all(|b| b.seq != first),
+            "never handed out twice"
+        );
         buffer.settle(&[BatchSeq(first.0 + 1)]);
         assert_eq!(taken[0].seq, first);
         buffer.make_room(0).unwrap();
-        assert_eq!(buffer.oldest(None, 10).unwrap().iter().map(|b| b.seq).collect::<Vec<_>>(), vec![first]);
+        assert_eq!(
+            buffer
+                .oldest(None, 10)
+                .unwrap()
+                .iter()
+                .map(|b| b.seq)
+                .collect::<Vec<_>>(),
+            vec![first]
+        );
         buffer.settle(&[first]);
         buffer.make_room(0).unwrap();
         assert!(buffer.oldest(None, 10).unwrap().is_empty());
@@ -1030,7 +1269,12 @@ mod tests {
         let path = dir.path().join("b.sqlite");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
         let (mut buffer, opened) = SqliteBuffer::open_or_recover(&path, 7).unwrap();
-        let Opened::RecoveredFromCorruption { moved_to, salvaged, .. } = opened else { panic!("not detected") };
+        let Opened::RecoveredFromCorruption {
+            moved_to, salvaged, ..
+        } = opened
+        else {
+            panic!("not detected")
+        };
         assert!(moved_to.exists());
         assert_eq!(salvaged, 0);
         assert_eq!(buffer.stats().unwrap().pending_gaps, 1);
@@ -1048,13 +1292,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
         for sealed_at_ms in [100, 200, 300, 5_000, 6_000] {
-            buffer.seal(SealSummary { sealed_at_ms, ..SealSummary::default() }, |seq, _| Ok(vec![seq.0 as u8])).unwrap();
+            buffer
+                .seal(
+                    SealSummary {
+                        sealed_at_ms,
+                        ..SealSummary::default()
+                    },
+                    |seq, _| Ok(vec![seq.0 as u8]),
+                )
+                .unwrap();
         }
-        let seqs = |batches: Vec<StoredBatch>| batches.iter().map(|b| b.seq.0 - 1000).collect::<Vec<_>>();
-        assert_eq!(seqs(buffer.take_for_sending(Some(5_000), 3).unwrap()), vec![3, 4, 0]);
-        assert_eq!(seqs(buffer.take_for_sending(Some(5_000), 3).unwrap()), vec![1, 2]);
-        buffer.settle(&[BatchSeq(1000), BatchSeq(1001), BatchSeq(1002), BatchSeq(1003), BatchSeq(1004)]);
-        assert_eq!(seqs(buffer.take_for_sending(None, 10).unwrap()), vec![0, 1, 2, 3, 4]);
+        let seqs =
+            |batches: Vec<StoredBatch>| batches.iter().map(|b| b.seq.0 - 1000).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(buffer.take_for_sending(Some(5_000), 3).unwrap()),
+            vec![3, 4, 0]
+        );
+        assert_eq!(
+            seqs(buffer.take_for_sending(Some(5_000), 3).unwrap()),
+            vec![1, 2]
+        );
+        buffer.settle(&[
+            BatchSeq(1000),
+            BatchSeq(1001),
+            BatchSeq(1002),
+            BatchSeq(1003),
+            BatchSeq(1004),
+        ]);
+        assert_eq!(
+            seqs(buffer.take_for_sending(None, 10).unwrap()),
+            vec![0, 1, 2, 3, 4]
+        );
     }
 
     #[test]
@@ -1067,26 +1335,63 @@ mod tests {
         // Two minutes of a 1 s measurement group, one batch per second.
         let mut sealed = 0u64;
         for t in 0..120i64 {
-            let value = if t == 17 { 9_000 } else if t == 42 { -9_000 } else { t % 7 };
-            let frame = Frame { group: GroupIndex(0), ts_ms: 60_000 * 1000 + t * 1000, values: vec![Reading::Int(value), Reading::Int(t)] };
+            let value = if t == 17 {
+                9_000
+            } else if t == 42 {
+                -9_000
+            } else {
+                t % 7
+            };
+            let frame = Frame {
+                group: GroupIndex(0),
+                ts_ms: 60_000 * 1000 + t * 1000,
+                values: vec![Reading::Int(value), Reading::Int(t)],
+            };
             sealed += 2;
             seal_frames(&mut buffer, &catalog, vec![frame]);
         }
         let before = buffer.payload_bytes().unwrap();
         let dropped = buffer.make_room(before / 2).unwrap();
         assert!(dropped.downsampled > 0);
-        assert_eq!(dropped.samples, dropped.downsampled, "thinning alone made room: nothing dropped outright");
-        let left: Vec<Frame> = decode_all(&buffer).into_iter().flat_map(|b| b.frames).collect();
+        assert_eq!(
+            dropped.samples, dropped.downsampled,
+            "thinning alone made room: nothing dropped outright"
+        );
+        let left: Vec<Frame> = decode_all(&buffer)
+            .into_iter()
+            .flat_map(|b| b.frames)
+            .collect();
         let kept_samples: u64 = left.iter().map(|f| f.values.len() as u64).sum();
-        assert_eq!(kept_samples + dropped.samples, sealed, "every sample kept or reported");
+        assert_eq!(
+            kept_samples + dropped.samples,
+            sealed,
+            "every sample kept or reported"
+        );
         // The extremes survive, and each minute's last frame.
         let has = |v: i64| left.iter().any(|f| f.values[0] == Reading::Int(v));
         assert!(has(9_000) && has(-9_000), "min and max kept");
         let ts: HashSet<i64> = left.iter().map(|f| f.ts_ms).collect();
-        assert!(ts.contains(&(60_000 * 1000 + 59 * 1000)), "first minute's last frame kept");
-        assert!(ts.contains(&(60_000 * 1000 + 119 * 1000)), "second minute's last frame kept");
-        assert!(left.len() <= 2 * 5, "at most min, max per point and the last frame per minute: {}", left.len());
-        let gaps: i64 = buffer.conn.query_row("SELECT count(*) FROM pending_gaps WHERE reason = 2", [], |r| r.get(0)).unwrap();
+        assert!(
+            ts.contains(&(60_000 * 1000 + 59 * 1000)),
+            "first minute's last frame kept"
+        );
+        assert!(
+            ts.contains(&(60_000 * 1000 + 119 * 1000)),
+            "second minute's last frame kept"
+        );
+        assert!(
+            left.len() <= 2 * 5,
+            "at most min, max per point and the last frame per minute: {}",
+            left.len()
+        );
+        let gaps: i64 = buffer
+            .conn
+            .query_row(
+                "SELECT count(*) FROM pending_gaps WHERE reason = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert!(gaps > 0);
     }
 
@@ -1100,10 +1405,21 @@ mod tests {
         let hash = catalog.hash();
         let with_catalog = catalog.clone();
         buffer
-            .seal_with_content(SealSummary::default(), BatchContent::Events, move |seq, gaps| {
-                Batch { site: SiteId::new("s").unwrap(), seq, catalog_hash: hash, catalog: Some(with_catalog), frames: frames(&[1], 1), gaps }
+            .seal_with_content(
+                SealSummary::default(),
+                BatchContent::Events,
+                move |seq, gaps| {
+                    Batch {
+                        site: SiteId::new("s").unwrap(),
+                        seq,
+                        catalog_hash: hash,
+                        catalog: Some(with_catalog),
+                        frames: frames(&[1], 1),
+                        gaps,
+                    }
                     .encode(Codec::Zstd)
-            })
+                },
+            )
             .unwrap();
         for round in 0..5 {
             seal_frames(&mut buffer, &catalog, frames(&[0, 1], 100 + round * 10));

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use bess_protocol::Frame;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Watches the wall clock against the monotonic clock.
@@ -62,7 +64,8 @@ impl ClockMonitor {
     }
 
     pub fn set_threshold(&self, threshold: Duration) {
-        self.threshold_ms.store(threshold.as_millis() as i64, Ordering::Relaxed);
+        self.threshold_ms
+            .store(threshold.as_millis() as i64, Ordering::Relaxed);
     }
 
     /// The wall clock now, checked for a step since the last reading.
@@ -86,7 +89,10 @@ impl ClockMonitor {
         self.last_step_ms.store(step, Ordering::Relaxed);
         self.last_step_at_ms.store(wall_ms, Ordering::Relaxed);
         metrics::counter!("bess_edge_clock_steps_total").increment(1);
-        tracing::warn!(step_ms = step, "wall clock stepped; frame order is kept, times follow the new clock");
+        tracing::warn!(
+            step_ms = step,
+            "wall clock stepped; frame order is kept, times follow the new clock"
+        );
         Some(step)
     }
 
@@ -118,7 +124,9 @@ pub struct FrameClock {
 
 impl FrameClock {
     pub fn new(groups: usize) -> Self {
-        Self { last_ms: vec![i64::MIN; groups] }
+        Self {
+            last_ms: vec![i64::MIN; groups],
+        }
     }
 
     pub fn stamp(&mut self, group: usize) -> i64 {
@@ -134,7 +142,10 @@ impl FrameClock {
         let last = &mut self.last_ms[group];
         let ts = wall_ms.max(last.saturating_add(1));
         if wall_ms < *last {
-            tracing::debug!(step_back_ms = *last - wall_ms, "wall clock behind the last frame; keeping frame order");
+            tracing::debug!(
+                step_back_ms = *last - wall_ms,
+                "wall clock behind the last frame; keeping frame order"
+            );
         }
         *last = ts;
         ts
@@ -145,7 +156,11 @@ impl FrameClock {
 /// --value` says `yes` once systemd-timesyncd, chrony or ntpd synchronised
 /// it. Without timedatectl the clock is trusted.
 pub async fn ntp_synchronized() -> bool {
-    match tokio::process::Command::new("timedatectl").args(["show", "-p", "NTPSynchronized", "--value"]).output().await {
+    match tokio::process::Command::new("timedatectl")
+        .args(["show", "-p", "NTPSynchronized", "--value"])
+        .output()
+        .await
+    {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim() == "yes",
         Ok(_) | Err(_) => {
             tracing::warn!("timedatectl is not available: trusting the system clock");
@@ -169,8 +184,13 @@ pub struct ClockGate {
 }
 
 impl ClockGate {
-    pub async fn run<F, C, Fut>(self, mut frames: mpsc::Receiver<Frame>, out: mpsc::Sender<Frame>, mut tap: F, check: C)
-    where
+    pub async fn run<F, C, Fut>(
+        self,
+        mut frames: mpsc::Receiver<Frame>,
+        out: mpsc::Sender<Frame>,
+        mut tap: F,
+        check: C,
+    ) where
         F: FnMut(&Frame),
         C: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -203,11 +223,22 @@ impl ClockGate {
                     }
                 }
             };
-            let step = if released_by_sync { redate_step(wall0, mono0, now_ms(), Instant::now()) } else { 0 };
-            if released_by_sync {
-                tracing::info!(frames = held.len(), step_ms = step, "system clock synchronised: re-dating held frames");
+            let step = if released_by_sync {
+                redate_step(wall0, mono0, now_ms(), Instant::now())
             } else {
-                tracing::warn!(frames = held.len(), "clock still not synchronised: sending held frames with local times");
+                0
+            };
+            if released_by_sync {
+                tracing::info!(
+                    frames = held.len(),
+                    step_ms = step,
+                    "system clock synchronised: re-dating held frames"
+                );
+            } else {
+                tracing::warn!(
+                    frames = held.len(),
+                    "clock still not synchronised: sending held frames with local times"
+                );
                 metrics::counter!("bess_edge_frames_undated_total").increment(held.len() as u64);
             }
             for mut frame in held {
@@ -253,10 +284,25 @@ mod tests {
         let monitor = ClockMonitor::new(Duration::from_secs(1));
         let t0 = Instant::now();
         *monitor.anchor.lock().unwrap() = (10_000, t0);
-        assert_eq!(monitor.observe(10_500, t0 + Duration::from_millis(500)), None, "in step");
-        assert_eq!(monitor.observe(11_400, t0 + Duration::from_millis(1000)), None, "slew within threshold");
-        assert_eq!(monitor.observe(3_600_000, t0 + Duration::from_millis(2000)), Some(3_600_000 - 12_400));
-        assert_eq!(monitor.observe(3_601_000, t0 + Duration::from_millis(3000)), None, "re-anchored after the step");
+        assert_eq!(
+            monitor.observe(10_500, t0 + Duration::from_millis(500)),
+            None,
+            "in step"
+        );
+        assert_eq!(
+            monitor.observe(11_400, t0 + Duration::from_millis(1000)),
+            None,
+            "slew within threshold"
+        );
+        assert_eq!(
+            monitor.observe(3_600_000, t0 + Duration::from_millis(2000)),
+            Some(3_600_000 - 12_400)
+        );
+        assert_eq!(
+            monitor.observe(3_601_000, t0 + Duration::from_millis(3000)),
+            None,
+            "re-anchored after the step"
+        );
         let status = monitor.status();
         assert_eq!(status.steps, 1);
         assert_eq!(status.last_step_ms, Some(3_600_000 - 12_400));
@@ -266,7 +312,12 @@ mod tests {
     fn held_frames_are_moved_by_the_step_the_clock_made() {
         let mono0 = Instant::now();
         // 10 s passed; the wall clock jumped from 1970-ish to now: +1 h.
-        let step = redate_step(1_000, mono0, 1_000 + 10_000 + 3_600_000, mono0 + Duration::from_secs(10));
+        let step = redate_step(
+            1_000,
+            mono0,
+            1_000 + 10_000 + 3_600_000,
+            mono0 + Duration::from_secs(10),
+        );
         assert_eq!(step, 3_600_000);
     }
 
@@ -274,22 +325,41 @@ mod tests {
     async fn the_gate_holds_frames_until_the_clock_is_trusted() {
         use bess_protocol::GroupIndex;
         let monitor = Arc::new(ClockMonitor::default());
-        let gate = ClockGate { monitor: monitor.clone(), require_sync: true, wait_max: Duration::from_secs(600), check_every: Duration::from_millis(10) };
+        let gate = ClockGate {
+            monitor: monitor.clone(),
+            require_sync: true,
+            wait_max: Duration::from_secs(600),
+            check_every: Duration::from_millis(10),
+        };
         let (tx, rx) = mpsc::channel(16);
         let (out_tx, mut out_rx) = mpsc::channel(16);
         let synced = Arc::new(AtomicBool::new(false));
         let flag = synced.clone();
-        let task = tokio::spawn(gate.run(rx, out_tx, |_| {}, move || {
-            let flag = flag.clone();
-            async move { flag.load(Ordering::Relaxed) }
-        }));
+        let task = tokio::spawn(gate.run(
+            rx,
+            out_tx,
+            |_| {},
+            move || {
+                let flag = flag.clone();
+                async move { flag.load(Ordering::Relaxed) }
+            },
+        ));
         for ts_ms in [1, 2, 3] {
-            tx.send(Frame { group: GroupIndex(0), ts_ms, values: vec![] }).await.unwrap();
+            tx.send(Frame {
+                group: GroupIndex(0),
+                ts_ms,
+                values: vec![],
+            })
+            .await
+            .unwrap();
         }
         while monitor.status().held_frames < 3 {
             tokio::task::yield_now().await;
         }
-        assert!(out_rx.try_recv().is_err(), "nothing passes before the clock is trusted");
+        assert!(
+            out_rx.try_recv().is_err(),
+            "nothing passes before the clock is trusted"
+        );
         assert!(!monitor.status().trusted);
         synced.store(true, Ordering::Relaxed);
         let first = out_rx.recv().await.unwrap();

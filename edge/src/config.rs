@@ -104,12 +104,15 @@ const fn default_live_window() -> Duration {
 impl BufferConfig {
     /// The bucket to thin the backlog by, if thinning is on.
     pub fn downsampling(&self) -> Option<Duration> {
-        (self.downsample == DownsampleConfig::MinMaxLast && !self.downsample_bucket.is_zero()).then_some(self.downsample_bucket)
+        (self.downsample == DownsampleConfig::MinMaxLast && !self.downsample_bucket.is_zero())
+            .then_some(self.downsample_bucket)
     }
 
     pub fn drain_order(&self) -> crate::uplink::DrainOrder {
         match self.drain {
-            DrainConfig::LiveFirst => crate::uplink::DrainOrder::LiveFirst { window: self.live_window },
+            DrainConfig::LiveFirst => crate::uplink::DrainOrder::LiveFirst {
+                window: self.live_window,
+            },
             DrainConfig::OldestFirst => crate::uplink::DrainOrder::OldestFirst,
         }
     }
@@ -146,9 +149,13 @@ impl ByteSize {
         if text.eq_ignore_ascii_case("none") {
             return Ok(ByteSize(None));
         }
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size like \"512MiB\""))?;
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like \"512MiB\""))?;
         let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -157,9 +164,16 @@ impl ByteSize {
             "mib" => 1 << 20,
             "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} (use B, kB, KiB, MB, MiB, GB, GiB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, kB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }
         };
-        number.checked_mul(factor).map(|b| ByteSize(Some(b))).ok_or_else(|| format!("{text:?} is too large"))
+        number
+            .checked_mul(factor)
+            .map(|b| ByteSize(Some(b)))
+            .ok_or_else(|| format!("{text:?} is too large"))
     }
 }
 
@@ -205,7 +219,11 @@ const fn default_catalog_every() -> Duration {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_frames: default_max_frames(), max_age: default_max_age(), catalog_every: default_catalog_every() }
+        Self {
+            max_frames: default_max_frames(),
+            max_age: default_max_age(),
+            catalog_every: default_catalog_every(),
+        }
     }
 }
 
@@ -304,7 +322,9 @@ fn default_status_listen() -> SocketAddr {
 
 impl Default for StatusConfig {
     fn default() -> Self {
-        Self { listen: default_status_listen() }
+        Self {
+            listen: default_status_listen(),
+        }
     }
 }
 
@@ -334,7 +354,11 @@ const fn default_ntp_wait() -> Duration {
 
 impl Default for ClockConfig {
     fn default() -> Self {
-        Self { step_threshold: default_step_threshold(), require_ntp_sync: false, ntp_wait_max: default_ntp_wait() }
+        Self {
+            step_threshold: default_step_threshold(),
+            require_ntp_sync: false,
+            ntp_wait_max: default_ntp_wait(),
+        }
     }
 }
 
@@ -539,15 +563,30 @@ pub struct ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", render_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<ConfigProblem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
 }
 
 fn render_problems(path: &Path, problems: &[ConfigProblem]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}:{}:{}: {}: {}", path.display(), p.line, p.column, p.field, p.message))
+        .map(|p| {
+            format!(
+                "{}:{}:{}: {}: {}",
+                path.display(),
+                p.line,
+                p.column,
+                p.field,
+                p.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -582,7 +621,11 @@ impl fmt::Display for Endpoint {
                     Parity::Even => 'E',
                     Parity::Odd => 'O',
                 };
-                write!(f, "rtu:{} {} {}{}{}", s.path, s.baud, s.data_bits, parity, s.stop_bits)
+                write!(
+                    f,
+                    "rtu:{} {} {}{}{}",
+                    s.path, s.baud, s.data_bits, parity, s.stop_bits
+                )
             }
         }
     }
@@ -685,15 +728,25 @@ pub fn plan_points(
     specs: Vec<PointSpec>,
     max_gap: u16,
 ) -> Result<GroupPlan, plan::PlanError> {
-    let mut spans: Vec<(u16, u16)> = specs.iter().map(|p| (p.address, p.codec.width(table))).collect();
-    spans.extend(specs.iter().filter_map(|p| p.scale_register.map(|a| (a, 1))));
+    let mut spans: Vec<(u16, u16)> = specs
+        .iter()
+        .map(|p| (p.address, p.codec.width(table)))
+        .collect();
+    spans.extend(
+        specs
+            .iter()
+            .filter_map(|p| p.scale_register.map(|a| (a, 1))),
+    );
     let requests = plan::coalesce(table, &spans, max_gap)?;
     let min_requests = plan::minimum_requests(table, &spans);
     let points = specs
         .into_iter()
         .map(|p| {
-            let slot = plan::locate(&requests, p.address, p.codec.width(table)).expect("every span is covered");
-            let scale_factor = p.scale_register.map(|a| (a, plan::locate(&requests, a, 1).expect("covered")));
+            let slot = plan::locate(&requests, p.address, p.codec.width(table))
+                .expect("every span is covered");
+            let scale_factor = p
+                .scale_register
+                .map(|a| (a, plan::locate(&requests, a, 1).expect("covered")));
             PointPlan {
                 name: p.name,
                 unit: p.unit,
@@ -708,14 +761,28 @@ pub fn plan_points(
             }
         })
         .collect();
-    Ok(GroupPlan { catalog_index, name: name.to_owned(), interval, table, requests, min_requests, points })
+    Ok(GroupPlan {
+        catalog_index,
+        name: name.to_owned(),
+        interval,
+        table,
+        requests,
+        min_requests,
+        points,
+    })
 }
 
 /// The catalog of a set of devices; numbers every group in order.
 pub fn build_catalog(devices: &mut [DevicePlan]) -> Catalog {
-    let mut catalog = Catalog { devices: Vec::new(), groups: Vec::new() };
+    let mut catalog = Catalog {
+        devices: Vec::new(),
+        groups: Vec::new(),
+    };
     for (d, device) in devices.iter_mut().enumerate() {
-        catalog.devices.push(DeviceInfo { name: device.name.clone(), model: device.model.clone() });
+        catalog.devices.push(DeviceInfo {
+            name: device.name.clone(),
+            model: device.model.clone(),
+        });
         for group in &mut device.groups {
             group.catalog_index = catalog.groups.len() as u16;
             catalog.groups.push(GroupInfo {
@@ -726,7 +793,13 @@ pub fn build_catalog(devices: &mut [DevicePlan]) -> Catalog {
                     .points
                     .iter()
                     .filter(|p| p.is_sent())
-                    .map(|p| PointInfo { name: p.name.clone(), unit: p.unit.clone(), kind: p.kind, scale: p.scale, offset: p.offset })
+                    .map(|p| PointInfo {
+                        name: p.name.clone(),
+                        unit: p.unit.clone(),
+                        kind: p.kind,
+                        scale: p.scale,
+                        offset: p.offset,
+                    })
                     .collect(),
             });
         }
@@ -757,9 +830,14 @@ pub struct ValidConfig {
 
 impl ValidConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, Vec<ConfigProblem>> {
@@ -769,7 +847,12 @@ impl ValidConfig {
             let field = field_of_toml_error(&e)
                 .or_else(|| key_before(text, line, column))
                 .unwrap_or_else(|| "config".to_owned());
-            vec![ConfigProblem { line, column, field, message: e.message().trim().to_owned() }]
+            vec![ConfigProblem {
+                line,
+                column,
+                field,
+                message: e.message().trim().to_owned(),
+            }]
         })?;
         raw.validate(&lines)
     }
@@ -807,7 +890,9 @@ fn field_of_toml_error(error: &toml::de::Error) -> Option<String> {
 /// inline table), for errors that point at a value.
 fn key_before(text: &str, line: usize, column: usize) -> Option<String> {
     let line_text = text.lines().nth(line.checked_sub(1)?)?;
-    let before = line_text.get(..column.saturating_sub(1)).unwrap_or(line_text);
+    let before = line_text
+        .get(..column.saturating_sub(1))
+        .unwrap_or(line_text);
     let before = before.trim_end().strip_suffix('=')?.trim_end();
     let key: String = before
         .chars()
@@ -845,15 +930,28 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    fn add(&mut self, span: std::ops::Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+    fn add(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (line, column) = self.lines.locate(span.start);
-        self.found.push(ConfigProblem { line, column, field: field.into(), message: message.into() });
+        self.found.push(ConfigProblem {
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
     }
 }
 
 impl EdgeConfig {
     fn validate(self, lines: &LineIndex) -> Result<ValidConfig, Vec<ConfigProblem>> {
-        let mut problems = Problems { lines, found: Vec::new() };
+        let mut problems = Problems {
+            lines,
+            found: Vec::new(),
+        };
         let site = match SiteId::new(self.site_id.get_ref().clone()) {
             Ok(site) => Some(site),
             Err(e) => {
@@ -864,7 +962,11 @@ impl EdgeConfig {
         let uplink = match (self.kafka, self.mqtt_uplink) {
             (Some(kafka), None) => {
                 if kafka.get_ref().brokers.trim().is_empty() {
-                    problems.add(kafka.span(), "kafka.brokers", "must name at least one broker");
+                    problems.add(
+                        kafka.span(),
+                        "kafka.brokers",
+                        "must name at least one broker",
+                    );
                 }
                 Some(UplinkConfig::Kafka(kafka.into_inner()))
             }
@@ -880,21 +982,37 @@ impl EdgeConfig {
                     problems.add(mqtt.span(), "mqtt_uplink.keep_alive", "must be at least 1s");
                 }
                 if m.topic.is_empty() || m.topic.contains(['#', '+']) {
-                    problems.add(mqtt.span(), "mqtt_uplink.topic", "must be a topic name without wildcards");
+                    problems.add(
+                        mqtt.span(),
+                        "mqtt_uplink.topic",
+                        "must be a topic name without wildcards",
+                    );
                 }
                 Some(UplinkConfig::Mqtt(mqtt.into_inner()))
             }
             (Some(_), Some(mqtt)) => {
-                problems.add(mqtt.span(), "mqtt_uplink", "configure exactly one uplink: [kafka] or [mqtt_uplink], not both");
+                problems.add(
+                    mqtt.span(),
+                    "mqtt_uplink",
+                    "configure exactly one uplink: [kafka] or [mqtt_uplink], not both",
+                );
                 None
             }
             (None, None) => {
-                problems.add(0..0, "kafka", "no uplink: add a [kafka] or an [mqtt_uplink] table");
+                problems.add(
+                    0..0,
+                    "kafka",
+                    "no uplink: add a [kafka] or an [mqtt_uplink] table",
+                );
                 None
             }
         };
         if self.devices.is_empty() {
-            problems.add(0..0, "devices", "no devices configured: add at least one [[devices]] table");
+            problems.add(
+                0..0,
+                "devices",
+                "no devices configured: add at least one [[devices]] table",
+            );
         }
 
         let mut names = HashSet::new();
@@ -904,19 +1022,40 @@ impl EdgeConfig {
             let device = spanned.get_ref();
             let field = format!("devices[{d}]");
             if !names.insert(device.name.clone()) {
-                problems.add(span.clone(), format!("{field}.name"), format!("duplicate device name {:?}", device.name));
+                problems.add(
+                    span.clone(),
+                    format!("{field}.name"),
+                    format!("duplicate device name {:?}", device.name),
+                );
             }
             if device.name.is_empty() || device.name.contains(['/', '+', '#']) {
-                problems.add(span.clone(), format!("{field}.name"), "must not be empty or contain '/', '+' or '#'");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.name"),
+                    "must not be empty or contain '/', '+' or '#'",
+                );
             }
             if device.timeout.is_zero() {
-                problems.add(span.clone(), format!("{field}.timeout"), "must be greater than zero");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.timeout"),
+                    "must be greater than zero",
+                );
             }
-            let Some(link) = link_of(device, &field, span.clone(), &mut problems) else { continue };
-            let sunspec_map = device.map.as_ref().is_some_and(|m| m.get_ref() == SUNSPEC_MAP);
+            let Some(link) = link_of(device, &field, span.clone(), &mut problems) else {
+                continue;
+            };
+            let sunspec_map = device
+                .map
+                .as_ref()
+                .is_some_and(|m| m.get_ref() == SUNSPEC_MAP);
             if device.sunspec || sunspec_map {
                 if !device.groups.is_empty() || (device.map.is_some() && !sunspec_map) {
-                    problems.add(span.clone(), format!("{field}.sunspec"), "a SunSpec device takes its map from the device: remove `map` and `groups`");
+                    problems.add(
+                        span.clone(),
+                        format!("{field}.sunspec"),
+                        "a SunSpec device takes its map from the device: remove `map` and `groups`",
+                    );
                     continue;
                 }
                 devices.push(DevicePlan {
@@ -925,7 +1064,9 @@ impl EdgeConfig {
                     link,
                     stagger: device.stagger,
                     max_gap: device.max_gap.unwrap_or(default_max_gap()),
-                    sunspec: Some(SunspecPlan { base: device.sunspec_base }),
+                    sunspec: Some(SunspecPlan {
+                        base: device.sunspec_base,
+                    }),
                     groups: Vec::new(),
                 });
                 continue;
@@ -938,32 +1079,50 @@ impl EdgeConfig {
                         problems.add(
                             map.span(),
                             format!("{field}.map"),
-                            format!("no register map named {:?} (known: {known}, {SUNSPEC_MAP})", map.get_ref()),
+                            format!(
+                                "no register map named {:?} (known: {known}, {SUNSPEC_MAP})",
+                                map.get_ref()
+                            ),
                         );
                         continue;
                     }
                 },
                 (None, false) => (&device.groups, String::new(), None),
                 (Some(map), false) => {
-                    problems.add(map.span(), format!("{field}.map"), "give either `map` or inline `groups`, not both");
+                    problems.add(
+                        map.span(),
+                        format!("{field}.map"),
+                        "give either `map` or inline `groups`, not both",
+                    );
                     continue;
                 }
                 (None, true) => {
-                    problems.add(span.clone(), field.clone(), "needs a register `map`, inline `groups` or `sunspec = true`");
+                    problems.add(
+                        span.clone(),
+                        field.clone(),
+                        "needs a register `map`, inline `groups` or `sunspec = true`",
+                    );
                     continue;
                 }
             };
             let defaults = MapDefaults {
                 order: map.map_or(WordOrder::Abcd, |m| m.order),
                 markers: map.is_some_and(|m| m.not_implemented_defaults),
-                max_gap: device.max_gap.or(map.and_then(|m| m.max_gap)).unwrap_or(default_max_gap()),
+                max_gap: device
+                    .max_gap
+                    .or(map.and_then(|m| m.max_gap))
+                    .unwrap_or(default_max_gap()),
             };
             let mut group_plans = Vec::new();
             let mut group_names = HashSet::new();
             for (g, group) in groups.iter().enumerate() {
                 let gfield = format!("{field}.groups[{g}]");
                 if !group_names.insert(group.get_ref().name.clone()) {
-                    problems.add(group.span(), format!("{gfield}.name"), format!("duplicate group name {:?}", group.get_ref().name));
+                    problems.add(
+                        group.span(),
+                        format!("{gfield}.name"),
+                        format!("duplicate group name {:?}", group.get_ref().name),
+                    );
                 }
                 if let Some(plan) = plan_group(group, &gfield, &defaults, &mut problems) {
                     group_plans.push(plan);
@@ -1005,12 +1164,21 @@ struct MapDefaults {
     max_gap: u16,
 }
 
-fn link_of(device: &DeviceConfig, field: &str, span: std::ops::Range<usize>, problems: &mut Problems<'_>) -> Option<LinkPlan> {
+fn link_of(
+    device: &DeviceConfig,
+    field: &str,
+    span: std::ops::Range<usize>,
+    problems: &mut Problems<'_>,
+) -> Option<LinkPlan> {
     let before = problems.found.len();
     let endpoint = match device.transport {
         TransportKind::Tcp | TransportKind::RtuOverTcp => {
             if device.serial.is_some() {
-                problems.add(span.clone(), format!("{field}.serial"), "only for transport = \"rtu\"");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.serial"),
+                    "only for transport = \"rtu\"",
+                );
             }
             match &device.host {
                 Some(host) if !host.trim().is_empty() => {
@@ -1022,23 +1190,39 @@ fn link_of(device: &DeviceConfig, field: &str, span: std::ops::Range<usize>, pro
                     }
                 }
                 _ => {
-                    problems.add(span.clone(), format!("{field}.host"), "needs the device's or gateway's `host`");
+                    problems.add(
+                        span.clone(),
+                        format!("{field}.host"),
+                        "needs the device's or gateway's `host`",
+                    );
                     None
                 }
             }
         }
         TransportKind::Rtu => {
             if device.host.is_some() {
-                problems.add(span.clone(), format!("{field}.host"), "a serial device has no `host`; give `serial`");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.host"),
+                    "a serial device has no `host`; give `serial`",
+                );
             }
             if !(5..=8).contains(&device.data_bits) {
-                problems.add(span.clone(), format!("{field}.data_bits"), "must be 5, 6, 7 or 8");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.data_bits"),
+                    "must be 5, 6, 7 or 8",
+                );
             }
             if !(1..=2).contains(&device.stop_bits) {
                 problems.add(span.clone(), format!("{field}.stop_bits"), "must be 1 or 2");
             }
             if device.baud == 0 {
-                problems.add(span.clone(), format!("{field}.baud"), "must be greater than zero");
+                problems.add(
+                    span.clone(),
+                    format!("{field}.baud"),
+                    "must be greater than zero",
+                );
             }
             match &device.serial {
                 Some(path) if !path.is_empty() => Some(Endpoint::Rtu(SerialSettings {
@@ -1049,14 +1233,22 @@ fn link_of(device: &DeviceConfig, field: &str, span: std::ops::Range<usize>, pro
                     stop_bits: device.stop_bits,
                 })),
                 _ => {
-                    problems.add(span.clone(), format!("{field}.serial"), "needs the serial port, e.g. serial = \"/dev/ttyUSB0\"");
+                    problems.add(
+                        span.clone(),
+                        format!("{field}.serial"),
+                        "needs the serial port, e.g. serial = \"/dev/ttyUSB0\"",
+                    );
                     None
                 }
             }
         }
     };
     if device.transport != TransportKind::Tcp && device.unit == 0 {
-        problems.add(span, format!("{field}.unit"), "unit 0 is broadcast on RTU: give the device's own id (1-247)");
+        problems.add(
+            span,
+            format!("{field}.unit"),
+            "unit 0 is broadcast on RTU: give the device's own id (1-247)",
+        );
     }
     let endpoint = endpoint.filter(|_| problems.found.len() == before)?;
     Some(LinkPlan {
@@ -1069,14 +1261,27 @@ fn link_of(device: &DeviceConfig, field: &str, span: std::ops::Range<usize>, pro
     })
 }
 
-fn plan_group(spanned: &Spanned<GroupConfig>, field: &str, defaults: &MapDefaults, problems: &mut Problems<'_>) -> Option<GroupPlan> {
+fn plan_group(
+    spanned: &Spanned<GroupConfig>,
+    field: &str,
+    defaults: &MapDefaults,
+    problems: &mut Problems<'_>,
+) -> Option<GroupPlan> {
     let group = spanned.get_ref();
     let before = problems.found.len();
     if group.interval.is_zero() {
-        problems.add(spanned.span(), format!("{field}.interval"), "must be greater than zero");
+        problems.add(
+            spanned.span(),
+            format!("{field}.interval"),
+            "must be greater than zero",
+        );
     }
     if group.points.is_empty() {
-        problems.add(spanned.span(), format!("{field}.points"), "a group needs at least one point");
+        problems.add(
+            spanned.span(),
+            format!("{field}.points"),
+            "a group needs at least one point",
+        );
         return None;
     }
     let mut names = HashSet::new();
@@ -1086,61 +1291,123 @@ fn plan_group(spanned: &Spanned<GroupConfig>, field: &str, defaults: &MapDefault
         let pc = point.get_ref();
         let span = point.span();
         if !names.insert(pc.name.clone()) {
-            problems.add(span.clone(), format!("{pf}.name"), format!("duplicate point name {:?} in group", pc.name));
+            problems.add(
+                span.clone(),
+                format!("{pf}.name"),
+                format!("duplicate point name {:?} in group", pc.name),
+            );
         }
         if pc.name.is_empty() || pc.name.contains(['/', '+', '#']) {
-            problems.add(span.clone(), format!("{pf}.name"), "must not be empty or contain '/', '+' or '#'");
+            problems.add(
+                span.clone(),
+                format!("{pf}.name"),
+                "must not be empty or contain '/', '+' or '#'",
+            );
         }
         if !pc.scale.is_finite() || pc.scale == 0.0 {
-            problems.add(span.clone(), format!("{pf}.scale"), "must be a finite, non-zero number");
+            problems.add(
+                span.clone(),
+                format!("{pf}.scale"),
+                "must be a finite, non-zero number",
+            );
         }
         if !pc.offset.is_finite() {
-            problems.add(span.clone(), format!("{pf}.offset"), "must be a finite number");
+            problems.add(
+                span.clone(),
+                format!("{pf}.offset"),
+                "must be a finite number",
+            );
         }
         if !group.table.holds(pc.data_type) {
-            problems.add(span.clone(), format!("{pf}.type"), format!("{} cannot be read from {} (use a register table)", pc.data_type, group.table));
+            problems.add(
+                span.clone(),
+                format!("{pf}.type"),
+                format!(
+                    "{} cannot be read from {} (use a register table)",
+                    pc.data_type, group.table
+                ),
+            );
         }
         match (pc.data_type, pc.bit) {
             (DataType::Bool, Some(_)) if group.table.is_bits() => {
-                problems.add(span.clone(), format!("{pf}.bit"), format!("{} are single bits already: remove `bit`", group.table));
+                problems.add(
+                    span.clone(),
+                    format!("{pf}.bit"),
+                    format!("{} are single bits already: remove `bit`", group.table),
+                );
             }
             (DataType::Bool, None) if !group.table.is_bits() => {
-                problems.add(span.clone(), format!("{pf}.bit"), "a bool in a register needs `bit = 0..15`");
+                problems.add(
+                    span.clone(),
+                    format!("{pf}.bit"),
+                    "a bool in a register needs `bit = 0..15`",
+                );
             }
             (DataType::Bool, Some(bit)) if bit > 15 => {
                 problems.add(span.clone(), format!("{pf}.bit"), "must be 0..15");
             }
             (DataType::Bool, _) => {}
-            (_, Some(_)) => problems.add(span.clone(), format!("{pf}.bit"), "only for type = \"bool\" (name a word's bits with `flags`)"),
+            (_, Some(_)) => problems.add(
+                span.clone(),
+                format!("{pf}.bit"),
+                "only for type = \"bool\" (name a word's bits with `flags`)",
+            ),
             (_, None) => {}
         }
         let length = match (pc.data_type, pc.length) {
             (DataType::String, Some(n)) if (1..=MAX_REGISTERS_PER_READ).contains(&n) => n,
             (DataType::String, _) => {
-                problems.add(span.clone(), format!("{pf}.length"), "a string needs `length` = 1..125 registers");
+                problems.add(
+                    span.clone(),
+                    format!("{pf}.length"),
+                    "a string needs `length` = 1..125 registers",
+                );
                 1
             }
             (_, Some(_)) => {
-                problems.add(span.clone(), format!("{pf}.length"), "only for type = \"string\"");
+                problems.add(
+                    span.clone(),
+                    format!("{pf}.length"),
+                    "only for type = \"string\"",
+                );
                 0
             }
             (_, None) => 0,
         };
-        if pc.scale_register.is_some() && !matches!(pc.data_type, DataType::String | DataType::Bool) && group.table.is_bits() {
-            problems.add(span.clone(), format!("{pf}.scale_register"), "needs a register table");
+        if pc.scale_register.is_some()
+            && !matches!(pc.data_type, DataType::String | DataType::Bool)
+            && group.table.is_bits()
+        {
+            problems.add(
+                span.clone(),
+                format!("{pf}.scale_register"),
+                "needs a register table",
+            );
         }
-        if pc.scale_register.is_some() && matches!(pc.data_type, DataType::String | DataType::Bool) {
-            problems.add(span.clone(), format!("{pf}.scale_register"), format!("a {} has no scale", pc.data_type));
+        if pc.scale_register.is_some() && matches!(pc.data_type, DataType::String | DataType::Bool)
+        {
+            problems.add(
+                span.clone(),
+                format!("{pf}.scale_register"),
+                format!("a {} has no scale", pc.data_type),
+            );
         }
         let mut flags = Vec::new();
         for (bit, name) in &pc.flags {
             match bit.parse::<u8>() {
-                Ok(b) if u16::from(b) < 16 * pc.data_type.width(RegisterTable::Holding, 1) => flags.push((b, name.clone())),
-                _ => problems.add(span.clone(), format!("{pf}.flags.{bit}"), "flag keys are bit numbers inside the value (0 = least significant)"),
+                Ok(b) if u16::from(b) < 16 * pc.data_type.width(RegisterTable::Holding, 1) => {
+                    flags.push((b, name.clone()))
+                }
+                _ => problems.add(
+                    span.clone(),
+                    format!("{pf}.flags.{bit}"),
+                    "flag keys are bit numbers inside the value (0 = least significant)",
+                ),
             }
         }
         flags.sort();
-        let mut codec = PointCodec::new(pc.data_type).with_order(pc.order.unwrap_or(defaults.order));
+        let mut codec =
+            PointCodec::new(pc.data_type).with_order(pc.order.unwrap_or(defaults.order));
         codec.bit = pc.bit;
         codec.length = length;
         if defaults.markers {
@@ -1148,11 +1415,21 @@ fn plan_group(spanned: &Spanned<GroupConfig>, field: &str, defaults: &MapDefault
         }
         if let Some(markers) = &pc.not_implemented {
             let bits = 16 * u32::from(pc.data_type.width(RegisterTable::Holding, 1));
-            let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let mask = if bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
             codec.markers = markers.iter().map(|&m| (m as u64) & mask).collect();
         }
         let kind = pc.kind.map_or_else(
-            || if pc.flags.is_empty() { pc.data_type.default_kind() } else { PointKind::Bitfield },
+            || {
+                if pc.flags.is_empty() {
+                    pc.data_type.default_kind()
+                } else {
+                    PointKind::Bitfield
+                }
+            },
             PointKind::from,
         );
         specs.push(PointSpec {
@@ -1168,12 +1445,23 @@ fn plan_group(spanned: &Spanned<GroupConfig>, field: &str, defaults: &MapDefault
         });
     }
     if !specs.iter().any(|s| s.codec.data_type.is_sent()) {
-        problems.add(spanned.span(), format!("{field}.points"), "strings are shown by `read` but never sent: a group needs at least one number");
+        problems.add(
+            spanned.span(),
+            format!("{field}.points"),
+            "strings are shown by `read` but never sent: a group needs at least one number",
+        );
     }
     if problems.found.len() != before {
         return None;
     }
-    match plan_points(0, &group.name, group.interval, group.table, specs, defaults.max_gap) {
+    match plan_points(
+        0,
+        &group.name,
+        group.interval,
+        group.table,
+        specs,
+        defaults.max_gap,
+    ) {
         Ok(plan) => Some(plan),
         Err(e) => {
             problems.add(spanned.span(), field.to_owned(), e.to_string());
@@ -1184,7 +1472,11 @@ fn plan_group(spanned: &Spanned<GroupConfig>, field: &str, defaults: &MapDefault
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.line, self.column, self.field, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.line, self.column, self.field, self.message
+        )
     }
 }
 
@@ -1205,11 +1497,19 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_field() {
-        let text = EXAMPLE.replacen("site_id = \"site-001\"", "site_id = \"site-001\"\nsite_name = \"x\"", 1);
+        let text = EXAMPLE.replacen(
+            "site_id = \"site-001\"",
+            "site_id = \"site-001\"\nsite_name = \"x\"",
+            1,
+        );
         let problems = ValidConfig::parse(&text).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].field, "site_name");
-        let expected_line = text.lines().position(|l| l.starts_with("site_name")).unwrap() + 1;
+        let expected_line = text
+            .lines()
+            .position(|l| l.starts_with("site_name"))
+            .unwrap()
+            + 1;
         assert_eq!(problems[0].line, expected_line, "{problems:?}");
     }
 
@@ -1217,7 +1517,11 @@ mod tests {
     fn wrong_type_names_line_and_field() {
         let text = EXAMPLE.replacen("port = 5020", "port = \"5020\"", 1);
         let problems = ValidConfig::parse(&text).unwrap_err();
-        let expected_line = text.lines().position(|l| l.contains("port = \"5020\"")).unwrap() + 1;
+        let expected_line = text
+            .lines()
+            .position(|l| l.contains("port = \"5020\""))
+            .unwrap()
+            + 1;
         assert_eq!(problems[0].line, expected_line, "{problems:?}");
         assert_eq!(problems[0].field, "port", "{problems:?}");
         assert!(problems[0].message.contains("u16"), "{problems:?}");
@@ -1246,7 +1550,11 @@ mod tests {
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert!(fields.contains(&"site_id"), "{problems:?}");
         assert!(fields.contains(&"devices[0].map"), "{problems:?}");
-        let map_line = text.lines().position(|l| l.contains("map = \"nope\"")).unwrap() + 1;
+        let map_line = text
+            .lines()
+            .position(|l| l.contains("map = \"nope\""))
+            .unwrap()
+            + 1;
         assert!(problems.iter().any(|p| p.line == map_line), "{problems:?}");
     }
 
@@ -1274,27 +1582,48 @@ mod tests {
     fn error_display_names_the_file() {
         let err = ConfigError::Invalid {
             path: "/etc/bess/edge.toml".into(),
-            problems: vec![ConfigProblem { line: 3, column: 1, field: "site_id".into(), message: "bad".into() }],
+            problems: vec![ConfigProblem {
+                line: 3,
+                column: 1,
+                field: "site_id".into(),
+                message: "bad".into(),
+            }],
         };
         assert_eq!(err.to_string(), "/etc/bess/edge.toml:3:1: site_id: bad");
     }
 
     fn device_problems(device: &str) -> Vec<ConfigProblem> {
-        let text = format!("site_id = \"s\"\n[kafka]\nbrokers = \"b:9092\"\n[[devices]]\nname = \"d\"\n{device}\n");
+        let text = format!(
+            "site_id = \"s\"\n[kafka]\nbrokers = \"b:9092\"\n[[devices]]\nname = \"d\"\n{device}\n"
+        );
         ValidConfig::parse(&text).err().unwrap_or_default()
     }
 
     #[test]
     fn transports_need_their_own_settings() {
         let problems = device_problems("transport = \"rtu\"\nbaud = 19200\nsunspec = true");
-        assert!(problems.iter().any(|p| p.field == "devices[0].serial"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.field == "devices[0].serial"),
+            "{problems:?}"
+        );
         let problems = device_problems("transport = \"rtu\"\nserial = \"/dev/ttyUSB0\"\nhost = \"x\"\nstop_bits = 3\nsunspec = true");
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert!(fields.contains(&"devices[0].host") && fields.contains(&"devices[0].stop_bits"), "{problems:?}");
-        assert_eq!(device_problems("transport = \"rtu-over-tcp\"\nhost = \"gw\"\nport = 4001\nsunspec = true"), vec![]);
+        assert!(
+            fields.contains(&"devices[0].host") && fields.contains(&"devices[0].stop_bits"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            device_problems(
+                "transport = \"rtu-over-tcp\"\nhost = \"gw\"\nport = 4001\nsunspec = true"
+            ),
+            vec![]
+        );
         let problems = device_problems("sunspec = true");
         assert_eq!(problems[0].field, "devices[0].host", "{problems:?}");
-        assert_eq!(problems[0].line, 4, "the line of the [[devices]] table: {problems:?}");
+        assert_eq!(
+            problems[0].line, 4,
+            "the line of the [[devices]] table: {problems:?}"
+        );
     }
 
     #[test]
@@ -1305,7 +1634,9 @@ mod tests {
         let mqtt_only = EXAMPLE
             .replacen("[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"bess.telemetry\"\ndelivery_timeout = \"30s\"", "[mqtt_uplink]\nhost = \"h\"", 1);
         let config = ValidConfig::parse(&mqtt_only).unwrap_or_else(|p| panic!("{p:?}"));
-        assert!(matches!(&config.uplink, UplinkConfig::Mqtt(m) if m.topic == "bess/{site}/batches"));
+        assert!(
+            matches!(&config.uplink, UplinkConfig::Mqtt(m) if m.topic == "bess/{site}/batches")
+        );
     }
 
     #[test]
@@ -1316,13 +1647,26 @@ mod tests {
             ))
         };
         let problems = group("{ name = \"a\", address = 0, type = \"bool\" }");
-        assert_eq!(problems[0].field, "devices[0].groups[0].points[0].bit", "{problems:?}");
+        assert_eq!(
+            problems[0].field, "devices[0].groups[0].points[0].bit",
+            "{problems:?}"
+        );
         let problems = group("{ name = \"a\", address = 0, type = \"string\" }");
-        assert!(problems.iter().any(|p| p.field.ends_with(".length")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.field.ends_with(".length")),
+            "{problems:?}"
+        );
         let problems = group("{ name = \"a\", address = 0, type = \"u16\", bit = 3 }");
-        assert!(problems.iter().any(|p| p.field.ends_with(".bit")), "{problems:?}");
-        let problems = group("{ name = \"a\", address = 0, type = \"u16\", flags = { x = \"y\" } }");
-        assert!(problems.iter().any(|p| p.field.ends_with(".flags.x")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.field.ends_with(".bit")),
+            "{problems:?}"
+        );
+        let problems =
+            group("{ name = \"a\", address = 0, type = \"u16\", flags = { x = \"y\" } }");
+        assert!(
+            problems.iter().any(|p| p.field.ends_with(".flags.x")),
+            "{problems:?}"
+        );
         let problems = group("{ name = \"a\", address = 0, type = \"u16\", order = \"xyzw\" }");
         assert_eq!(problems[0].field, "order", "{problems:?}");
         assert!(group("{ name = \"a\", address = 0, type = \"i16\", order = \"badc\", scale_register = 5, not_implemented = [-1] }").is_empty());
@@ -1330,9 +1674,17 @@ mod tests {
 
     #[test]
     fn configured_markers_are_masked_to_the_value_width() {
-        let text = EXAMPLE.replacen("address = 17, type = \"u16\"", "address = 17, type = \"u16\", not_implemented = [-1]", 1);
+        let text = EXAMPLE.replacen(
+            "address = 17, type = \"u16\"",
+            "address = 17, type = \"u16\", not_implemented = [-1]",
+            1,
+        );
         let config = ValidConfig::parse(&text).unwrap_or_else(|p| panic!("{p:?}"));
-        let heartbeat = config.devices[0].groups[0].points.iter().find(|p| p.name == "heartbeat").unwrap();
+        let heartbeat = config.devices[0].groups[0]
+            .points
+            .iter()
+            .find(|p| p.name == "heartbeat")
+            .unwrap();
         assert_eq!(heartbeat.codec.markers, vec![0xFFFF]);
     }
 }

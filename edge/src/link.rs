@@ -31,11 +31,20 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
     #[error("{endpoint}: {source}")]
-    Io { endpoint: String, source: std::io::Error },
+    Io {
+        endpoint: String,
+        source: std::io::Error,
+    },
     #[error("{endpoint}: cannot open serial port: {source}")]
-    Serial { endpoint: String, source: tokio_serial::Error },
+    Serial {
+        endpoint: String,
+        source: tokio_serial::Error,
+    },
     #[error("{endpoint}: connect timed out")]
     Timeout { endpoint: String },
     #[error("{endpoint}: waiting {wait:?} before the next connection attempt")]
@@ -85,7 +94,13 @@ impl ModbusLink {
 
     /// Read one request for `unit`, retrying `retries` times after a timeout
     /// or a broken connection. Holds the link for the whole exchange.
-    pub async fn read(&self, unit: u8, request: ReadRequest, limit: Duration, retries: u8) -> RequestOutcome {
+    pub async fn read(
+        &self,
+        unit: u8,
+        request: ReadRequest,
+        limit: Duration,
+        retries: u8,
+    ) -> RequestOutcome {
         let mut state = self.state.lock().await;
         let mut attempt = 0;
         loop {
@@ -95,8 +110,11 @@ impl ModbusLink {
             let outcome = self.read_once(&mut state, unit, request, limit).await;
             state.last_request_end = Some(Instant::now());
             match outcome {
-                RequestOutcome::Missing(reason @ (MissingReason::Timeout | MissingReason::Disconnected))
-                    if attempt < retries && state.ctx.is_none() && Instant::now() >= state.next_connect_at =>
+                RequestOutcome::Missing(
+                    reason @ (MissingReason::Timeout | MissingReason::Disconnected),
+                ) if attempt < retries
+                    && state.ctx.is_none()
+                    && Instant::now() >= state.next_connect_at =>
                 {
                     attempt += 1;
                     tracing::debug!(endpoint = %self.endpoint, unit, reason = %reason.describe(), attempt, "retrying request");
@@ -107,7 +125,13 @@ impl ModbusLink {
         }
     }
 
-    async fn read_once(&self, state: &mut LinkState, unit: u8, request: ReadRequest, limit: Duration) -> RequestOutcome {
+    async fn read_once(
+        &self,
+        state: &mut LinkState,
+        unit: u8,
+        request: ReadRequest,
+        limit: Duration,
+    ) -> RequestOutcome {
         if state.ctx.is_none() {
             if Instant::now() < state.next_connect_at {
                 return RequestOutcome::Missing(MissingReason::Disconnected);
@@ -137,8 +161,12 @@ impl ModbusLink {
                 state.last_error = Some(e.to_string());
                 RequestOutcome::Missing(MissingReason::Disconnected)
             }
-            Ok(Ok(Err(exception))) => RequestOutcome::Missing(MissingReason::Exception(u8::from(exception))),
-            Ok(Ok(Ok(words))) if words.len() >= usize::from(request.count) => RequestOutcome::Words(words),
+            Ok(Ok(Err(exception))) => {
+                RequestOutcome::Missing(MissingReason::Exception(u8::from(exception)))
+            }
+            Ok(Ok(Ok(words))) if words.len() >= usize::from(request.count) => {
+                RequestOutcome::Words(words)
+            }
             // A short answer is as good as none.
             Ok(Ok(Ok(_))) => RequestOutcome::Missing(MissingReason::Exception(0)),
         };
@@ -178,7 +206,10 @@ impl ModbusLink {
                     Ok(tokio_modbus::client::rtu::attach(stream))
                 }
                 Endpoint::Rtu(settings) => {
-                    let port = open_serial(settings).map_err(|source| ConnectError::Serial { endpoint: endpoint.clone(), source })?;
+                    let port = open_serial(settings).map_err(|source| ConnectError::Serial {
+                        endpoint: endpoint.clone(),
+                        source,
+                    })?;
                     Ok(tokio_modbus::client::rtu::attach(port))
                 }
             }
@@ -191,10 +222,17 @@ impl ModbusLink {
     }
 }
 
-async fn tcp_stream(host: &str, port: u16, endpoint: &str) -> Result<tokio::net::TcpStream, ConnectError> {
+async fn tcp_stream(
+    host: &str,
+    port: u16,
+    endpoint: &str,
+) -> Result<tokio::net::TcpStream, ConnectError> {
     let addr: SocketAddr = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|source| ConnectError::Resolve { host: host.to_owned(), source })?
+        .map_err(|source| ConnectError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
         .next()
         .ok_or_else(|| ConnectError::Resolve {
             host: host.to_owned(),
@@ -202,12 +240,17 @@ async fn tcp_stream(host: &str, port: u16, endpoint: &str) -> Result<tokio::net:
         })?;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|source| ConnectError::Io { endpoint: endpoint.to_owned(), source })?;
+        .map_err(|source| ConnectError::Io {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
     stream.set_nodelay(true).ok();
     Ok(stream)
 }
 
-fn open_serial(settings: &SerialSettings) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+fn open_serial(
+    settings: &SerialSettings,
+) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
     use tokio_serial::SerialPortBuilderExt as _;
     let parity = match settings.parity {
         Parity::None => tokio_serial::Parity::None,
@@ -220,7 +263,11 @@ fn open_serial(settings: &SerialSettings) -> Result<tokio_serial::SerialStream, 
         7 => tokio_serial::DataBits::Seven,
         _ => tokio_serial::DataBits::Eight,
     };
-    let stop_bits = if settings.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+    let stop_bits = if settings.stop_bits == 2 {
+        tokio_serial::StopBits::Two
+    } else {
+        tokio_serial::StopBits::One
+    };
     tokio_serial::new(&settings.path, settings.baud)
         .parity(parity)
         .data_bits(data_bits)
@@ -254,7 +301,9 @@ pub fn links_for(devices: &[DevicePlan]) -> Vec<Arc<ModbusLink>> {
             if let Some(link) = links.iter().find(|l| l.endpoint == d.link.endpoint) {
                 return link.clone();
             }
-            let sharing = devices.iter().filter(|o| o.link.endpoint == d.link.endpoint);
+            let sharing = devices
+                .iter()
+                .filter(|o| o.link.endpoint == d.link.endpoint);
             let pause = sharing.map(|o| o.link.pause).max().unwrap_or_default();
             let link = ModbusLink::new(d.link.endpoint.clone(), pause);
             links.push(link.clone());

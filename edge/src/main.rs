@@ -35,7 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Poll the configured devices and forward their readings until stopped (Ctrl-C or SIGTERM).
-    #[command(after_help = "Example:\n  bess-edge run --config /etc/bess/edge.toml\n\nOn SIGTERM the agent stops polling, seals what it read and gives the uplink\n--shutdown-grace to send it; anything unsent stays in the buffer for the next start.")]
+    #[command(
+        after_help = "Example:\n  bess-edge run --config /etc/bess/edge.toml\n\nOn SIGTERM the agent stops polling, seals what it read and gives the uplink\n--shutdown-grace to send it; anything unsent stays in the buffer for the next start."
+    )]
     Run {
         /// Configuration file (TOML).
         #[arg(long, short, env = "BESS_EDGE_CONFIG")]
@@ -51,7 +53,9 @@ enum Command {
         shutdown_grace: Duration,
     },
     /// Validate a configuration file, print the poll plan, then try every device and the uplink.
-    #[command(after_help = "Examples:\n  bess-edge check --config /etc/bess/edge.toml\n  bess-edge check --config /etc/bess/edge.toml --offline   # only validate and plan\n\nErrors name file, line and field. The plan shows each group's read requests\nagainst the fewest possible. Exit status: 2 for an invalid file; with --strict\nalso 1 when a device or the uplink does not answer.")]
+    #[command(
+        after_help = "Examples:\n  bess-edge check --config /etc/bess/edge.toml\n  bess-edge check --config /etc/bess/edge.toml --offline   # only validate and plan\n\nErrors name file, line and field. The plan shows each group's read requests\nagainst the fewest possible. Exit status: 2 for an invalid file; with --strict\nalso 1 when a device or the uplink does not answer."
+    )]
     Check {
         #[arg(long, short, env = "BESS_EDGE_CONFIG")]
         config: PathBuf,
@@ -63,16 +67,26 @@ enum Command {
         strict: bool,
     },
     /// Read registers once and print them decoded, like mbpoll.
-    #[command(after_help = "Examples:\n  bess-edge read --host 192.168.1.50 --unit 1 --table holding --address 0 --count 10\n  bess-edge read --host 192.168.1.50 --address 100 --count 4 --type f32 --order cdab\n  bess-edge read --serial /dev/ttyUSB0 --baud 19200 --parity even --unit 3 --address 0 --count 2\n  bess-edge read --config /etc/bess/edge.toml --device bms-1     # every point of a device")]
+    #[command(
+        after_help = "Examples:\n  bess-edge read --host 192.168.1.50 --unit 1 --table holding --address 0 --count 10\n  bess-edge read --host 192.168.1.50 --address 100 --count 4 --type f32 --order cdab\n  bess-edge read --serial /dev/ttyUSB0 --baud 19200 --parity even --unit 3 --address 0 --count 2\n  bess-edge read --config /etc/bess/edge.toml --device bms-1     # every point of a device"
+    )]
     Read(ReadArgs),
     /// Find responding unit ids and SunSpec models; show candidate decodings of unknown registers.
-    #[command(after_help = "Examples:\n  bess-edge scan --host 192.168.1.50                  # unit ids 1-247\n  bess-edge scan --host 192.168.1.50 --units 1-10\n  bess-edge scan --serial /dev/ttyUSB0 --baud 9600 --units 1-32\n  bess-edge scan --host 192.168.1.50 --units 1 --address 100 --count 4\n      # every 2- and 4-register value from 100 under ABCD, CDAB, BADC and DCBA")]
+    #[command(
+        after_help = "Examples:\n  bess-edge scan --host 192.168.1.50                  # unit ids 1-247\n  bess-edge scan --host 192.168.1.50 --units 1-10\n  bess-edge scan --serial /dev/ttyUSB0 --baud 9600 --units 1-32\n  bess-edge scan --host 192.168.1.50 --units 1 --address 100 --count 4\n      # every 2- and 4-register value from 100 under ABCD, CDAB, BADC and DCBA"
+    )]
     Scan(ScanArgs),
     /// Ask a running agent for its status and print it as tables.
-    #[command(after_help = "Examples:\n  bess-edge status\n  bess-edge status --url http://10.0.0.5:9100\n  bess-edge status --json")]
+    #[command(
+        after_help = "Examples:\n  bess-edge status\n  bess-edge status --url http://10.0.0.5:9100\n  bess-edge status --json"
+    )]
     Status {
         /// The agent's status server.
-        #[arg(long, default_value = "http://127.0.0.1:9100", env = "BESS_EDGE_STATUS_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9100",
+            env = "BESS_EDGE_STATUS_URL"
+        )]
         url: String,
         /// Print the raw JSON instead of tables.
         #[arg(long)]
@@ -166,10 +180,12 @@ fn parse_parity(text: &str) -> Result<Parity, String> {
     }
 }
 fn parse_table(text: &str) -> Result<RegisterTable, String> {
-    RegisterTable::parse_cli(text).ok_or_else(|| "expected holding, input, coils or discrete".into())
+    RegisterTable::parse_cli(text)
+        .ok_or_else(|| "expected holding, input, coils or discrete".into())
 }
 fn parse_type(text: &str) -> Result<DataType, String> {
-    DataType::parse_cli(text).ok_or_else(|| "expected u16, i16, u32, i32, u64, i64, f32, f64, bool or string".into())
+    DataType::parse_cli(text)
+        .ok_or_else(|| "expected u16, i16, u32, i32, u64, i64, f32, f64, bool or string".into())
 }
 fn parse_order(text: &str) -> Result<WordOrder, String> {
     WordOrder::parse_cli(text).ok_or_else(|| "expected abcd, cdab, badc or dcba".into())
@@ -195,8 +211,14 @@ fn parse_units(text: &str) -> Result<UnitList, String> {
 impl TargetArgs {
     fn link(&self, unit: u8) -> anyhow::Result<LinkPlan> {
         let endpoint = match (&self.host, &self.serial) {
-            (Some(host), None) if self.rtu_over_tcp => Endpoint::RtuOverTcp { host: host.clone(), port: self.port },
-            (Some(host), None) => Endpoint::Tcp { host: host.clone(), port: self.port },
+            (Some(host), None) if self.rtu_over_tcp => Endpoint::RtuOverTcp {
+                host: host.clone(),
+                port: self.port,
+            },
+            (Some(host), None) => Endpoint::Tcp {
+                host: host.clone(),
+                port: self.port,
+            },
             (None, Some(path)) => Endpoint::Rtu(SerialSettings {
                 path: path.clone(),
                 baud: self.baud,
@@ -204,9 +226,18 @@ impl TargetArgs {
                 data_bits: self.data_bits,
                 stop_bits: self.stop_bits,
             }),
-            _ => anyhow::bail!("say where the device is: --host H [--port P] or --serial /dev/ttyUSB0"),
+            _ => anyhow::bail!(
+                "say where the device is: --host H [--port P] or --serial /dev/ttyUSB0"
+            ),
         };
-        Ok(LinkPlan { endpoint, unit, timeout: self.timeout, retries: 0, pause: Duration::ZERO, release_after_cycle: false })
+        Ok(LinkPlan {
+            endpoint,
+            unit,
+            timeout: self.timeout,
+            retries: 0,
+            pause: Duration::ZERO,
+            release_after_cycle: false,
+        })
     }
 }
 
@@ -217,7 +248,11 @@ fn main() -> ExitCode {
             print!("{EXAMPLE_CONFIG}");
             ExitCode::SUCCESS
         }
-        Command::Check { config, offline, strict } => {
+        Command::Check {
+            config,
+            offline,
+            strict,
+        } => {
             let valid = match ValidConfig::load(&config) {
                 Ok(valid) => valid,
                 Err(e) => {
@@ -242,7 +277,12 @@ fn main() -> ExitCode {
         Command::Read(args) => report(block_on(read(args))),
         Command::Scan(args) => report(block_on(scan(args))),
         Command::Status { url, json } => report(block_on(status(&url, json))),
-        Command::Run { config, status_listen, record, shutdown_grace } => {
+        Command::Run {
+            config,
+            status_listen,
+            record,
+            shutdown_grace,
+        } => {
             init_tracing();
             let valid = match ValidConfig::load(&config) {
                 Ok(valid) => valid,
@@ -251,7 +291,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            report(run(valid, RunOptions { record, status_listen, shutdown_grace }))
+            report(run(
+                valid,
+                RunOptions {
+                    record,
+                    status_listen,
+                    shutdown_grace,
+                },
+            ))
         }
     }
 }
@@ -267,13 +314,21 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn print_plan(path: &std::path::Path, valid: &ValidConfig) {
     let uplink = match &valid.uplink {
         UplinkConfig::Kafka(k) => format!("Kafka {} topic {}", k.brokers, k.topic),
-        UplinkConfig::Mqtt(m) => format!("MQTT {}:{} topic {}", m.host, m.port, m.topic.replace("{site}", valid.site.as_str())),
+        UplinkConfig::Mqtt(m) => format!(
+            "MQTT {}:{} topic {}",
+            m.host,
+            m.port,
+            m.topic.replace("{site}", valid.site.as_str())
+        ),
     };
     println!(
         "{}: OK — site {}, {} devices, {} points, uplink {uplink}",
@@ -286,12 +341,18 @@ fn print_plan(path: &std::path::Path, valid: &ValidConfig) {
     for device in &valid.devices {
         println!("  {} ({}):", device.name, device.address());
         if device.sunspec.is_some() {
-            println!("    SunSpec: register map discovered at start-up (try it with `bess-edge scan`)");
+            println!(
+                "    SunSpec: register map discovered at start-up (try it with `bess-edge scan`)"
+            );
         }
         for group in &device.groups {
             requests += group.requests.len();
             minimum += group.min_requests;
-            let plural = if group.requests.len() == 1 { "request" } else { "requests" };
+            let plural = if group.requests.len() == 1 {
+                "request"
+            } else {
+                "requests"
+            };
             println!(
                 "    {:<12} every {:>6}  {} points in {} {plural} (minimum {}): {}",
                 group.name,
@@ -299,14 +360,26 @@ fn print_plan(path: &std::path::Path, valid: &ValidConfig) {
                 group.points.len(),
                 group.requests.len(),
                 group.min_requests,
-                group.requests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                group
+                    .requests
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             for point in group.points.iter().filter(|p| !p.flags.is_empty()) {
-                let flags: Vec<String> = point.flags.iter().map(|(b, n)| format!("{b}={n}")).collect();
+                let flags: Vec<String> = point
+                    .flags
+                    .iter()
+                    .map(|(b, n)| format!("{b}={n}"))
+                    .collect();
                 println!("      {} flags: {}", point.name, flags.join(" "));
             }
             for point in group.points.iter().filter(|p| !p.is_sent()) {
-                println!("      {} is a string: shown by `read`, not sent", point.name);
+                println!(
+                    "      {} is a string: shown by `read`, not sent",
+                    point.name
+                );
             }
         }
     }
@@ -323,7 +396,11 @@ async fn check_online(valid: &ValidConfig) -> anyhow::Result<bool> {
             match sunspec::discover(link, &device.link, s.base).await {
                 Ok(found) => {
                     let groups = found.groups(Duration::from_secs(1));
-                    let models: Vec<String> = found.models.iter().map(|m| format!("{} {}", m.id, m.name())).collect();
+                    let models: Vec<String> = found
+                        .models
+                        .iter()
+                        .map(|m| format!("{} {}", m.id, m.name()))
+                        .collect();
                     println!(
                         "  {:<12} OK     SunSpec at {}: {} — models {}; {} groups",
                         device.name,
@@ -350,7 +427,9 @@ async fn check_online(valid: &ValidConfig) -> anyhow::Result<bool> {
                 total += 1;
                 match outcome {
                     RequestOutcome::Words(_) => answered += 1,
-                    RequestOutcome::Missing(reason) => problems.push(format!("{}: {request}: {}", group.name, reason.describe())),
+                    RequestOutcome::Missing(reason) => {
+                        problems.push(format!("{}: {request}: {}", group.name, reason.describe()))
+                    }
                 }
             }
         }
@@ -395,16 +474,29 @@ async fn check_kafka(kafka: &bess_edge::config::KafkaConfig) -> anyhow::Result<S
             .client()
             .fetch_metadata(Some(&topic), Duration::from_secs(3))
             .context("Kafka metadata fetch (3 s)")?;
-        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
-        Ok(format!("Kafka: {} brokers, topic {topic} with {partitions} partitions", metadata.brokers().len()))
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        Ok(format!(
+            "Kafka: {} brokers, topic {topic} with {partitions} partitions",
+            metadata.brokers().len()
+        ))
     })
     .await?
 }
 
-async fn check_mqtt(mqtt: &bess_edge::config::MqttUplinkConfig, site: &str) -> anyhow::Result<String> {
+async fn check_mqtt(
+    mqtt: &bess_edge::config::MqttUplinkConfig,
+    site: &str,
+) -> anyhow::Result<String> {
     let id = format!("bess-edge-check-{site}-{}", std::process::id());
-    let credentials = mqtt.username.as_deref().map(|u| (u, mqtt.password.as_deref().unwrap_or("")));
-    let options = bess_edge::mqtt::mqtt_options(&id, &mqtt.host, mqtt.port, mqtt.keep_alive, credentials)?;
+    let credentials = mqtt
+        .username
+        .as_deref()
+        .map(|u| (u, mqtt.password.as_deref().unwrap_or("")));
+    let options =
+        bess_edge::mqtt::mqtt_options(&id, &mqtt.host, mqtt.port, mqtt.keep_alive, credentials)?;
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
     let result = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -418,9 +510,16 @@ async fn check_mqtt(mqtt: &bess_edge::config::MqttUplinkConfig, site: &str) -> a
     .await;
     let _ = client.try_disconnect();
     match result {
-        Ok(Ok(())) => Ok(format!("MQTT broker {}:{} accepted a connection", mqtt.host, mqtt.port)),
+        Ok(Ok(())) => Ok(format!(
+            "MQTT broker {}:{} accepted a connection",
+            mqtt.host, mqtt.port
+        )),
         Ok(Err(e)) => Err(e.context(format!("MQTT broker {}:{}", mqtt.host, mqtt.port))),
-        Err(_) => anyhow::bail!("MQTT broker {}:{}: no answer within 3 s", mqtt.host, mqtt.port),
+        Err(_) => anyhow::bail!(
+            "MQTT broker {}:{}: no answer within 3 s",
+            mqtt.host,
+            mqtt.port
+        ),
     }
 }
 
@@ -436,24 +535,43 @@ async fn read(args: ReadArgs) -> anyhow::Result<()> {
     }
     let width = codec.width(args.table);
     let count = args.count.max(width);
-    let request = ReadRequest { table: args.table, start: args.address, count };
+    let request = ReadRequest {
+        table: args.table,
+        start: args.address,
+        count,
+    };
     println!("{request} from {} unit {}", plan.endpoint, plan.unit);
     let started = std::time::Instant::now();
     let words = match link.read(plan.unit, request, plan.timeout, 0).await {
         RequestOutcome::Words(words) => words,
         RequestOutcome::Missing(reason) => {
-            let hint = link.last_error().await.map(|e| format!(" ({e})")).unwrap_or_default();
+            let hint = link
+                .last_error()
+                .await
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
             anyhow::bail!("no value: {}{hint}", reason.describe());
         }
     };
     println!("answered in {} ms", started.elapsed().as_millis());
-    println!("{:>7}  {:<24}  {} {}", "address", "registers", args.data_type, args.order);
+    println!(
+        "{:>7}  {:<24}  {} {}",
+        "address", "registers", args.data_type, args.order
+    );
     let step = usize::from(width.max(1));
     let mut at = 0;
     while at + step <= words.len() {
         let chunk = &words[at..at + step];
-        let hex = chunk.iter().map(|w| format!("{w:04X}")).collect::<Vec<_>>().join(" ");
-        println!("{:>7}  {hex:<24}  {}", usize::from(args.address) + at, show(&codec.decode(chunk)));
+        let hex = chunk
+            .iter()
+            .map(|w| format!("{w:04X}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "{:>7}  {hex:<24}  {}",
+            usize::from(args.address) + at,
+            show(&codec.decode(chunk))
+        );
         at += step;
     }
     Ok(())
@@ -463,7 +581,9 @@ fn show(decoded: &Decoded) -> String {
     match decoded {
         Decoded::Text(text) => format!("{text:?}"),
         Decoded::Value(Reading::Int(v)) => v.to_string(),
-        Decoded::Value(Reading::Float(v)) if *v == 0.0 || (1e-4..1e12).contains(&v.abs()) => format!("{v}"),
+        Decoded::Value(Reading::Float(v)) if *v == 0.0 || (1e-4..1e12).contains(&v.abs()) => {
+            format!("{v}")
+        }
         Decoded::Value(Reading::Float(v)) => format!("{v:.6e}"),
         Decoded::Value(Reading::Missing(reason)) => format!("— ({})", reason.describe()),
     }
@@ -473,7 +593,11 @@ async fn read_device(path: &std::path::Path, name: &str) -> anyhow::Result<()> {
     let config = ValidConfig::load(path)?;
     let Some(device) = config.devices.iter().find(|d| d.name == name) else {
         let known: Vec<&str> = config.devices.iter().map(|d| d.name.as_str()).collect();
-        anyhow::bail!("no device {name:?} in {} (known: {})", path.display(), known.join(", "));
+        anyhow::bail!(
+            "no device {name:?} in {} (known: {})",
+            path.display(),
+            known.join(", ")
+        );
     };
     let mut device = device.clone();
     let link = ModbusLink::new(device.link.endpoint.clone(), device.link.pause);
@@ -485,36 +609,60 @@ async fn read_device(path: &std::path::Path, name: &str) -> anyhow::Result<()> {
     println!("{} ({})", device.name, device.address());
     for group in &device.groups {
         let reading = read_group(&link, &device.link, group).await;
-        println!("\n[{}] {}", group.name, group.requests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
-        println!("{:<20} {:>7} {:<10} {:<20} {:>14} {:<6} {:<9} flags", "point", "address", "type", "registers", "value", "unit", "quality");
+        println!(
+            "\n[{}] {}",
+            group.name,
+            group
+                .requests
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "{:<20} {:>7} {:<10} {:<20} {:>14} {:<6} {:<9} flags",
+            "point", "address", "type", "registers", "value", "unit", "quality"
+        );
         for (point, value) in group.points.iter().zip(&reading.values) {
             let width = point.codec.width(group.table);
             let hex = match &reading.outcomes[point.slot.request] {
-                RequestOutcome::Words(words) => {
-                    words[point.slot.offset..point.slot.offset + usize::from(width)].iter().map(|w| format!("{w:04X}")).collect::<Vec<_>>().join(" ")
-                }
+                RequestOutcome::Words(words) => words
+                    [point.slot.offset..point.slot.offset + usize::from(width)]
+                    .iter()
+                    .map(|w| format!("{w:04X}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 RequestOutcome::Missing(_) => "-".into(),
             };
             let (shown, quality, flags) = match value {
                 Decoded::Text(text) => (format!("{text:?}"), "shown".to_owned(), String::new()),
                 Decoded::Value(reading) => {
                     let shown = match reading.raw() {
-                        Some(raw) => format!("{}", engineering_value(raw, point.scale, point.offset)),
+                        Some(raw) => {
+                            format!("{}", engineering_value(raw, point.scale, point.offset))
+                        }
                         None => "—".into(),
                     };
                     let quality = match reading {
-                        Reading::Missing(reason) => format!("{} ({})", reading.quality().as_str(), reason.describe()),
+                        Reading::Missing(reason) => {
+                            format!("{} ({})", reading.quality().as_str(), reason.describe())
+                        }
                         _ => reading.quality().as_str().to_owned(),
                     };
                     let flags = match reading {
-                        Reading::Int(word) if !point.flags.is_empty() => set_flags(*word as u64, &point.flags).join(","),
+                        Reading::Int(word) if !point.flags.is_empty() => {
+                            set_flags(*word as u64, &point.flags).join(",")
+                        }
                         _ => String::new(),
                     };
                     (shown, quality, flags)
                 }
             };
             let ty = format!("{} {}", point.codec.data_type, point.codec.order).to_lowercase();
-            println!("{:<20} {:>7} {:<10} {:<20} {:>14} {:<6} {:<9} {flags}", point.name, point.address, ty, hex, shown, point.unit, quality);
+            println!(
+                "{:<20} {:>7} {:<10} {:<20} {:>14} {:<6} {:<9} {flags}",
+                point.name, point.address, ty, hex, shown, point.unit, quality
+            );
         }
     }
     link.release().await;
@@ -524,20 +672,33 @@ async fn read_device(path: &std::path::Path, name: &str) -> anyhow::Result<()> {
 async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     let template = args.target.link(1)?;
     let link = ModbusLink::new(template.endpoint.clone(), Duration::ZERO);
-    println!("scanning {} unit ids {}", template.endpoint, describe_units(&args.units.0));
+    println!(
+        "scanning {} unit ids {}",
+        template.endpoint,
+        describe_units(&args.units.0)
+    );
     let mut found = Vec::new();
     for &unit in &args.units.0 {
-        let request = ReadRequest { table: args.table, start: args.address.unwrap_or(0), count: 1 };
+        let request = ReadRequest {
+            table: args.table,
+            start: args.address.unwrap_or(0),
+            count: 1,
+        };
         let outcome = link.read(unit, request, template.timeout, 0).await;
         let answer = match outcome {
             RequestOutcome::Words(_) => Some("answers".to_owned()),
             // A gateway saying "no such device" is not the device answering.
-            RequestOutcome::Missing(bess_protocol::MissingReason::Exception(code @ (0x0A | 0x0B))) => {
+            RequestOutcome::Missing(bess_protocol::MissingReason::Exception(
+                code @ (0x0A | 0x0B),
+            )) => {
                 tracing::debug!(unit, code, "gateway reports no device");
                 None
             }
             RequestOutcome::Missing(bess_protocol::MissingReason::Exception(code)) => {
-                Some(format!("answers (exception {code:#04x} for register {})", request.start))
+                Some(format!(
+                    "answers (exception {code:#04x} for register {})",
+                    request.start
+                ))
             }
             RequestOutcome::Missing(_) => None,
         };
@@ -551,7 +712,13 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
                     Ok(d) => {
                         println!("            SunSpec at {}: {}", d.base, d.describe());
                         for m in &d.models {
-                            println!("              model {:>4} {:<22} at {:>5}, {} registers", m.id, m.name(), m.address, m.length);
+                            println!(
+                                "              model {:>4} {:<22} at {:>5}, {} registers",
+                                m.id,
+                                m.name(),
+                                m.address,
+                                m.length
+                            );
                         }
                     }
                     Err(e) => println!("            no SunSpec ({e})"),
@@ -560,14 +727,31 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
         }
     }
     if found.is_empty() {
-        let hint = link.last_error().await.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+        let hint = link
+            .last_error()
+            .await
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
         println!("no unit answered{hint}");
         return Ok(());
     }
-    println!("{} of {} unit ids answer: {}", found.len(), args.units.0.len(), describe_units(&found));
+    println!(
+        "{} of {} unit ids answer: {}",
+        found.len(),
+        args.units.0.len(),
+        describe_units(&found)
+    );
     if let Some(address) = args.address {
         for &unit in &found {
-            candidates(&link, unit, args.table, address, args.count, template.timeout).await?;
+            candidates(
+                &link,
+                unit,
+                args.table,
+                address,
+                args.count,
+                template.timeout,
+            )
+            .await?;
         }
     }
     link.release().await;
@@ -577,15 +761,30 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
 fn describe_units(units: &[u8]) -> String {
     match (units.first(), units.last()) {
         (Some(a), Some(b)) if units.len() == usize::from(b - a) + 1 => format!("{a}-{b}"),
-        _ => units.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        _ => units
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 
 /// Every reading of `count` registers from `address` as 16-, 32- and 64-bit
 /// values under each byte/word order, and as text.
-async fn candidates(link: &ModbusLink, unit: u8, table: RegisterTable, address: u16, count: u16, timeout: Duration) -> anyhow::Result<()> {
+async fn candidates(
+    link: &ModbusLink,
+    unit: u8,
+    table: RegisterTable,
+    address: u16,
+    count: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let count = count.clamp(1, 125);
-    let request = ReadRequest { table, start: address, count };
+    let request = ReadRequest {
+        table,
+        start: address,
+        count,
+    };
     let words = match link.read(unit, request, timeout, 0).await {
         RequestOutcome::Words(words) => words,
         RequestOutcome::Missing(reason) => {
@@ -596,32 +795,54 @@ async fn candidates(link: &ModbusLink, unit: u8, table: RegisterTable, address: 
     println!("\nunit {unit}: {request}");
     println!("  {:>7} {:<6} {:>8} {:>8}", "address", "hex", "u16", "i16");
     for (i, w) in words.iter().enumerate() {
-        println!("  {:>7} {w:04X}   {:>8} {:>8}", usize::from(address) + i, w, *w as i16);
+        println!(
+            "  {:>7} {w:04X}   {:>8} {:>8}",
+            usize::from(address) + i,
+            w,
+            *w as i16
+        );
     }
-    println!("  candidate decodings (order: i32 / u32 / f32; then i64 / f64 where 4 registers fit):");
+    println!(
+        "  candidate decodings (order: i32 / u32 / f32; then i64 / f64 where 4 registers fit):"
+    );
     for i in 0..words.len().saturating_sub(1) {
         println!("  from {}:", usize::from(address) + i);
         for order in WordOrder::ALL {
             let chunk = &words[i..i + 2];
             let value = |t: DataType| show(&PointCodec::new(t).with_order(order).decode(chunk));
-            let mut line = format!("    {order}  {:>12} / {:>11} / {:>14}", value(DataType::I32), value(DataType::U32), value(DataType::F32));
+            let mut line = format!(
+                "    {order}  {:>12} / {:>11} / {:>14}",
+                value(DataType::I32),
+                value(DataType::U32),
+                value(DataType::F32)
+            );
             if i + 4 <= words.len() {
                 let chunk = &words[i..i + 4];
                 let value = |t: DataType| show(&PointCodec::new(t).with_order(order).decode(chunk));
-                line.push_str(&format!("   | {:>20} / {}", value(DataType::I64), value(DataType::F64)));
+                line.push_str(&format!(
+                    "   | {:>20} / {}",
+                    value(DataType::I64),
+                    value(DataType::F64)
+                ));
             }
             println!("{line}");
         }
     }
     let mut text = PointCodec::new(DataType::String);
     text.length = count;
-    println!("  as text: {}   byte-swapped: {}", show(&text.decode(&words)), show(&text.with_order(WordOrder::Badc).decode(&words)));
+    println!(
+        "  as text: {}   byte-swapped: {}",
+        show(&text.decode(&words)),
+        show(&text.with_order(WordOrder::Badc).decode(&words))
+    );
     Ok(())
 }
 
 async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     let url = format!("{}/status", url.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let body: serde_json::Value = client
         .get(&url)
         .send()
@@ -637,13 +858,23 @@ async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     }
     let now = bess_edge::clock::now_ms();
     let ago = |v: &serde_json::Value| match v.as_i64() {
-        Some(ms) => format!("{} ago", humantime::format_duration(Duration::from_secs(((now - ms).max(0) / 1000) as u64))),
+        Some(ms) => format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(((now - ms).max(0) / 1000) as u64))
+        ),
         None => "never".into(),
     };
     println!("site {}", body["site"].as_str().unwrap_or("?"));
-    println!("\n{:<16} {:<8} {:>14} {:>14} {:>8} {:>7}  last error", "device", "health", "last poll", "last good", "polls", "errors");
+    println!(
+        "\n{:<16} {:<8} {:>14} {:>14} {:>8} {:>7}  last error",
+        "device", "health", "last poll", "last good", "polls", "errors"
+    );
     for d in body["devices"].as_array().into_iter().flatten() {
-        let health = if d["online"].as_bool() == Some(true) { "online" } else { "OFFLINE" };
+        let health = if d["online"].as_bool() == Some(true) {
+            "online"
+        } else {
+            "OFFLINE"
+        };
         println!(
             "{:<16} {:<8} {:>14} {:>14} {:>8} {:>7}  {}",
             d["name"].as_str().unwrap_or("?"),
@@ -662,28 +893,41 @@ async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     println!("  bytes waiting       {}", buffer["bytes"]);
     println!(
         "  oldest unsent batch {} (sealed {})",
-        buffer["oldest_seq"].as_u64().map_or("-".into(), |s| s.to_string()),
+        buffer["oldest_seq"]
+            .as_u64()
+            .map_or("-".into(), |s| s.to_string()),
         ago(&buffer["oldest_sealed_at_ms"])
     );
     println!("uplink");
     println!("  connected           {}", uplink["connected"]);
     println!(
         "  last acknowledged   {} ({})",
-        uplink["last_acked_seq"].as_u64().map_or("-".into(), |s| s.to_string()),
+        uplink["last_acked_seq"]
+            .as_u64()
+            .map_or("-".into(), |s| s.to_string()),
         ago(&uplink["last_acked_at_ms"])
     );
-    println!("  last error          {}", uplink["last_error"].as_str().unwrap_or("-"));
+    println!(
+        "  last error          {}",
+        uplink["last_error"].as_str().unwrap_or("-")
+    );
     let clock = &body["clock"];
     println!("clock");
     println!("  trusted             {}", clock["trusted"]);
     println!("  steps detected      {}", clock["steps"]);
     if let Some(step) = clock["last_step_ms"].as_i64() {
-        println!("  last step           {step} ms ({})", ago(&clock["last_step_at_ms"]));
+        println!(
+            "  last step           {step} ms ({})",
+            ago(&clock["last_step_at_ms"])
+        );
     }
     let totals = &body["totals"];
     println!(
         "totals: read {} samples, sealed {} in {} batches, {} batches acknowledged",
-        totals["samples_read"], totals["samples_sealed"], totals["batches_sealed"], totals["batches_acked"]
+        totals["samples_read"],
+        totals["samples_sealed"],
+        totals["batches_sealed"],
+        totals["batches_acked"]
     );
     Ok(())
 }
@@ -692,7 +936,9 @@ fn run(config: ValidConfig, options: RunOptions) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing metrics recorder")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(shutdown_signal(cancel.clone()));
@@ -701,7 +947,8 @@ fn run(config: ValidConfig, options: RunOptions) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

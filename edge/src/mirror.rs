@@ -32,41 +32,76 @@ pub struct MqttMirror {
 
 impl MqttMirror {
     /// The mirror and the event loop that must be driven by [`drive`].
-    pub fn new(config: &MqttMirrorConfig, site: &SiteId, catalog: Catalog) -> Result<(Self, EventLoop), MqttError> {
-        let client_id = config.client_id.clone().unwrap_or_else(|| format!("bess-edge-mirror-{site}"));
-        let credentials = config.username.as_deref().map(|u| (u, config.password.as_deref().unwrap_or("")));
-        let options = mqtt_options(&client_id, &config.host, config.port, Duration::from_secs(30), credentials)?;
+    pub fn new(
+        config: &MqttMirrorConfig,
+        site: &SiteId,
+        catalog: Catalog,
+    ) -> Result<(Self, EventLoop), MqttError> {
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("bess-edge-mirror-{site}"));
+        let credentials = config
+            .username
+            .as_deref()
+            .map(|u| (u, config.password.as_deref().unwrap_or("")));
+        let options = mqtt_options(
+            &client_id,
+            &config.host,
+            config.port,
+            Duration::from_secs(30),
+            credentials,
+        )?;
         let (client, eventloop) = AsyncClient::new(options, QUEUE);
         let prefix = config.prefix.replace("{site}", site.as_str());
-        Ok((Self { client, prefix, per_frame: config.per_frame, catalog }, eventloop))
+        Ok((
+            Self {
+                client,
+                prefix,
+                per_frame: config.per_frame,
+                catalog,
+            },
+            eventloop,
+        ))
     }
 
     /// Queue the frame's values; never waits.
     pub fn publish_frame(&self, frame: &Frame) {
-        let Some(group) = self.catalog.groups.get(usize::from(frame.group.0)) else { return };
+        let Some(group) = self.catalog.groups.get(usize::from(frame.group.0)) else {
+            return;
+        };
         let device = &self.catalog.devices[usize::from(group.device)].name;
-        let values = group.points.iter().zip(&frame.values).map(|(point, reading)| {
-            let raw = match reading {
-                Reading::Int(v) => json!(v),
-                Reading::Float(v) => json!(v),
-                Reading::Missing(_) => serde_json::Value::Null,
-            };
-            let mut value = json!({
-                "value": reading.raw().map(|r| point.engineering(r)),
-                "raw": raw,
-                "unit": point.unit,
-                "quality": reading.quality().as_str(),
-                "ts_ms": frame.ts_ms,
+        let values = group
+            .points
+            .iter()
+            .zip(&frame.values)
+            .map(|(point, reading)| {
+                let raw = match reading {
+                    Reading::Int(v) => json!(v),
+                    Reading::Float(v) => json!(v),
+                    Reading::Missing(_) => serde_json::Value::Null,
+                };
+                let mut value = json!({
+                    "value": reading.raw().map(|r| point.engineering(r)),
+                    "raw": raw,
+                    "unit": point.unit,
+                    "quality": reading.quality().as_str(),
+                    "ts_ms": frame.ts_ms,
+                });
+                if let Reading::Missing(reason) = reading {
+                    value["reason"] = json!(reason.describe());
+                }
+                (point.name.as_str(), value)
             });
-            if let Reading::Missing(reason) = reading {
-                value["reason"] = json!(reason.describe());
-            }
-            (point.name.as_str(), value)
-        });
         if self.per_frame {
-            let points: serde_json::Map<String, serde_json::Value> = values.map(|(n, v)| (n.to_owned(), v)).collect();
+            let points: serde_json::Map<String, serde_json::Value> =
+                values.map(|(n, v)| (n.to_owned(), v)).collect();
             let body = json!({ "device": device, "group": group.name, "ts_ms": frame.ts_ms, "points": points });
-            self.send(format!("{}/{device}/{}", self.prefix, group.name), body, false);
+            self.send(
+                format!("{}/{device}/{}", self.prefix, group.name),
+                body,
+                false,
+            );
         } else {
             for (name, value) in values {
                 self.send(format!("{}/{device}/{name}", self.prefix), value, true);
@@ -75,7 +110,11 @@ impl MqttMirror {
     }
 
     fn send(&self, topic: String, body: serde_json::Value, retain: bool) {
-        if self.client.try_publish(topic, QoS::AtMostOnce, retain, body.to_string()).is_err() {
+        if self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, retain, body.to_string())
+            .is_err()
+        {
             metrics::counter!("bess_edge_mirror_dropped_total").increment(1);
         } else {
             metrics::counter!("bess_edge_mirror_published_total").increment(1);

@@ -51,10 +51,14 @@ pub fn mqtt_options(
         return Err(MqttError::Option("keep_alive must be at least 1s".into()));
     }
     if client_id.is_empty() || host.is_empty() {
-        return Err(MqttError::Option("client id and host must not be empty".into()));
+        return Err(MqttError::Option(
+            "client id and host must not be empty".into(),
+        ));
     }
     let mut options = MqttOptions::new(client_id, host, port);
-    options.set_keep_alive(keep_alive).set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    options
+        .set_keep_alive(keep_alive)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if let Some((user, password)) = credentials {
         options.set_credentials(user, password);
     }
@@ -81,10 +85,24 @@ impl MqttUplink {
         if config.inflight == 0 {
             return Err(MqttError::Option("inflight must be at least 1".into()));
         }
-        let client_id = config.client_id.clone().unwrap_or_else(|| format!("bess-edge-{site}"));
-        let credentials = config.username.as_deref().map(|u| (u, config.password.as_deref().unwrap_or("")));
-        let mut options = mqtt_options(&client_id, &config.host, config.port, config.keep_alive, credentials)?;
-        options.set_clean_session(false).set_inflight(config.inflight);
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("bess-edge-{site}"));
+        let credentials = config
+            .username
+            .as_deref()
+            .map(|u| (u, config.password.as_deref().unwrap_or("")));
+        let mut options = mqtt_options(
+            &client_id,
+            &config.host,
+            config.port,
+            config.keep_alive,
+            credentials,
+        )?;
+        options
+            .set_clean_session(false)
+            .set_inflight(config.inflight);
         Ok(Self {
             options,
             topic: config.topic.replace("{site}", site.as_str()),
@@ -102,23 +120,37 @@ impl MqttUplink {
         let mut deadline: Option<Instant> = None;
         loop {
             let (client, eventloop) = AsyncClient::new(self.options.clone(), self.window * 2 + 8);
-            let ended = self.session(&client, eventloop, &stop, grace, &mut deadline, &mut retry_delay).await;
+            let ended = self
+                .session(
+                    &client,
+                    eventloop,
+                    &stop,
+                    grace,
+                    &mut deadline,
+                    &mut retry_delay,
+                )
+                .await;
             match ended {
                 SessionEnd::Done => {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), client.disconnect()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), client.disconnect()).await;
                     return;
                 }
                 SessionEnd::Failed(error) => {
                     metrics::counter!("bess_edge_delivery_failures_total").increment(1);
                     tracing::warn!(retry_in = ?retry_delay, "mqtt uplink: {error}");
                     self.status.record_uplink_error(error);
-                    let wait = deadline.map_or(retry_delay, |d| retry_delay.min(d.saturating_duration_since(Instant::now())));
+                    let wait = deadline.map_or(retry_delay, |d| {
+                        retry_delay.min(d.saturating_duration_since(Instant::now()))
+                    });
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = stop.cancelled(), if deadline.is_none() => {}
                     }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        tracing::warn!("shutdown grace period over; unsent batches stay in the buffer");
+                        tracing::warn!(
+                            "shutdown grace period over; unsent batches stay in the buffer"
+                        );
                         return;
                     }
                     retry_delay = (retry_delay * 2).min(RETRY_DELAY_MAX);
@@ -156,16 +188,26 @@ impl MqttUplink {
             }
             if connected && queued.len() + in_flight.len() < self.window {
                 // Taking marks the batches in flight, so the disk cap leaves them alone.
-                match self.buffer.take_for_sending(None, self.window - queued.len() - in_flight.len()).await {
+                match self
+                    .buffer
+                    .take_for_sending(None, self.window - queued.len() - in_flight.len())
+                    .await
+                {
                     Ok(batches) => {
-                        buffer_empty = batches.is_empty() && queued.is_empty() && in_flight.is_empty();
+                        buffer_empty =
+                            batches.is_empty() && queued.is_empty() && in_flight.is_empty();
                         let mut unsent = Vec::new();
                         for batch in batches {
                             if !unsent.is_empty() {
                                 unsent.push(batch.seq);
                                 continue;
                             }
-                            match client.try_publish(&self.topic, QoS::AtLeastOnce, false, batch.payload) {
+                            match client.try_publish(
+                                &self.topic,
+                                QoS::AtLeastOnce,
+                                false,
+                                batch.payload,
+                            ) {
                                 Ok(()) => queued.push_back(batch.seq),
                                 Err(e) => {
                                     tracing::debug!("mqtt request queue: {e}");
@@ -180,7 +222,10 @@ impl MqttUplink {
                     Err(e) => tracing::error!("reading buffer: {e}"),
                 }
             }
-            let wait = deadline.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()).min(Duration::from_millis(500)));
+            let wait = deadline.map_or(Duration::from_millis(500), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500))
+            });
             let event = tokio::select! {
                 event = eventloop.poll() => event,
                 () = self.sealed.notified() => continue,
@@ -189,7 +234,10 @@ impl MqttUplink {
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(session_present = ack.session_present, "mqtt uplink connected");
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "mqtt uplink connected"
+                    );
                     connected = true;
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -198,7 +246,9 @@ impl MqttUplink {
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let Some(seq) = in_flight.remove(&ack.pkid) else { continue };
+                    let Some(seq) = in_flight.remove(&ack.pkid) else {
+                        continue;
+                    };
                     match self.buffer.remove(vec![seq]).await {
                         Ok(()) => {
                             metrics::counter!("bess_edge_batches_acked_total").increment(1);
@@ -220,8 +270,15 @@ impl MqttUplink {
         }
     }
 
-    async fn settle_all(&self, queued: &mut VecDeque<BatchSeq>, in_flight: &mut HashMap<u16, BatchSeq>) {
-        let seqs: Vec<BatchSeq> = queued.drain(..).chain(in_flight.drain().map(|(_, seq)| seq)).collect();
+    async fn settle_all(
+        &self,
+        queued: &mut VecDeque<BatchSeq>,
+        in_flight: &mut HashMap<u16, BatchSeq>,
+    ) {
+        let seqs: Vec<BatchSeq> = queued
+            .drain(..)
+            .chain(in_flight.drain().map(|(_, seq)| seq))
+            .collect();
         if !seqs.is_empty() {
             let _ = self.buffer.settle(seqs).await;
         }

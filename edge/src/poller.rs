@@ -38,7 +38,13 @@ pub struct GroupReading {
 impl GroupReading {
     /// The frame values: every point that can be sent, in catalog order.
     pub fn frame_values(&self, group: &GroupPlan) -> Vec<Reading> {
-        group.points.iter().zip(&self.values).filter(|(p, _)| p.is_sent()).map(|(_, v)| v.reading()).collect()
+        group
+            .points
+            .iter()
+            .zip(&self.values)
+            .filter(|(p, _)| p.is_sent())
+            .map(|(_, v)| v.reading())
+            .collect()
     }
 
     /// Good if every request was answered, else the worst reason.
@@ -56,7 +62,12 @@ impl GroupReading {
 
 impl ModbusPoller {
     /// A poller with a connection of its own.
-    pub fn new(device: DevicePlan, device_index: usize, frames: mpsc::Sender<Frame>, status: Arc<AgentStatus>) -> Self {
+    pub fn new(
+        device: DevicePlan,
+        device_index: usize,
+        frames: mpsc::Sender<Frame>,
+        status: Arc<AgentStatus>,
+    ) -> Self {
         let link = ModbusLink::new(device.link.endpoint.clone(), device.link.pause);
         Self::with_link(device, device_index, link, frames, status)
     }
@@ -70,7 +81,14 @@ impl ModbusPoller {
         status: Arc<AgentStatus>,
     ) -> Self {
         let clock = FrameClock::new(device.groups.len());
-        Self { device, device_index, link, frames, status, clock }
+        Self {
+            device,
+            device_index,
+            link,
+            frames,
+            status,
+            clock,
+        }
     }
 
     /// Poll until cancelled. Cycles never overlap: a group that falls
@@ -78,7 +96,9 @@ impl ModbusPoller {
     pub async fn run(mut self, cancel: CancellationToken) {
         let start = Instant::now();
         let stagger = self.device.stagger;
-        let mut due: Vec<Instant> = (0..self.device.groups.len()).map(|g| start + stagger * g as u32).collect();
+        let mut due: Vec<Instant> = (0..self.device.groups.len())
+            .map(|g| start + stagger * g as u32)
+            .collect();
         loop {
             let Some((group, &at)) = due.iter().enumerate().min_by_key(|(_, at)| **at) else {
                 return;
@@ -118,7 +138,11 @@ impl ModbusPoller {
         self.status.record_poll(self.device_index, ts_ms, outcome);
         metrics::counter!("bess_edge_samples_read_total").increment(values.len() as u64);
         Totals::add(&self.status.totals.samples_read, values.len() as u64);
-        Frame { group: GroupIndex(group.catalog_index), ts_ms, values }
+        Frame {
+            group: GroupIndex(group.catalog_index),
+            ts_ms,
+            values,
+        }
     }
 }
 
@@ -126,7 +150,10 @@ impl ModbusPoller {
 pub async fn read_group(link: &ModbusLink, plan: &LinkPlan, group: &GroupPlan) -> GroupReading {
     let mut outcomes = Vec::with_capacity(group.requests.len());
     for request in &group.requests {
-        outcomes.push(link.read(plan.unit, *request, plan.timeout, plan.retries).await);
+        outcomes.push(
+            link.read(plan.unit, *request, plan.timeout, plan.retries)
+                .await,
+        );
     }
     let values = decode_group(group, &outcomes);
     GroupReading { outcomes, values }
@@ -137,7 +164,9 @@ pub async fn read_group(link: &ModbusLink, plan: &LinkPlan, group: &GroupPlan) -
 pub fn decode_group(group: &GroupPlan, outcomes: &[RequestOutcome]) -> Vec<Decoded> {
     let words_at = |slot: crate::plan::Slot, width: u16| -> Result<&[u16], MissingReason> {
         match &outcomes[slot.request] {
-            RequestOutcome::Words(words) => Ok(&words[slot.offset..slot.offset + usize::from(width)]),
+            RequestOutcome::Words(words) => {
+                Ok(&words[slot.offset..slot.offset + usize::from(width)])
+            }
             RequestOutcome::Missing(reason) => Err(*reason),
         }
     };
@@ -152,7 +181,10 @@ pub fn decode_group(group: &GroupPlan, outcomes: &[RequestOutcome]) -> Vec<Decod
             match (value, p.scale_factor) {
                 (Decoded::Value(v), Some((_, slot))) => {
                     let sf = match words_at(slot, 1) {
-                        Ok(words) => PointCodec::new(DataType::I16).with_default_marker().decode(words).reading(),
+                        Ok(words) => PointCodec::new(DataType::I16)
+                            .with_default_marker()
+                            .decode(words)
+                            .reading(),
                         Err(reason) => Reading::Missing(reason),
                     };
                     Decoded::Value(apply_scale_factor(v, sf))

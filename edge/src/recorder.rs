@@ -15,8 +15,13 @@ pub struct FrameRecorder {
 
 impl FrameRecorder {
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { out: BufWriter::new(file) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            out: BufWriter::new(file),
+        })
     }
 
     /// One line per frame: seq, device, group, ts_ms and each point's raw

@@ -94,8 +94,16 @@ pub enum DataType {
 }
 
 impl DataType {
-    pub const NUMERIC: [DataType; 8] =
-        [DataType::U16, DataType::I16, DataType::U32, DataType::I32, DataType::U64, DataType::I64, DataType::F32, DataType::F64];
+    pub const NUMERIC: [DataType; 8] = [
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F32,
+        DataType::F64,
+    ];
 
     /// Registers (or bits) the value occupies; `length` is a string's size.
     pub fn width(self, table: RegisterTable, length: u16) -> u16 {
@@ -189,7 +197,12 @@ pub enum WordOrder {
 }
 
 impl WordOrder {
-    pub const ALL: [WordOrder; 4] = [WordOrder::Abcd, WordOrder::Cdab, WordOrder::Badc, WordOrder::Dcba];
+    pub const ALL: [WordOrder; 4] = [
+        WordOrder::Abcd,
+        WordOrder::Cdab,
+        WordOrder::Badc,
+        WordOrder::Dcba,
+    ];
 
     fn swaps_bytes(self) -> bool {
         matches!(self, WordOrder::Badc | WordOrder::Dcba)
@@ -212,7 +225,11 @@ impl WordOrder {
     /// The registers as one big-endian number (up to four words).
     pub fn to_bits(self, words: &[u16]) -> u64 {
         let fold = |acc: u64, w: u16| {
-            let w = if self.swaps_bytes() { w.swap_bytes() } else { w };
+            let w = if self.swaps_bytes() {
+                w.swap_bytes()
+            } else {
+                w
+            };
             (acc << 16) | u64::from(w)
         };
         if self.swaps_words() {
@@ -265,7 +282,13 @@ pub struct PointCodec {
 
 impl PointCodec {
     pub fn new(data_type: DataType) -> Self {
-        Self { data_type, order: WordOrder::Abcd, bit: None, length: 0, markers: Vec::new() }
+        Self {
+            data_type,
+            order: WordOrder::Abcd,
+            bit: None,
+            length: 0,
+            markers: Vec::new(),
+        }
     }
 
     pub fn with_order(mut self, order: WordOrder) -> Self {
@@ -285,7 +308,8 @@ impl PointCodec {
     /// Decode from the words starting at the point's address (bit tables:
     /// one 0/1 word per bit). `words` must hold at least `width` words.
     pub fn decode(&self, words: &[u16]) -> Decoded {
-        let n = usize::from(self.data_type.width(RegisterTable::Holding, self.length)).min(words.len());
+        let n =
+            usize::from(self.data_type.width(RegisterTable::Holding, self.length)).min(words.len());
         let words = &words[..n];
         if self.data_type == DataType::String {
             return Decoded::Text(decode_text(words, self.order.swaps_bytes()));
@@ -342,7 +366,18 @@ fn decode_text(words: &[u16], swap: bool) -> String {
         })
         .collect();
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    bytes[..end].iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect::<String>().trim_end().to_owned()
+    bytes[..end]
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
 }
 
 /// Apply a SunSpec-style scale factor read in the same cycle: the value is
@@ -357,7 +392,11 @@ pub fn apply_scale_factor(value: Reading, sf: Reading) -> Reading {
     };
     match sf {
         Reading::Int(sf) if (-10..=10).contains(&sf) => {
-            let scaled = if sf < 0 { raw / 10f64.powi(-sf as i32) } else { raw * 10f64.powi(sf as i32) };
+            let scaled = if sf < 0 {
+                raw / 10f64.powi(-sf as i32)
+            } else {
+                raw * 10f64.powi(sf as i32)
+            };
             Reading::Float(scaled)
         }
         Reading::Missing(reason) => Reading::Missing(reason),
@@ -367,7 +406,11 @@ pub fn apply_scale_factor(value: Reading, sf: Reading) -> Reading {
 
 /// Names of the bits set in `word`, from a `bit number → name` list.
 pub fn set_flags(word: u64, flags: &[(u8, String)]) -> Vec<String> {
-    flags.iter().filter(|(bit, _)| *bit < 64 && (word >> bit) & 1 == 1).map(|(_, name)| name.clone()).collect()
+    flags
+        .iter()
+        .filter(|(bit, _)| *bit < 64 && (word >> bit) & 1 == 1)
+        .map(|(_, name)| name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,22 +423,63 @@ mod tests {
 
     #[test]
     fn decodes_signed_and_wide_integers_high_word_first() {
-        assert_eq!(value(&PointCodec::new(DataType::I16), &[0xfff6]), Reading::Int(-10));
-        assert_eq!(value(&PointCodec::new(DataType::U16), &[0xfff6]), Reading::Int(0xfff6));
-        assert_eq!(value(&PointCodec::new(DataType::U32), &[0x0001, 0x0002]), Reading::Int(0x0001_0002));
-        assert_eq!(value(&PointCodec::new(DataType::I32), &[0xffff, 0xfffe]), Reading::Int(-2));
-        assert_eq!(value(&PointCodec::new(DataType::I64), &[0xffff, 0xffff, 0xffff, 0xffff]), Reading::Int(-1));
-        assert_eq!(value(&PointCodec::new(DataType::U64), &[0xffff, 0xffff, 0xffff, 0xffff]), Reading::Int(i64::MAX));
-        assert_eq!(value(&PointCodec::new(DataType::U64), &[0, 0, 1, 2]), Reading::Int(0x1_0002));
+        assert_eq!(
+            value(&PointCodec::new(DataType::I16), &[0xfff6]),
+            Reading::Int(-10)
+        );
+        assert_eq!(
+            value(&PointCodec::new(DataType::U16), &[0xfff6]),
+            Reading::Int(0xfff6)
+        );
+        assert_eq!(
+            value(&PointCodec::new(DataType::U32), &[0x0001, 0x0002]),
+            Reading::Int(0x0001_0002)
+        );
+        assert_eq!(
+            value(&PointCodec::new(DataType::I32), &[0xffff, 0xfffe]),
+            Reading::Int(-2)
+        );
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I64),
+                &[0xffff, 0xffff, 0xffff, 0xffff]
+            ),
+            Reading::Int(-1)
+        );
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::U64),
+                &[0xffff, 0xffff, 0xffff, 0xffff]
+            ),
+            Reading::Int(i64::MAX)
+        );
+        assert_eq!(
+            value(&PointCodec::new(DataType::U64), &[0, 0, 1, 2]),
+            Reading::Int(0x1_0002)
+        );
     }
 
     #[test]
     fn decodes_floats() {
         let bits = 12.5f32.to_bits();
-        assert_eq!(value(&PointCodec::new(DataType::F32), &[(bits >> 16) as u16, bits as u16]), Reading::Float(12.5));
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::F32),
+                &[(bits >> 16) as u16, bits as u16]
+            ),
+            Reading::Float(12.5)
+        );
         let bits = (-0.25f64).to_bits();
-        let words = [(bits >> 48) as u16, (bits >> 32) as u16, (bits >> 16) as u16, bits as u16];
-        assert_eq!(value(&PointCodec::new(DataType::F64), &words), Reading::Float(-0.25));
+        let words = [
+            (bits >> 48) as u16,
+            (bits >> 32) as u16,
+            (bits >> 16) as u16,
+            bits as u16,
+        ];
+        assert_eq!(
+            value(&PointCodec::new(DataType::F64), &words),
+            Reading::Float(-0.25)
+        );
     }
 
     #[test]
@@ -417,13 +501,34 @@ mod tests {
     fn word_orders_apply_to_all_four_words_of_a_64_bit_value() {
         let words_abcd = [0x0102, 0x0304, 0x0506, 0x0708];
         let expected = Reading::Int(0x0102_0304_0506_0708);
-        assert_eq!(value(&PointCodec::new(DataType::I64), &words_abcd), expected);
+        assert_eq!(
+            value(&PointCodec::new(DataType::I64), &words_abcd),
+            expected
+        );
         let cdab = [0x0708, 0x0506, 0x0304, 0x0102];
-        assert_eq!(value(&PointCodec::new(DataType::I64).with_order(WordOrder::Cdab), &cdab), expected);
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I64).with_order(WordOrder::Cdab),
+                &cdab
+            ),
+            expected
+        );
         let badc = [0x0201, 0x0403, 0x0605, 0x0807];
-        assert_eq!(value(&PointCodec::new(DataType::I64).with_order(WordOrder::Badc), &badc), expected);
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I64).with_order(WordOrder::Badc),
+                &badc
+            ),
+            expected
+        );
         let dcba = [0x0807, 0x0605, 0x0403, 0x0201];
-        assert_eq!(value(&PointCodec::new(DataType::I64).with_order(WordOrder::Dcba), &dcba), expected);
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I64).with_order(WordOrder::Dcba),
+                &dcba
+            ),
+            expected
+        );
     }
 
     #[test]
@@ -438,17 +543,28 @@ mod tests {
         codec.bit = Some(4);
         assert_eq!(value(&codec, &[0b1_0000]), Reading::Int(1));
         assert_eq!(value(&codec, &[0b0_1111]), Reading::Int(0));
-        assert_eq!(value(&PointCodec::new(DataType::Bool), &[1]), Reading::Int(1));
+        assert_eq!(
+            value(&PointCodec::new(DataType::Bool), &[1]),
+            Reading::Int(1)
+        );
     }
 
     #[test]
     fn strings_are_decoded_for_display_and_never_sent() {
         let mut codec = PointCodec::new(DataType::String);
         codec.length = 4;
-        let words = [u16::from_be_bytes(*b"BE"), u16::from_be_bytes(*b"SS"), u16::from_be_bytes(*b"-1"), 0];
+        let words = [
+            u16::from_be_bytes(*b"BE"),
+            u16::from_be_bytes(*b"SS"),
+            u16::from_be_bytes(*b"-1"),
+            0,
+        ];
         assert_eq!(codec.decode(&words), Decoded::Text("BESS-1".into()));
         codec.order = WordOrder::Badc;
-        assert_eq!(codec.decode(&[u16::from_be_bytes(*b"EB"), u16::from_be_bytes(*b"SS")]), Decoded::Text("BESS".into()));
+        assert_eq!(
+            codec.decode(&[u16::from_be_bytes(*b"EB"), u16::from_be_bytes(*b"SS")]),
+            Decoded::Text("BESS".into())
+        );
         assert!(!DataType::String.is_sent());
         assert_eq!(codec.width(RegisterTable::Holding), 4);
     }
@@ -456,13 +572,44 @@ mod tests {
     #[test]
     fn not_implemented_markers_become_missing_values() {
         let missing = Reading::Missing(MissingReason::NotImplemented);
-        assert_eq!(value(&PointCodec::new(DataType::I16).with_default_marker(), &[0x8000]), missing);
-        assert_eq!(value(&PointCodec::new(DataType::U16).with_default_marker(), &[0xffff]), missing);
-        assert_eq!(value(&PointCodec::new(DataType::U32).with_default_marker(), &[0xffff, 0xffff]), missing);
-        assert_eq!(value(&PointCodec::new(DataType::I32).with_default_marker(), &[0x8000, 0]), missing);
-        assert_eq!(value(&PointCodec::new(DataType::F32), &[0x7fc0, 0]), missing, "NaN");
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I16).with_default_marker(),
+                &[0x8000]
+            ),
+            missing
+        );
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::U16).with_default_marker(),
+                &[0xffff]
+            ),
+            missing
+        );
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::U32).with_default_marker(),
+                &[0xffff, 0xffff]
+            ),
+            missing
+        );
+        assert_eq!(
+            value(
+                &PointCodec::new(DataType::I32).with_default_marker(),
+                &[0x8000, 0]
+            ),
+            missing
+        );
+        assert_eq!(
+            value(&PointCodec::new(DataType::F32), &[0x7fc0, 0]),
+            missing,
+            "NaN"
+        );
         // Without markers the same words are numbers.
-        assert_eq!(value(&PointCodec::new(DataType::U16), &[0xffff]), Reading::Int(0xffff));
+        assert_eq!(
+            value(&PointCodec::new(DataType::U16), &[0xffff]),
+            Reading::Int(0xffff)
+        );
         // A configured marker is compared after the word order.
         let mut codec = PointCodec::new(DataType::U32).with_order(WordOrder::Cdab);
         codec.markers = vec![0x0000_ffff];
@@ -471,19 +618,35 @@ mod tests {
 
     #[test]
     fn scale_factors_multiply_by_powers_of_ten() {
-        assert_eq!(apply_scale_factor(Reading::Int(2305), Reading::Int(-1)), Reading::Float(230.5));
-        assert_eq!(apply_scale_factor(Reading::Int(12), Reading::Int(2)), Reading::Float(1200.0));
-        assert_eq!(apply_scale_factor(Reading::Int(8460), Reading::Int(-2)), Reading::Float(84.6));
+        assert_eq!(
+            apply_scale_factor(Reading::Int(2305), Reading::Int(-1)),
+            Reading::Float(230.5)
+        );
+        assert_eq!(
+            apply_scale_factor(Reading::Int(12), Reading::Int(2)),
+            Reading::Float(1200.0)
+        );
+        assert_eq!(
+            apply_scale_factor(Reading::Int(8460), Reading::Int(-2)),
+            Reading::Float(84.6)
+        );
         let not_impl = Reading::Missing(MissingReason::NotImplemented);
         assert_eq!(apply_scale_factor(Reading::Int(1), not_impl), not_impl);
-        assert_eq!(apply_scale_factor(Reading::Int(1), Reading::Int(-32768)), not_impl);
+        assert_eq!(
+            apply_scale_factor(Reading::Int(1), Reading::Int(-32768)),
+            not_impl
+        );
         let timeout = Reading::Missing(MissingReason::Timeout);
         assert_eq!(apply_scale_factor(timeout, Reading::Int(0)), timeout);
     }
 
     #[test]
     fn flags_are_named_by_bit() {
-        let flags = vec![(0, "running".to_owned()), (4, "fault".to_owned()), (1, "charging".to_owned())];
+        let flags = vec![
+            (0, "running".to_owned()),
+            (4, "fault".to_owned()),
+            (1, "charging".to_owned()),
+        ];
         assert_eq!(set_flags(0b1_0001, &flags), vec!["running", "fault"]);
     }
 

@@ -53,8 +53,15 @@ impl BatchSealer {
                 () = sleep_until_opt(deadline) => true,
             };
             if seal_now && !pending.is_empty() {
-                let with_catalog = catalog_sent_at.is_none_or(|t| t.elapsed() >= self.config.catalog_every);
-                self.seal(std::mem::take(&mut pending), catalog_hash, with_catalog, &event_groups).await?;
+                let with_catalog =
+                    catalog_sent_at.is_none_or(|t| t.elapsed() >= self.config.catalog_every);
+                self.seal(
+                    std::mem::take(&mut pending),
+                    catalog_hash,
+                    with_catalog,
+                    &event_groups,
+                )
+                .await?;
                 if with_catalog {
                     catalog_sent_at = Some(Instant::now());
                 }
@@ -62,7 +69,13 @@ impl BatchSealer {
             }
         }
         if !pending.is_empty() {
-            self.seal(pending, catalog_hash, catalog_sent_at.is_none(), &event_groups).await?;
+            self.seal(
+                pending,
+                catalog_hash,
+                catalog_sent_at.is_none(),
+                &event_groups,
+            )
+            .await?;
         }
         // Gap records made by the last seals must not wait for the next start.
         if self.buffer.stats().await?.pending_gaps > 0 {
@@ -75,12 +88,28 @@ impl BatchSealer {
     /// is exempt from the disk cap (a few dozen bytes).
     async fn seal_pending_gaps(&mut self, catalog_hash: CatalogHash) -> Result<(), BufferError> {
         let site = self.site.clone();
-        let summary = SealSummary { sealed_at_ms: now_ms(), ..SealSummary::default() };
+        let summary = SealSummary {
+            sealed_at_ms: now_ms(),
+            ..SealSummary::default()
+        };
         let (seq, _) = self
             .buffer
-            .seal_capped(summary, crate::buffer::BatchContent::Carrier, None, move |seq, gaps| {
-                Batch { site, seq, catalog_hash, catalog: None, frames: Vec::new(), gaps }.encode(Codec::Zstd)
-            })
+            .seal_capped(
+                summary,
+                crate::buffer::BatchContent::Carrier,
+                None,
+                move |seq, gaps| {
+                    Batch {
+                        site,
+                        seq,
+                        catalog_hash,
+                        catalog: None,
+                        frames: Vec::new(),
+                        gaps,
+                    }
+                    .encode(Codec::Zstd)
+                },
+            )
             .await?;
         metrics::counter!("bess_edge_batches_sealed_total").increment(1);
         metrics::gauge!("bess_edge_buffer_batches").increment(1.0);
@@ -140,14 +169,18 @@ impl BatchSealer {
             Totals::add(&self.status.totals.samples_dropped, dropped.samples);
         }
         if !batch.gaps.is_empty() {
-            metrics::counter!("bess_edge_gap_records_sent_total").increment(batch.gaps.len() as u64);
+            metrics::counter!("bess_edge_gap_records_sent_total")
+                .increment(batch.gaps.len() as u64);
         }
         metrics::counter!("bess_edge_batches_sealed_total").increment(1);
         metrics::counter!("bess_edge_frames_sealed_total").increment(summary.frames as u64);
         metrics::counter!("bess_edge_samples_sealed_total").increment(u64::from(summary.samples));
         metrics::gauge!("bess_edge_buffer_batches").increment(1.0);
         Totals::add(&self.status.totals.batches_sealed, 1);
-        Totals::add(&self.status.totals.samples_sealed, u64::from(summary.samples));
+        Totals::add(
+            &self.status.totals.samples_sealed,
+            u64::from(summary.samples),
+        );
         tracing::debug!(%seq, frames = summary.frames, samples = summary.samples, "sealed batch");
         if let Some(recorder) = &mut self.recorder {
             recorder.record(&batch, &self.catalog);

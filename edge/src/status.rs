@@ -75,8 +75,20 @@ pub struct AgentStatus {
 
 impl AgentStatus {
     pub fn new(site: String, device_names: impl IntoIterator<Item = String>) -> Self {
-        let devices = device_names.into_iter().map(|name| DeviceStatus { name, ..Default::default() }).collect();
-        Self { site, totals: Totals::default(), clock: Arc::new(ClockMonitor::default()), devices: Mutex::new(devices), uplink: Mutex::new(UplinkStatus::default()) }
+        let devices = device_names
+            .into_iter()
+            .map(|name| DeviceStatus {
+                name,
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            site,
+            totals: Totals::default(),
+            clock: Arc::new(ClockMonitor::default()),
+            devices: Mutex::new(devices),
+            uplink: Mutex::new(UplinkStatus::default()),
+        }
     }
 
     pub fn record_poll(&self, device: usize, ts_ms: i64, outcome: PollOutcome) {
@@ -93,7 +105,8 @@ impl AgentStatus {
                 status.online = reason.quality() != bess_protocol::Quality::CommLoss;
                 status.errors += 1;
                 status.last_error = Some(reason.describe());
-                metrics::counter!("bess_edge_poll_errors_total", "device" => status.name.clone()).increment(1);
+                metrics::counter!("bess_edge_poll_errors_total", "device" => status.name.clone())
+                    .increment(1);
             }
         }
     }
@@ -120,11 +133,17 @@ impl AgentStatus {
     }
 
     pub fn devices(&self) -> Vec<DeviceStatus> {
-        self.devices.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn uplink(&self) -> UplinkStatus {
-        self.uplink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.uplink
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -159,9 +178,14 @@ async fn health() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn status(State(server): State<StatusServer>) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+async fn status(
+    State(server): State<StatusServer>,
+) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
     let buffer = server.buffer.stats().await.map_err(|e| {
-        (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": { "code": "buffer", "message": e.to_string() } })))
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": { "code": "buffer", "message": e.to_string() } })),
+        )
     })?;
     let report = StatusReport {
         site: server.status.site.clone(),
@@ -175,5 +199,8 @@ async fn status(State(server): State<StatusServer>) -> Result<Json<serde_json::V
 }
 
 async fn prometheus(State(server): State<StatusServer>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        server.metrics.render(),
+    )
 }

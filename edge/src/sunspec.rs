@@ -86,7 +86,9 @@ impl Discovery {
         let mut groups = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
         for model in &self.models {
-            let Some(points) = model_points(model.id) else { continue };
+            let Some(points) = model_points(model.id) else {
+                continue;
+            };
             let base = model.address + 2;
             let specs: Vec<PointSpec> = points
                 .iter()
@@ -113,9 +115,20 @@ impl Discovery {
             let name = model.name();
             let n = seen.iter().filter(|s| **s == name).count();
             seen.push(name);
-            let group_name = if n == 0 { name.to_owned() } else { format!("{name}-{}", n + 1) };
+            let group_name = if n == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}-{}", n + 1)
+            };
             // Every register inside a model exists, so gaps may be read.
-            match plan_points(0, &group_name, interval, RegisterTable::Holding, specs, u16::MAX) {
+            match plan_points(
+                0,
+                &group_name,
+                interval,
+                RegisterTable::Holding,
+                specs,
+                u16::MAX,
+            ) {
                 Ok(plan) => groups.push(plan),
                 Err(e) => tracing::warn!(model = model.id, "skipping SunSpec model: {e}"),
             }
@@ -124,16 +137,35 @@ impl Discovery {
     }
 }
 
-async fn read(link: &ModbusLink, plan: &LinkPlan, start: u16, count: u16) -> Result<Vec<u16>, SunspecError> {
-    let request = ReadRequest { table: RegisterTable::Holding, start, count };
-    match link.read(plan.unit, request, plan.timeout, plan.retries).await {
+async fn read(
+    link: &ModbusLink,
+    plan: &LinkPlan,
+    start: u16,
+    count: u16,
+) -> Result<Vec<u16>, SunspecError> {
+    let request = ReadRequest {
+        table: RegisterTable::Holding,
+        start,
+        count,
+    };
+    match link
+        .read(plan.unit, request, plan.timeout, plan.retries)
+        .await
+    {
         RequestOutcome::Words(words) => Ok(words),
-        RequestOutcome::Missing(reason) => Err(SunspecError::Read { address: start, reason: reason.describe() }),
+        RequestOutcome::Missing(reason) => Err(SunspecError::Read {
+            address: start,
+            reason: reason.describe(),
+        }),
     }
 }
 
 /// Find the marker (at `base`, or at each of [`BASES`]) and walk the chain.
-pub async fn discover(link: &ModbusLink, plan: &LinkPlan, base: Option<u16>) -> Result<Discovery, SunspecError> {
+pub async fn discover(
+    link: &ModbusLink,
+    plan: &LinkPlan,
+    base: Option<u16>,
+) -> Result<Discovery, SunspecError> {
     let tried: Vec<u16> = base.map_or_else(|| BASES.to_vec(), |b| vec![b]);
     let mut found = None;
     for &b in &tried {
@@ -144,19 +176,34 @@ pub async fn discover(link: &ModbusLink, plan: &LinkPlan, base: Option<u16>) -> 
             }
         }
     }
-    let Some(base) = found else { return Err(SunspecError::NotFound { tried }) };
-    let mut discovery = Discovery { base, models: Vec::new(), manufacturer: None, model: None, serial: None, version: None };
+    let Some(base) = found else {
+        return Err(SunspecError::NotFound { tried });
+    };
+    let mut discovery = Discovery {
+        base,
+        models: Vec::new(),
+        manufacturer: None,
+        model: None,
+        serial: None,
+        version: None,
+    };
     let mut address = u32::from(base) + 2;
     while discovery.models.len() < MAX_MODELS {
         if address + 2 > 0x1_0000 {
-            return Err(SunspecError::Overrun { address: address as u16 });
+            return Err(SunspecError::Overrun {
+                address: address as u16,
+            });
         }
         let header = read(link, plan, address as u16, 2).await?;
         let (id, length) = (header[0], header[1]);
         if id == END_OF_CHAIN {
             break;
         }
-        discovery.models.push(ModelInstance { id, address: address as u16, length });
+        discovery.models.push(ModelInstance {
+            id,
+            address: address as u16,
+            length,
+        });
         if id == 1 && length >= 64 {
             let common = read(link, plan, address as u16 + 2, 64).await?;
             let text = |offset: usize, len: u16| {
@@ -227,7 +274,13 @@ struct Pt {
 }
 
 const fn pt(name: &'static str, offset: u16, ty: Ty, unit: &'static str, sf: Option<u16>) -> Pt {
-    Pt { name, offset, ty, unit, sf }
+    Pt {
+        name,
+        offset,
+        ty,
+        unit,
+        sf,
+    }
 }
 
 pub fn model_name(id: u16) -> &'static str {
@@ -395,10 +448,26 @@ mod tests {
         let discovery = Discovery {
             base: 40000,
             models: vec![
-                ModelInstance { id: 1, address: 40002, length: 66 },
-                ModelInstance { id: 103, address: 40070, length: 50 },
-                ModelInstance { id: 999, address: 40122, length: 10 },
-                ModelInstance { id: 802, address: 40134, length: 62 },
+                ModelInstance {
+                    id: 1,
+                    address: 40002,
+                    length: 66,
+                },
+                ModelInstance {
+                    id: 103,
+                    address: 40070,
+                    length: 50,
+                },
+                ModelInstance {
+                    id: 999,
+                    address: 40122,
+                    length: 10,
+                },
+                ModelInstance {
+                    id: 802,
+                    address: 40134,
+                    length: 62,
+                },
             ],
             manufacturer: Some("Acme".into()),
             model: Some("Stack 100".into()),
@@ -407,7 +476,10 @@ mod tests {
         };
         assert_eq!(discovery.describe(), "Acme Stack 100 (SN 42)");
         let groups = discovery.groups(Duration::from_secs(1));
-        assert_eq!(groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), vec!["inverter-3ph", "battery"]);
+        assert_eq!(
+            groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            vec!["inverter-3ph", "battery"]
+        );
         let w = groups[0].points.iter().find(|p| p.name == "w").unwrap();
         assert_eq!(w.address, 40072 + 12);
         assert_eq!(w.scale_factor.map(|(a, _)| a), Some(40072 + 13));

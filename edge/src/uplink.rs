@@ -64,7 +64,10 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("acks", "all")
         .set("compression.type", "none")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", kafka.delivery_timeout.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            kafka.delivery_timeout.as_millis().to_string(),
+        )
         .set("client.id", "bess-edge");
     for (key, value) in &kafka.properties {
         config.set(key, value);
@@ -88,7 +91,9 @@ impl KafkaUplink {
             buffer,
             status,
             sealed,
-            drain: DrainOrder::LiveFirst { window: Duration::from_secs(10) },
+            drain: DrainOrder::LiveFirst {
+                window: Duration::from_secs(10),
+            },
         })
     }
 
@@ -114,8 +119,15 @@ impl KafkaUplink {
             }
             // Fill the window.
             if in_flight.len() < WINDOW {
-                let live_since = self.drain.live_window().map(|w| now_ms() - w.as_millis() as i64);
-                match self.buffer.take_for_sending(live_since, WINDOW - in_flight.len()).await {
+                let live_since = self
+                    .drain
+                    .live_window()
+                    .map(|w| now_ms() - w.as_millis() as i64);
+                match self
+                    .buffer
+                    .take_for_sending(live_since, WINDOW - in_flight.len())
+                    .await
+                {
                     Ok(batches) => {
                         let mut unsent = Vec::new();
                         for batch in batches {
@@ -123,10 +135,15 @@ impl KafkaUplink {
                                 unsent.push(batch.seq);
                                 continue;
                             }
-                            let record = FutureRecord::to(&self.topic).key(self.site.as_str()).payload(&batch.payload);
+                            let record = FutureRecord::to(&self.topic)
+                                .key(self.site.as_str())
+                                .payload(&batch.payload);
                             match self.producer.send_result(record) {
                                 Ok(delivery) => {
-                                    in_flight.push_back(InFlight { seq: batch.seq, delivery });
+                                    in_flight.push_back(InFlight {
+                                        seq: batch.seq,
+                                        delivery,
+                                    });
                                 }
                                 // Queue full: wait for deliveries to make room.
                                 Err((e, _)) => {
@@ -154,7 +171,9 @@ impl KafkaUplink {
                 continue;
             }
             // Wait for the oldest delivery, then collect any others already done.
-            let wait = stop_deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            let wait = stop_deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let first = tokio::select! {
                 result = in_flight.next() => result,
                 () = tokio::time::sleep(wait) => continue,
@@ -226,7 +245,10 @@ impl KafkaUplink {
         if fatal.is_none() && !error.contains("Fenced") {
             return;
         }
-        tracing::warn!(?fatal, "Kafka producer is no longer usable; starting a new one");
+        tracing::warn!(
+            ?fatal,
+            "Kafka producer is no longer usable; starting a new one"
+        );
         match self.client_config.create::<FutureProducer>() {
             Ok(producer) => {
                 self.producer = producer;
@@ -252,15 +274,20 @@ struct InFlight {
 impl std::future::Future for InFlight {
     type Output = (BatchSeq, Result<(), String>);
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let seq = self.seq;
-        std::pin::Pin::new(&mut self.delivery).poll(cx).map(|result| {
-            let result = match result {
-                Ok(Ok(_delivery)) => Ok(()),
-                Ok(Err((e, _message))) => Err(e.to_string()),
-                Err(_canceled) => Err("producer dropped the delivery".to_owned()),
-            };
-            (seq, result)
-        })
+        std::pin::Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|result| {
+                let result = match result {
+                    Ok(Ok(_delivery)) => Ok(()),
+                    Ok(Err((e, _message))) => Err(e.to_string()),
+                    Err(_canceled) => Err("producer dropped the delivery".to_owned()),
+                };
+                (seq, result)
+            })
     }
 }

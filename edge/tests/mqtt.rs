@@ -14,13 +14,19 @@ use bess_edge::config::{MqttMirrorConfig, MqttUplinkConfig};
 use bess_edge::mirror::MqttMirror;
 use bess_edge::mqtt::MqttUplink;
 use bess_edge::status::AgentStatus;
-use bess_protocol::{Catalog, DeviceInfo, Frame, GroupIndex, GroupInfo, MissingReason, PointInfo, PointKind, Reading, SiteId};
+use bess_protocol::{
+    Catalog, DeviceInfo, Frame, GroupIndex, GroupInfo, MissingReason, PointInfo, PointKind,
+    Reading, SiteId,
+};
 use bess_tests::{free_port, wait_for, Scratch};
 
 const MOSQUITTO: (&str, u16) = ("127.0.0.1", 1883);
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -65,13 +71,21 @@ async fn subscribe(topic: &str) -> tokio::sync::mpsc::Receiver<rumqttc::Publish>
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.expect("SubAck within 10 s").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("SubAck within 10 s")
+        .unwrap();
     rx
 }
 
 async fn seal(buffer: &BufferHandle, n: usize) {
     for i in 0..n {
-        buffer.seal(SealSummary::default(), move |seq, _gaps| Ok(format!("batch {i} seq {}", seq.0).into_bytes())).await.unwrap();
+        buffer
+            .seal(SealSummary::default(), move |seq, _gaps| {
+                Ok(format!("batch {i} seq {}", seq.0).into_bytes())
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -88,7 +102,14 @@ async fn batches_leave_the_buffer_only_after_their_mqtt_puback() {
     // No broker there: nothing leaves the buffer.
     let nowhere = uplink_config(free_port(), &topic);
     let stop = CancellationToken::new();
-    let uplink = MqttUplink::new(&nowhere, &site, buffer.clone(), status.clone(), sealed.clone()).unwrap();
+    let uplink = MqttUplink::new(
+        &nowhere,
+        &site,
+        buffer.clone(),
+        status.clone(),
+        sealed.clone(),
+    )
+    .unwrap();
     let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_millis(100)));
     wait_for("a failed connection", Duration::from_secs(30), || {
         let status = status.clone();
@@ -98,13 +119,24 @@ async fn batches_leave_the_buffer_only_after_their_mqtt_puback() {
     .unwrap();
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(buffer.stats().await.unwrap().batches, 20, "nothing left the buffer without a PubAck");
+    assert_eq!(
+        buffer.stats().await.unwrap().batches,
+        20,
+        "nothing left the buffer without a PubAck"
+    );
 
     // Mosquitto: every batch arrives once, in order, and is then removed.
     let mut received = subscribe(&topic).await;
     let config = uplink_config(MOSQUITTO.1, &topic);
     let stop = CancellationToken::new();
-    let uplink = MqttUplink::new(&config, &site, buffer.clone(), status.clone(), sealed.clone()).unwrap();
+    let uplink = MqttUplink::new(
+        &config,
+        &site,
+        buffer.clone(),
+        status.clone(),
+        sealed.clone(),
+    )
+    .unwrap();
     let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_secs(5)));
     seal(&buffer, 5).await;
     sealed.notify_one();
@@ -119,13 +151,21 @@ async fn batches_leave_the_buffer_only_after_their_mqtt_puback() {
 
     let mut payloads = Vec::new();
     while payloads.len() < 25 {
-        let publish = tokio::time::timeout(Duration::from_secs(30), received.recv()).await.expect("message").unwrap();
+        let publish = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("message")
+            .unwrap();
         assert_eq!(publish.qos, QoS::AtLeastOnce);
         payloads.push(String::from_utf8(publish.payload.to_vec()).unwrap());
     }
-    let expected: Vec<String> =
-        (0..20).map(|i| format!("batch {i} seq {}", 1000 + i)).chain((0..5).map(|i| format!("batch {i} seq {}", 1020 + i))).collect();
-    assert_eq!(payloads, expected, "every batch once, in sequence order, byte for byte");
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("batch {i} seq {}", 1000 + i))
+        .chain((0..5).map(|i| format!("batch {i} seq {}", 1020 + i)))
+        .collect();
+    assert_eq!(
+        payloads, expected,
+        "every batch once, in sequence order, byte for byte"
+    );
     assert_eq!(status.uplink().last_acked_seq, Some(1024));
 }
 
@@ -133,7 +173,10 @@ async fn batches_leave_the_buffer_only_after_their_mqtt_puback() {
 async fn the_mirror_publishes_latest_values_as_retained_json() {
     let prefix = unique("bess-mirror");
     let catalog = Catalog {
-        devices: vec![DeviceInfo { name: "bms-1".into(), model: "m".into() }],
+        devices: vec![DeviceInfo {
+            name: "bms-1".into(),
+            model: "m".into(),
+        }],
         groups: vec![GroupInfo {
             device: 0,
             name: "fast".into(),
@@ -153,25 +196,44 @@ async fn the_mirror_publishes_latest_values_as_retained_json() {
         username: None,
         password: None,
     };
-    let (mirror, eventloop) = MqttMirror::new(&config, &SiteId::new("site-m").unwrap(), catalog).unwrap();
+    let (mirror, eventloop) =
+        MqttMirror::new(&config, &SiteId::new("site-m").unwrap(), catalog).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(bess_edge::mirror::drive(eventloop, stop.clone()));
-    let frame = Frame { group: GroupIndex(0), ts_ms: 1_700_000_000_000, values: vec![Reading::Int(8460), Reading::Missing(MissingReason::Timeout)] };
+    let frame = Frame {
+        group: GroupIndex(0),
+        ts_ms: 1_700_000_000_000,
+        values: vec![Reading::Int(8460), Reading::Missing(MissingReason::Timeout)],
+    };
     mirror.publish_frame(&frame);
 
     // Retained: a subscriber that comes later still gets the latest values.
     let mut got = std::collections::BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while got.len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "retained values within 30 s: {got:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retained values within 30 s: {got:?}"
+        );
         let mut received = subscribe(&format!("{prefix}/#")).await;
-        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(500), received.recv()).await {
-            got.insert(p.topic.clone(), serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap());
+        while let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_millis(500), received.recv()).await
+        {
+            got.insert(
+                p.topic.clone(),
+                serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap(),
+            );
         }
     }
     let mut later = subscribe(&format!("{prefix}/bms-1/soc")).await;
-    let retained = tokio::time::timeout(Duration::from_secs(10), later.recv()).await.expect("retained value").unwrap();
-    assert!(retained.retain, "a late subscriber gets the retained latest value: {retained:?}");
+    let retained = tokio::time::timeout(Duration::from_secs(10), later.recv())
+        .await
+        .expect("retained value")
+        .unwrap();
+    assert!(
+        retained.retain,
+        "a late subscriber gets the retained latest value: {retained:?}"
+    );
     let soc = &got[&format!("{prefix}/bms-1/soc")];
     assert_eq!(soc["value"], 84.6);
     assert_eq!(soc["quality"], "good");

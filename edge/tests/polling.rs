@@ -64,25 +64,38 @@ map = "m"
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
 async fn pollers_decode_values_mark_exceptions_stale_and_survive_a_dead_device() {
     let cancel = CancellationToken::new();
     let sim = start_site(
-        SiteSimConfig { listen: "127.0.0.1:0".parse().unwrap(), units: 2, ..SiteSimConfig::default() },
+        SiteSimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            units: 2,
+            ..SiteSimConfig::default()
+        },
         cancel.clone(),
     )
     .await
     .unwrap();
     let config = config(sim.addrs[0].port(), free_port());
-    let status = Arc::new(AgentStatus::new("poll-test".into(), config.devices.iter().map(|d| d.name.clone())));
+    let status = Arc::new(AgentStatus::new(
+        "poll-test".into(),
+        config.devices.iter().map(|d| d.name.clone()),
+    ));
     let (tx, mut rx) = mpsc::channel::<Frame>(1024);
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     for (i, device) in config.devices.iter().cloned().enumerate() {
-        tasks.push(tokio::spawn(ModbusPoller::new(device, i, tx.clone(), status.clone()).run(stop.clone())));
+        tasks.push(tokio::spawn(
+            ModbusPoller::new(device, i, tx.clone(), status.clone()).run(stop.clone()),
+        ));
     }
     drop(tx);
 
@@ -103,24 +116,51 @@ async fn pollers_decode_values_mark_exceptions_stale_and_survive_a_dead_device()
     }
 
     let group_index = |device: &str, group: &str| {
-        let d = config.catalog.devices.iter().position(|d| d.name == device).unwrap() as u16;
-        config.catalog.groups.iter().position(|g| g.device == d && g.name == group).unwrap() as u16
+        let d = config
+            .catalog
+            .devices
+            .iter()
+            .position(|d| d.name == device)
+            .unwrap() as u16;
+        config
+            .catalog
+            .groups
+            .iter()
+            .position(|g| g.device == d && g.name == group)
+            .unwrap() as u16
     };
     for device in ["one", "two"] {
         for frame in &frames[&group_index(device, "fast")] {
-            assert!(frame.values.iter().all(|v| v.quality() == Quality::Good), "{device}: {frame:?}");
+            assert!(
+                frame.values.iter().all(|v| v.quality() == Quality::Good),
+                "{device}: {frame:?}"
+            );
         }
         for frame in &frames[&group_index(device, "unmapped")] {
-            assert_eq!(frame.values, vec![Reading::Missing(MissingReason::Exception(2))], "{device}");
+            assert_eq!(
+                frame.values,
+                vec![Reading::Missing(MissingReason::Exception(2))],
+                "{device}"
+            );
         }
         let unit = if device == "one" { 1 } else { 2 };
         let cells = sim.snapshot(unit).unwrap().word(102).unwrap();
         let last = frames[&group_index(device, "nameplate")].last().unwrap();
-        assert_eq!(last.values, vec![Reading::Int(i64::from(cells))], "{device}");
+        assert_eq!(
+            last.values,
+            vec![Reading::Int(i64::from(cells))],
+            "{device}"
+        );
     }
     for group in ["fast", "unmapped", "nameplate"] {
         for frame in &frames[&group_index("dead", group)] {
-            assert!(frame.values.iter().all(|v| v.quality() == Quality::CommLoss), "dead/{group}: {frame:?}");
+            assert!(
+                frame
+                    .values
+                    .iter()
+                    .all(|v| v.quality() == Quality::CommLoss),
+                "dead/{group}: {frame:?}"
+            );
         }
     }
     // Timestamps of one group strictly increase.
@@ -128,7 +168,10 @@ async fn pollers_decode_values_mark_exceptions_stale_and_survive_a_dead_device()
         assert!(list.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms));
     }
     let devices = status.devices();
-    assert!(devices[0].online && devices[1].online && !devices[2].online, "{devices:?}");
+    assert!(
+        devices[0].online && devices[1].online && !devices[2].online,
+        "{devices:?}"
+    );
     assert!(devices[2].last_error.is_some());
     cancel.cancel();
 }
@@ -140,7 +183,11 @@ async fn an_exception_marks_only_the_points_of_its_own_request_and_units_share_o
 
     let cancel = CancellationToken::new();
     let sim = start_site(
-        SiteSimConfig { listen: "127.0.0.1:0".parse().unwrap(), units: 2, ..SiteSimConfig::default() },
+        SiteSimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            units: 2,
+            ..SiteSimConfig::default()
+        },
         cancel.clone(),
     )
     .await
@@ -178,18 +225,30 @@ map = "m"
     );
     let config = ValidConfig::parse(&text).unwrap_or_else(|p| panic!("{p:?}"));
     let group = &config.devices[0].groups[0];
-    assert_eq!(group.requests.len(), 3, "0..17, 50 and 102 are more than max_gap apart: {:?}", group.requests);
+    assert_eq!(
+        group.requests.len(),
+        3,
+        "0..17, 50 and 102 are more than max_gap apart: {:?}",
+        group.requests
+    );
     assert_eq!(group.min_requests, 1);
 
     let links = links_for(&config.devices);
-    assert!(Arc::ptr_eq(&links[0], &links[1]), "two unit ids behind one address share one link");
+    assert!(
+        Arc::ptr_eq(&links[0], &links[1]),
+        "two unit ids behind one address share one link"
+    );
     for (unit, (device, link)) in config.devices.iter().zip(&links).enumerate() {
         let reading = read_group(link, &device.link, &device.groups[0]).await;
         let values = reading.frame_values(&device.groups[0]);
         let cells = sim.snapshot(unit as u8 + 1).unwrap().word(102).unwrap();
         assert_eq!(values[0].quality(), Quality::Good, "{values:?}");
         assert_eq!(values[1].quality(), Quality::Good, "{values:?}");
-        assert_eq!(values[2], Reading::Missing(MissingReason::Exception(2)), "only the point at 50 is stale");
+        assert_eq!(
+            values[2],
+            Reading::Missing(MissingReason::Exception(2)),
+            "only the point at 50 is stale"
+        );
         assert_eq!(values[3], Reading::Int(i64::from(cells)));
     }
     cancel.cancel();

@@ -29,7 +29,9 @@ fn kafka(brokers: String, topic: &str) -> KafkaConfig {
 async fn seal(buffer: &BufferHandle, n: usize) {
     for i in 0..n {
         buffer
-            .seal(SealSummary::default(), move |seq, _| Ok(format!("batch {i} seq {}", seq.0).into_bytes()))
+            .seal(SealSummary::default(), move |seq, _| {
+                Ok(format!("batch {i} seq {}", seq.0).into_bytes())
+            })
             .await
             .unwrap();
     }
@@ -46,7 +48,14 @@ async fn batches_stay_buffered_until_a_broker_acknowledges_them() {
     // No broker at this address: every delivery fails, nothing leaves the buffer.
     let nowhere = kafka(format!("127.0.0.1:{}", free_port()), "bess.telemetry");
     let stop = CancellationToken::new();
-    let uplink = KafkaUplink::new(&nowhere, SiteId::new("site-u").unwrap(), buffer.clone(), status.clone(), sealed.clone()).unwrap();
+    let uplink = KafkaUplink::new(
+        &nowhere,
+        SiteId::new("site-u").unwrap(),
+        buffer.clone(),
+        status.clone(),
+        sealed.clone(),
+    )
+    .unwrap();
     let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_millis(100)));
     wait_for("a failed delivery", Duration::from_secs(30), || {
         let status = status.clone();
@@ -56,13 +65,24 @@ async fn batches_stay_buffered_until_a_broker_acknowledges_them() {
     .unwrap();
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(buffer.stats().await.unwrap().batches, 20, "nothing left the buffer without an acknowledgement");
+    assert_eq!(
+        buffer.stats().await.unwrap().batches,
+        20,
+        "nothing left the buffer without an acknowledgement"
+    );
 
     // A real broker: everything is delivered in order and then removed.
     let broker = Broker::start(&scratch.dir).await.unwrap();
     let config = kafka(broker.brokers(), "edge-uplink-test");
     let stop = CancellationToken::new();
-    let uplink = KafkaUplink::new(&config, SiteId::new("site-u").unwrap(), buffer.clone(), status.clone(), sealed.clone()).unwrap();
+    let uplink = KafkaUplink::new(
+        &config,
+        SiteId::new("site-u").unwrap(),
+        buffer.clone(),
+        status.clone(),
+        sealed.clone(),
+    )
+    .unwrap();
     let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_secs(5)));
     seal(&buffer, 5).await;
     sealed.notify_one();
@@ -85,12 +105,20 @@ async fn batches_stay_buffered_until_a_broker_acknowledges_them() {
     consumer.subscribe(&["edge-uplink-test"]).unwrap();
     let mut payloads = Vec::new();
     while payloads.len() < 25 {
-        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.expect("message").unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("message")
+            .unwrap();
         assert_eq!(message.key(), Some(&b"site-u"[..]));
         payloads.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
     }
-    let expected: Vec<String> =
-        (0..20).map(|i| format!("batch {i} seq {}", 1000 + i)).chain((0..5).map(|i| format!("batch {i} seq {}", 1020 + i))).collect();
-    assert_eq!(payloads, expected, "every batch once, in sequence order, byte for byte");
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("batch {i} seq {}", 1000 + i))
+        .chain((0..5).map(|i| format!("batch {i} seq {}", 1020 + i)))
+        .collect();
+    assert_eq!(
+        payloads, expected,
+        "every batch once, in sequence order, byte for byte"
+    );
     assert_eq!(status.uplink().last_acked_seq, Some(1024));
 }

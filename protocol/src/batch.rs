@@ -105,17 +105,27 @@ impl WireBody {
                     .enumerate()
                     .map(|(slot, reading)| match *reading {
                         Reading::Int(v) => {
-                            let previous = previous_ints.insert((frame.group.0, slot), v).unwrap_or(0);
+                            let previous =
+                                previous_ints.insert((frame.group.0, slot), v).unwrap_or(0);
                             WireValue::IntDelta(v.wrapping_sub(previous))
                         }
                         Reading::Float(v) => WireValue::Float(v),
                         Reading::Missing(reason) => WireValue::Missing(reason),
                     })
                     .collect();
-                WireFrame { group: frame.group.0, ts_delta_ms, values }
+                WireFrame {
+                    group: frame.group.0,
+                    ts_delta_ms,
+                    values,
+                }
             })
             .collect();
-        WireBody { base_ts_ms, catalog: batch.catalog.clone(), frames, gaps: batch.gaps.clone() }
+        WireBody {
+            base_ts_ms,
+            catalog: batch.catalog.clone(),
+            frames,
+            gaps: batch.gaps.clone(),
+        }
     }
 
     /// Undo the delta coding. Returns (catalog, frames, gaps).
@@ -142,7 +152,11 @@ impl WireBody {
                         WireValue::Missing(reason) => Reading::Missing(reason),
                     })
                     .collect();
-                Frame { group: GroupIndex(wire.group), ts_ms, values }
+                Frame {
+                    group: GroupIndex(wire.group),
+                    ts_ms,
+                    values,
+                }
             })
             .collect();
         (self.catalog, frames, self.gaps)

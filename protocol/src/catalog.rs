@@ -46,7 +46,13 @@ pub struct PointInfo {
 
 impl PointInfo {
     pub fn new(name: &str, unit: &str, kind: PointKind, scale: f64, offset: f64) -> Self {
-        Self { name: name.into(), unit: unit.into(), kind, scale, offset }
+        Self {
+            name: name.into(),
+            unit: unit.into(),
+            kind,
+            scale,
+            offset,
+        }
     }
 
     /// The engineering value of a raw reading (see [`engineering_value`]).
@@ -138,7 +144,10 @@ mod tests {
     #[test]
     fn catalog_hash_changes_when_a_point_changes() {
         let mut catalog = Catalog {
-            devices: vec![DeviceInfo { name: "d".into(), model: "m".into() }],
+            devices: vec![DeviceInfo {
+                name: "d".into(),
+                model: "m".into(),
+            }],
             groups: vec![GroupInfo {
                 device: 0,
                 name: "g".into(),

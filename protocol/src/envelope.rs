@@ -79,7 +79,8 @@ pub enum DecodeError {
 impl Batch {
     /// Encode as envelope + body.
     pub fn encode(&self, codec: Codec) -> Result<Vec<u8>, EncodeError> {
-        let plain = postcard::to_stdvec(&WireBody::from_batch(self)).map_err(EncodeError::Serialize)?;
+        let plain =
+            postcard::to_stdvec(&WireBody::from_batch(self)).map_err(EncodeError::Serialize)?;
         if plain.len() > MAX_BODY_BYTES {
             return Err(EncodeError::TooLarge(plain.len()));
         }
@@ -92,7 +93,11 @@ impl Batch {
         out.extend_from_slice(&MAGIC);
         out.push(FORMAT_VERSION);
         out.push(codec as u8);
-        out.push(if self.catalog.is_some() { FLAG_HAS_CATALOG } else { 0 });
+        out.push(if self.catalog.is_some() {
+            FLAG_HAS_CATALOG
+        } else {
+            0
+        });
         out.push(site.len() as u8);
         out.extend_from_slice(site);
         out.extend_from_slice(&self.seq.0.to_be_bytes());
@@ -110,16 +115,27 @@ impl Batch {
         let body = match header.codec {
             Codec::None => body,
             Codec::Zstd => {
-                plain = zstd::bulk::decompress(body, MAX_BODY_BYTES).map_err(DecodeError::Decompress)?;
+                plain = zstd::bulk::decompress(body, MAX_BODY_BYTES)
+                    .map_err(DecodeError::Decompress)?;
                 &plain[..]
             }
         };
         let wire: WireBody = postcard::from_bytes(body).map_err(DecodeError::Body)?;
         let (catalog, frames, gaps) = wire.into_parts();
         if catalog.is_some() != header.has_catalog {
-            return Err(DecodeError::CatalogFlagMismatch { flag: header.has_catalog, body: catalog.is_some() });
+            return Err(DecodeError::CatalogFlagMismatch {
+                flag: header.has_catalog,
+                body: catalog.is_some(),
+            });
         }
-        Ok(Batch { site: header.site, seq: header.seq, catalog_hash: header.catalog_hash, catalog, frames, gaps })
+        Ok(Batch {
+            site: header.site,
+            seq: header.seq,
+            catalog_hash: header.catalog_hash,
+            catalog,
+            frames,
+            gaps,
+        })
     }
 }
 
@@ -164,10 +180,14 @@ impl Header {
         let at = 8 + site_len;
         let seq = u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let catalog_hash = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
-        let body_len = u32::from_be_bytes(bytes[at + 16..at + 20].try_into().expect("4 bytes")) as usize;
+        let body_len =
+            u32::from_be_bytes(bytes[at + 16..at + 20].try_into().expect("4 bytes")) as usize;
         let actual = bytes.len() - body_start;
         if body_len != actual {
-            return Err(DecodeError::BodyLength { declared: body_len, actual });
+            return Err(DecodeError::BodyLength {
+                declared: body_len,
+                actual,
+            });
         }
         Ok(Header {
             version,
@@ -190,7 +210,10 @@ mod tests {
 
     fn sample_batch() -> Batch {
         let catalog = Catalog {
-            devices: vec![DeviceInfo { name: "bms-1".into(), model: "bess-controller v1".into() }],
+            devices: vec![DeviceInfo {
+                name: "bms-1".into(),
+                model: "bess-controller v1".into(),
+            }],
             groups: vec![GroupInfo {
                 device: 0,
                 name: "fast".into(),
@@ -259,23 +282,41 @@ mod tests {
         assert!(matches!(Batch::decode(&bad), Err(DecodeError::BadMagic(_))));
         let mut bad = good.clone();
         bad[4] = 9;
-        assert!(matches!(Batch::decode(&bad), Err(DecodeError::UnsupportedVersion(9))));
+        assert!(matches!(
+            Batch::decode(&bad),
+            Err(DecodeError::UnsupportedVersion(9))
+        ));
         let mut bad = good.clone();
         bad[5] = 7;
-        assert!(matches!(Batch::decode(&bad), Err(DecodeError::UnknownCodec(7))));
+        assert!(matches!(
+            Batch::decode(&bad),
+            Err(DecodeError::UnknownCodec(7))
+        ));
         let bad = &good[..good.len() - 1];
-        assert!(matches!(Batch::decode(bad), Err(DecodeError::BodyLength { .. })));
-        assert!(matches!(Batch::decode(b"BES"), Err(DecodeError::Truncated(3))));
+        assert!(matches!(
+            Batch::decode(bad),
+            Err(DecodeError::BodyLength { .. })
+        ));
+        assert!(matches!(
+            Batch::decode(b"BES"),
+            Err(DecodeError::Truncated(3))
+        ));
         let mut bad = good.clone();
         bad[6] |= 0b10;
-        assert!(matches!(Batch::decode(&bad), Err(DecodeError::SignatureUnsupported)));
+        assert!(matches!(
+            Batch::decode(&bad),
+            Err(DecodeError::SignatureUnsupported)
+        ));
     }
 
     #[test]
     fn rejects_a_catalog_flag_that_disagrees_with_the_body() {
         let mut bytes = sample_batch().encode(Codec::None).unwrap();
         bytes[6] = 0;
-        assert!(matches!(Batch::decode(&bytes), Err(DecodeError::CatalogFlagMismatch { .. })));
+        assert!(matches!(
+            Batch::decode(&bytes),
+            Err(DecodeError::CatalogFlagMismatch { .. })
+        ));
     }
 
     #[test]
@@ -291,7 +332,9 @@ mod tests {
     fn reading() -> impl Strategy<Value = Reading> {
         prop_oneof![
             any::<i64>().prop_map(Reading::Int),
-            any::<f64>().prop_filter("NaN never equals itself", |v| !v.is_nan()).prop_map(Reading::Float),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |v| !v.is_nan())
+                .prop_map(Reading::Float),
             (0u8..=255).prop_map(|c| Reading::Missing(MissingReason::Exception(c))),
             Just(Reading::Missing(MissingReason::Timeout)),
         ]

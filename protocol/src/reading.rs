@@ -141,8 +141,14 @@ mod tests {
 
     #[test]
     fn exceptions_are_stale_and_timeouts_are_comm_loss() {
-        assert_eq!(Reading::Missing(MissingReason::Exception(2)).quality(), Quality::Stale);
-        assert_eq!(Reading::Missing(MissingReason::Timeout).quality(), Quality::CommLoss);
+        assert_eq!(
+            Reading::Missing(MissingReason::Exception(2)).quality(),
+            Quality::Stale
+        );
+        assert_eq!(
+            Reading::Missing(MissingReason::Timeout).quality(),
+            Quality::CommLoss
+        );
         assert_eq!(Reading::Int(3).quality(), Quality::Good);
     }
 }

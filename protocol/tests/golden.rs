@@ -14,7 +14,10 @@ fn golden_dir() -> PathBuf {
 
 fn catalog() -> Catalog {
     Catalog {
-        devices: vec![DeviceInfo { name: "bms-1".into(), model: "bess-controller v1".into() }],
+        devices: vec![DeviceInfo {
+            name: "bms-1".into(),
+            model: "bess-controller v1".into(),
+        }],
         groups: vec![GroupInfo {
             device: 0,
             name: "fast".into(),
@@ -36,7 +39,14 @@ fn vectors() -> Vec<(&'static str, Batch)> {
     vec![
         (
             "catalog_only",
-            Batch { site: site.clone(), seq: BatchSeq(1), catalog_hash: hash, catalog: Some(catalog), frames: vec![], gaps: vec![] },
+            Batch {
+                site: site.clone(),
+                seq: BatchSeq(1),
+                catalog_hash: hash,
+                catalog: Some(catalog),
+                frames: vec![],
+                gaps: vec![],
+            },
         ),
         (
             "two_frames",
@@ -49,7 +59,11 @@ fn vectors() -> Vec<(&'static str, Batch)> {
                     Frame {
                         group: GroupIndex(0),
                         ts_ms: 1_764_100_000_000,
-                        values: vec![Reading::Int(5000), Reading::Int(-125), Reading::Int(-250_000)],
+                        values: vec![
+                            Reading::Int(5000),
+                            Reading::Int(-125),
+                            Reading::Int(-250_000),
+                        ],
                     },
                     Frame {
                         group: GroupIndex(0),
@@ -97,11 +111,20 @@ fn golden_vectors_encode_and_decode_exactly() {
             std::fs::write(&plain_path, &plain).unwrap();
             std::fs::write(&zstd_path, batch.encode(Codec::Zstd).unwrap()).unwrap();
         }
-        let expected = std::fs::read(&plain_path).unwrap_or_else(|e| panic!("{}: {e}", plain_path.display()));
+        let expected =
+            std::fs::read(&plain_path).unwrap_or_else(|e| panic!("{}: {e}", plain_path.display()));
         assert_eq!(plain, expected, "{name}: encoding changed");
-        assert_eq!(Batch::decode(&expected).unwrap(), batch, "{name}: plain decode");
+        assert_eq!(
+            Batch::decode(&expected).unwrap(),
+            batch,
+            "{name}: plain decode"
+        );
         let compressed = std::fs::read(&zstd_path).unwrap();
-        assert_eq!(Batch::decode(&compressed).unwrap(), batch, "{name}: zstd decode");
+        assert_eq!(
+            Batch::decode(&compressed).unwrap(),
+            batch,
+            "{name}: zstd decode"
+        );
     }
 }
 
@@ -110,7 +133,11 @@ fn golden_catalog_hash_is_stable() {
     assert_eq!(catalog().hash().to_string().len(), 16);
     let pinned = std::fs::read_to_string(golden_dir().join("catalog_hash.txt"));
     if std::env::var_os("BESS_UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden_dir().join("catalog_hash.txt"), format!("{}\n", catalog().hash())).unwrap();
+        std::fs::write(
+            golden_dir().join("catalog_hash.txt"),
+            format!("{}\n", catalog().hash()),
+        )
+        .unwrap();
         return;
     }
     assert_eq!(pinned.unwrap().trim(), catalog().hash().to_string());

@@ -294,7 +294,11 @@ fn soc_cycle(state: &PackState) -> (DispatchPhase, u64) {
 
 /// Power asked of the pack this step (positive = discharge), its phase, and
 /// whether an SoC limit cut it.
-fn setpoint(spec: &PackSpec, state: &PackState, dispatch: &Dispatch) -> (f64, DispatchPhase, u64, bool) {
+fn setpoint(
+    spec: &PackSpec,
+    state: &PackState,
+    dispatch: &Dispatch,
+) -> (f64, DispatchPhase, u64, bool) {
     match dispatch {
         Dispatch::SocCycle => {
             let (phase, steps) = soc_cycle(state);
@@ -316,7 +320,11 @@ fn setpoint(spec: &PackSpec, state: &PackState, dispatch: &Dispatch) -> (f64, Di
             };
             let limited = (asked < 0.0 && state.soc >= schedule.soc_max)
                 || (asked > 0.0 && state.soc <= schedule.soc_min);
-            let steps = if phase == state.phase { state.phase_steps + 1 } else { 1 };
+            let steps = if phase == state.phase {
+                state.phase_steps + 1
+            } else {
+                1
+            };
             (if limited { 0.0 } else { asked }, phase, steps, limited)
         }
     }
@@ -328,7 +336,12 @@ pub fn step(spec: &PackSpec, state: &PackState) -> PackState {
 }
 
 /// Advances the pack by one fixed [`STEP`] following `dispatch`.
-pub fn step_with(spec: &PackSpec, state: &PackState, dispatch: &Dispatch, inputs: StepInputs) -> PackState {
+pub fn step_with(
+    spec: &PackSpec,
+    state: &PackState,
+    dispatch: &Dispatch,
+    inputs: StepInputs,
+) -> PackState {
     let (power_w, phase, phase_steps, limited) = setpoint(spec, state, dispatch);
 
     // Terminal power P = (OCV − I·R)·I, solved for I.
@@ -352,7 +365,11 @@ pub fn step_with(spec: &PackSpec, state: &PackState, dispatch: &Dispatch, inputs
 
     let ambient = spec.ambient_c(state.elapsed_s());
     let rated_losses_w = spec.rated_current_a().powi(2) * r;
-    let runaway_w = if inputs.runaway { RUNAWAY_HEAT_FACTOR * rated_losses_w } else { 0.0 };
+    let runaway_w = if inputs.runaway {
+        RUNAWAY_HEAT_FACTOR * rated_losses_w
+    } else {
+        0.0
+    };
     let heat_w = current_a * current_a * r + runaway_w
         - spec.cooling_w_per_k * (state.temperature_c - ambient);
     let temperature_c = state.temperature_c + heat_w / spec.heat_capacity_j_per_k * STEP_S;
@@ -460,7 +477,9 @@ pub struct Measurements {
 fn min_max(values: &[f64]) -> (f64, f64) {
     values
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        })
 }
 
 impl Measurements {
@@ -471,8 +490,14 @@ impl Measurements {
         (self.cell_temp_min_c, self.cell_temp_max_c) = min_max(&self.cell_temps_c);
         let mut alarms = 0;
         for (raised, bit) in [
-            (self.cell_voltage_max_v > 3.65, AlarmFlags::CELL_OVER_VOLTAGE),
-            (self.cell_voltage_min_v < 2.80, AlarmFlags::CELL_UNDER_VOLTAGE),
+            (
+                self.cell_voltage_max_v > 3.65,
+                AlarmFlags::CELL_OVER_VOLTAGE,
+            ),
+            (
+                self.cell_voltage_min_v < 2.80,
+                AlarmFlags::CELL_UNDER_VOLTAGE,
+            ),
             (self.cell_temp_max_c > 45.0, AlarmFlags::OVER_TEMPERATURE),
             (self.cell_temp_min_c < 0.0, AlarmFlags::UNDER_TEMPERATURE),
             (load > 1.2, AlarmFlags::OVER_CURRENT),
@@ -480,7 +505,10 @@ impl Measurements {
             (self.soc_pct > 95.0, AlarmFlags::HIGH_SOC),
             (comm_fault, AlarmFlags::COMM_FAULT),
             (self.cell_temp_max_c > 60.0, AlarmFlags::THERMAL_RUNAWAY),
-            (self.cell_voltage_max_v - self.cell_voltage_min_v > 0.1, AlarmFlags::CELL_IMBALANCE),
+            (
+                self.cell_voltage_max_v - self.cell_voltage_min_v > 0.1,
+                AlarmFlags::CELL_IMBALANCE,
+            ),
         ] {
             if raised {
                 alarms |= bit;
@@ -589,7 +617,11 @@ impl SimulatedPack {
     /// The pack of unit `unit` at step 0 for site `seed`, on the built-in cycle.
     pub fn new(seed: u64, unit: u8) -> Self {
         let (spec, state) = initial(seed, unit);
-        Self { spec, state, dispatch: Dispatch::SocCycle }
+        Self {
+            spec,
+            state,
+            dispatch: Dispatch::SocCycle,
+        }
     }
 
     /// Takes `steps` fixed steps.
@@ -676,10 +708,21 @@ mod tests {
         let mut pack = pack_in(DispatchPhase::Discharging, 0.5);
         pack.advance(50);
         let m = pack.measure();
-        assert_eq!(m.cell_voltages_v.len(), usize::from(pack.spec.cells_in_series));
+        assert_eq!(
+            m.cell_voltages_v.len(),
+            usize::from(pack.spec.cells_in_series)
+        );
         assert_eq!(m.cell_temps_c.len(), pack.spec.modules());
-        let lowest = m.cell_voltages_v.iter().copied().fold(f64::INFINITY, f64::min);
-        let highest = m.cell_temps_c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lowest = m
+            .cell_voltages_v
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let highest = m
+            .cell_temps_c
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(m.cell_voltage_min_v, lowest);
         assert_eq!(m.cell_temp_max_c, highest);
         assert!(m.cell_voltage_max_v > m.cell_voltage_min_v);
@@ -703,11 +746,19 @@ mod tests {
         let m = pack.measure();
         assert!(m.alarms.contains(AlarmFlags::OVER_TEMPERATURE));
         assert!(m.status.contains(StatusFlags::FAULT));
-        let hottest = m.cell_temps_c.iter().copied().enumerate().fold((0, f64::MIN), |a, (i, t)| if t > a.1 { (i, t) } else { a });
+        let hottest = m
+            .cell_temps_c
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f64::MIN), |a, (i, t)| if t > a.1 { (i, t) } else { a });
         assert_eq!(hottest.0, pack.spec.runaway_module);
         let before = m.cell_temp_max_c;
         pack.advance(6_000);
-        assert!(pack.measure().cell_temp_max_c < before, "cools down after the event");
+        assert!(
+            pack.measure().cell_temp_max_c < before,
+            "cools down after the event"
+        );
     }
 
     #[test]

@@ -57,7 +57,16 @@ pub struct ConfigIssue {
 fn list(path: &Path, issues: &[ConfigIssue]) -> String {
     issues
         .iter()
-        .map(|i| format!("{}:{}:{}: {}: {}", path.display(), i.line, i.column, i.field, i.message))
+        .map(|i| {
+            format!(
+                "{}:{}:{}: {}: {}",
+                path.display(),
+                i.line,
+                i.column,
+                i.field,
+                i.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -72,7 +81,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", list(.path, .issues))]
-    Invalid { path: PathBuf, issues: Vec<ConfigIssue> },
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
 }
 
 /// `[site]`: every field optional; command-line flags override them.
@@ -163,7 +175,10 @@ pub struct SimFile {
 fn locate(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |n| before.len() - n - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
     (line, column)
 }
 
@@ -173,17 +188,33 @@ struct Issues<'a> {
 }
 
 impl Issues<'_> {
-    fn add(&mut self, span: std::ops::Range<usize>, field: impl fmt::Display, message: impl fmt::Display) {
+    fn add(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl fmt::Display,
+        message: impl fmt::Display,
+    ) {
         let (line, column) = locate(self.text, span.start);
-        self.found.push(ConfigIssue { line, column, field: field.to_string(), message: message.to_string() });
+        self.found.push(ConfigIssue {
+            line,
+            column,
+            field: field.to_string(),
+            message: message.to_string(),
+        });
     }
 }
 
 impl SimFile {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|issues| ConfigError::Invalid { path: path.to_owned(), issues })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|issues| ConfigError::Invalid {
+            path: path.to_owned(),
+            issues,
+        })
     }
 
     /// Parses and validates config text.
@@ -197,24 +228,45 @@ impl SimFile {
                 .filter(|_| message.starts_with("unknown field"))
                 .unwrap_or("toml")
                 .to_owned();
-            vec![ConfigIssue { line, column, field, message }]
+            vec![ConfigIssue {
+                line,
+                column,
+                field,
+                message,
+            }]
         })?;
-        let mut issues = Issues { text, found: Vec::new() };
+        let mut issues = Issues {
+            text,
+            found: Vec::new(),
+        };
 
-        let profile = shape.site.profile.as_ref().and_then(|p| match p.get_ref().parse::<Profile>() {
-            Ok(Profile::SunSpec { .. }) => {
-                let base = shape.site.sunspec_base.as_ref().map_or(sunspec::DEFAULT_BASE, |b| *b.get_ref());
-                Some(Profile::SunSpec { base })
-            }
-            Ok(other) => Some(other),
-            Err(err) => {
-                issues.add(p.span(), "site.profile", err);
-                None
-            }
-        });
+        let profile =
+            shape
+                .site
+                .profile
+                .as_ref()
+                .and_then(|p| match p.get_ref().parse::<Profile>() {
+                    Ok(Profile::SunSpec { .. }) => {
+                        let base = shape
+                            .site
+                            .sunspec_base
+                            .as_ref()
+                            .map_or(sunspec::DEFAULT_BASE, |b| *b.get_ref());
+                        Some(Profile::SunSpec { base })
+                    }
+                    Ok(other) => Some(other),
+                    Err(err) => {
+                        issues.add(p.span(), "site.profile", err);
+                        None
+                    }
+                });
         if let Some(base) = &shape.site.sunspec_base {
             if !sunspec::BASE_ADDRESSES.contains(base.get_ref()) {
-                issues.add(base.span(), "site.sunspec_base", format!("must be one of {:?}", sunspec::BASE_ADDRESSES));
+                issues.add(
+                    base.span(),
+                    "site.sunspec_base",
+                    format!("must be one of {:?}", sunspec::BASE_ADDRESSES),
+                );
             }
         }
 
@@ -222,10 +274,20 @@ impl SimFile {
             let span = section.span();
             let section = section.into_inner();
             if section.step.is_empty() {
-                issues.add(span.clone(), "schedule.step", "a schedule needs at least one [[schedule.step]]");
+                issues.add(
+                    span.clone(),
+                    "schedule.step",
+                    "a schedule needs at least one [[schedule.step]]",
+                );
             }
-            if !(0.0..100.0).contains(&section.soc_min_pct) || !(section.soc_min_pct..=100.0).contains(&section.soc_max_pct) {
-                issues.add(span, "schedule.soc_min_pct", "needs 0 <= soc_min_pct < soc_max_pct <= 100");
+            if !(0.0..100.0).contains(&section.soc_min_pct)
+                || !(section.soc_min_pct..=100.0).contains(&section.soc_max_pct)
+            {
+                issues.add(
+                    span,
+                    "schedule.soc_min_pct",
+                    "needs 0 <= soc_min_pct < soc_max_pct <= 100",
+                );
             }
             let steps = section
                 .step
@@ -238,17 +300,31 @@ impl SimFile {
                     let setpoint = match (e.mode, e.power_kw, e.c_rate) {
                         (StepMode::Rest, None, None) => Setpoint::Kw(0.0),
                         (StepMode::Rest, _, _) => {
-                            issues.add(span.clone(), field("power_kw"), "a rest step takes no power_kw or c_rate");
+                            issues.add(
+                                span.clone(),
+                                field("power_kw"),
+                                "a rest step takes no power_kw or c_rate",
+                            );
                             Setpoint::Kw(0.0)
                         }
                         (_, Some(kw), None) if kw.is_finite() && kw >= 0.0 => Setpoint::Kw(kw),
-                        (_, None, Some(c)) if c.is_finite() && (0.0..=5.0).contains(&c) => Setpoint::CRate(c),
+                        (_, None, Some(c)) if c.is_finite() && (0.0..=5.0).contains(&c) => {
+                            Setpoint::CRate(c)
+                        }
                         (_, None, None) | (_, Some(_), Some(_)) => {
-                            issues.add(span.clone(), field("power_kw"), "give exactly one of power_kw or c_rate");
+                            issues.add(
+                                span.clone(),
+                                field("power_kw"),
+                                "give exactly one of power_kw or c_rate",
+                            );
                             Setpoint::Kw(0.0)
                         }
                         (_, Some(_), None) => {
-                            issues.add(span.clone(), field("power_kw"), "must be a non-negative number (the mode gives the direction)");
+                            issues.add(
+                                span.clone(),
+                                field("power_kw"),
+                                "must be a non-negative number (the mode gives the direction)",
+                            );
                             Setpoint::Kw(0.0)
                         }
                         (_, None, Some(_)) => {
@@ -259,7 +335,11 @@ impl SimFile {
                     if e.duration.is_zero() {
                         issues.add(span, field("duration"), "must be longer than 0");
                     }
-                    ScheduleStep { mode: e.mode, setpoint, duration: e.duration }
+                    ScheduleStep {
+                        mode: e.mode,
+                        setpoint,
+                        duration: e.duration,
+                    }
                 })
                 .collect();
             Schedule {
@@ -278,7 +358,12 @@ impl SimFile {
             .collect();
 
         if issues.found.is_empty() {
-            Ok(Self { site: shape.site, profile, schedule, faults })
+            Ok(Self {
+                site: shape.site,
+                profile,
+                schedule,
+                faults,
+            })
         } else {
             Err(issues.found)
         }
@@ -292,11 +377,17 @@ fn fault_spec(i: usize, entry: Spanned<FaultEntry>, issues: &mut Issues<'_>) -> 
     let before = issues.found.len();
     let kind_name = e.kind.get_ref().as_str();
     let kind = match kind_name {
-        "exception" => Some(FaultKind::Exception { code: e.code.unwrap_or(4) }),
+        "exception" => Some(FaultKind::Exception {
+            code: e.code.unwrap_or(4),
+        }),
         "timeout" => Some(FaultKind::Timeout),
-        "slow" => Some(FaultKind::Slow { delay: e.delay.unwrap_or(Duration::from_secs(2)) }),
+        "slow" => Some(FaultKind::Slow {
+            delay: e.delay.unwrap_or(Duration::from_secs(2)),
+        }),
         "disconnect" => Some(FaultKind::Disconnect),
-        "malformed" => Some(FaultKind::Malformed { frame: e.frame.unwrap_or(MalformedFrame::Truncated) }),
+        "malformed" => Some(FaultKind::Malformed {
+            frame: e.frame.unwrap_or(MalformedFrame::Truncated),
+        }),
         "wrong-transaction-id" => Some(FaultKind::WrongTransactionId),
         "stuck" => Some(FaultKind::Stuck),
         "out-of-range" => Some(FaultKind::OutOfRange),
@@ -322,27 +413,43 @@ fn fault_spec(i: usize, entry: Spanned<FaultEntry>, issues: &mut Issues<'_>) -> 
             (e.units.is_some() && kind_name == "site-silent", "units"),
         ] {
             if present {
-                issues.add(span.clone(), field(name), format!("`{name}` does not apply to kind `{kind_name}`"));
+                issues.add(
+                    span.clone(),
+                    field(name),
+                    format!("`{name}` does not apply to kind `{kind_name}`"),
+                );
             }
         }
     }
     if let Some(code) = e.code {
         if code == 0 || code > 0x7F {
-            issues.add(span.clone(), field("code"), "must be a Modbus exception code 1..=127 (e.g. 4 server failure, 6 busy)");
+            issues.add(
+                span.clone(),
+                field("code"),
+                "must be a Modbus exception code 1..=127 (e.g. 4 server failure, 6 busy)",
+            );
         }
     }
     if e.name.trim().is_empty() {
         issues.add(span.clone(), field("name"), "must not be empty");
     }
     if matches!(&e.units, Some(u) if u.is_empty()) {
-        issues.add(span.clone(), field("units"), "an empty list hits nothing; omit it to hit the whole site");
+        issues.add(
+            span.clone(),
+            field("units"),
+            "an empty list hits nothing; omit it to hit the whole site",
+        );
     }
     let (clock, at) = match (e.at, e.at_wall) {
         (Some(at), None) => (FaultClock::Simulated, at),
         (None, Some(at)) => (FaultClock::Wall, at),
         (None, None) => (FaultClock::Simulated, Duration::ZERO),
         (Some(_), Some(_)) => {
-            issues.add(span.clone(), field("at"), "give `at` (simulated time) or `at_wall` (real time), not both");
+            issues.add(
+                span.clone(),
+                field("at"),
+                "give `at` (simulated time) or `at_wall` (real time), not both",
+            );
             (FaultClock::Simulated, Duration::ZERO)
         }
     };
@@ -414,7 +521,11 @@ at_wall = "30s"
         let issues = SimFile::parse("[site]\nunits = 2\ncolour = \"red\"\n").unwrap_err();
         assert_eq!(issues.len(), 1);
         assert_eq!((issues[0].line, issues[0].field.as_str()), (3, "colour"));
-        assert!(issues[0].message.contains("unknown field"), "{}", issues[0].message);
+        assert!(
+            issues[0].message.contains("unknown field"),
+            "{}",
+            issues[0].message
+        );
     }
 
     #[test]
@@ -436,14 +547,30 @@ delay = "1s"
 "#;
         let issues = SimFile::parse(text).unwrap_err();
         let found: Vec<_> = issues.iter().map(|i| (i.line, i.field.as_str())).collect();
-        assert_eq!(found, [(3, "schedule.step[0].power_kw"), (9, "fault[0].kind"), (11, "fault[1].delay")]);
-        let shown = ConfigError::Invalid { path: "sim.toml".into(), issues }.to_string();
-        assert!(shown.starts_with("sim.toml:3:1: schedule.step[0].power_kw: "), "{shown}");
+        assert_eq!(
+            found,
+            [
+                (3, "schedule.step[0].power_kw"),
+                (9, "fault[0].kind"),
+                (11, "fault[1].delay")
+            ]
+        );
+        let shown = ConfigError::Invalid {
+            path: "sim.toml".into(),
+            issues,
+        }
+        .to_string();
+        assert!(
+            shown.starts_with("sim.toml:3:1: schedule.step[0].power_kw: "),
+            "{shown}"
+        );
     }
 
     #[test]
     fn bad_duration_is_a_parse_error_naming_the_line() {
-        let issues = SimFile::parse("[[fault]]\nname = \"x\"\nkind = \"timeout\"\nduration = \"soon\"\n").unwrap_err();
+        let issues =
+            SimFile::parse("[[fault]]\nname = \"x\"\nkind = \"timeout\"\nduration = \"soon\"\n")
+                .unwrap_err();
         assert_eq!(issues[0].line, 4);
     }
 }

@@ -173,11 +173,15 @@ pub struct FaultLog(pub Vec<FaultEvent>);
 impl FaultLog {
     /// Whether `fault` has started (and perhaps ended since).
     pub fn started(&self, fault: &str) -> bool {
-        self.0.iter().any(|e| e.fault == fault && e.edge == FaultEdge::Started)
+        self.0
+            .iter()
+            .any(|e| e.fault == fault && e.edge == FaultEdge::Started)
     }
 
     pub fn ended(&self, fault: &str) -> bool {
-        self.0.iter().any(|e| e.fault == fault && e.edge == FaultEdge::Ended)
+        self.0
+            .iter()
+            .any(|e| e.fault == fault && e.edge == FaultEdge::Ended)
     }
 }
 
@@ -244,7 +248,10 @@ impl FaultTimeline {
     /// Value faults in force on `unit` now.
     pub fn value_faults(&self, unit: SlaveId) -> ValueFaults {
         let mut v = ValueFaults::default();
-        for (spec, _) in self.live().filter(|(s, _)| s.units(&self.all_units).contains(&unit)) {
+        for (spec, _) in self
+            .live()
+            .filter(|(s, _)| s.units(&self.all_units).contains(&unit))
+        {
             match spec.kind {
                 FaultKind::Stuck => v.stuck = true,
                 FaultKind::OutOfRange => v.out_of_range = true,
@@ -257,7 +264,10 @@ impl FaultTimeline {
     }
 
     fn live(&self) -> impl Iterator<Item = (&FaultSpec, bool)> {
-        self.faults.iter().zip(self.active.iter().copied()).filter(|(_, a)| *a)
+        self.faults
+            .iter()
+            .zip(self.active.iter().copied())
+            .filter(|(_, a)| *a)
     }
 
     fn transport(&self) -> ActiveFaults {
@@ -293,7 +303,11 @@ impl FaultTimeline {
                 continue;
             }
             *active = now;
-            let edge = if now { FaultEdge::Started } else { FaultEdge::Ended };
+            let edge = if now {
+                FaultEdge::Started
+            } else {
+                FaultEdge::Ended
+            };
             let units = spec.units(&self.all_units);
             tracing::warn!(
                 target: "bess_sim::fault",
@@ -326,7 +340,13 @@ impl FaultTimeline {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, kind: FaultKind, at: u64, duration: Option<u64>, target: FaultTarget) -> FaultSpec {
+    fn spec(
+        name: &str,
+        kind: FaultKind,
+        at: u64,
+        duration: Option<u64>,
+        target: FaultTarget,
+    ) -> FaultSpec {
         FaultSpec {
             name: name.into(),
             kind,
@@ -342,7 +362,13 @@ mod tests {
         let mut timeline = FaultTimeline::new(
             "s",
             vec![
-                spec("ex", FaultKind::Exception { code: 4 }, 10, Some(5), FaultTarget::Units(vec![2])),
+                spec(
+                    "ex",
+                    FaultKind::Exception { code: 4 },
+                    10,
+                    Some(5),
+                    FaultTarget::Units(vec![2]),
+                ),
                 spec("silent", FaultKind::SiteSilent, 12, None, FaultTarget::Site),
             ],
             vec![1, 2],
@@ -357,8 +383,15 @@ mod tests {
         assert_eq!(transport.unit(1).exception, None);
         assert!(timeline.update(at(11).0, at(11).1).events.is_empty());
         let both = timeline.update(at(15).0, at(15).1);
-        let names: Vec<_> = both.events.iter().map(|e| (e.fault.as_str(), e.edge)).collect();
-        assert_eq!(names, [("ex", FaultEdge::Ended), ("silent", FaultEdge::Started)]);
+        let names: Vec<_> = both
+            .events
+            .iter()
+            .map(|e| (e.fault.as_str(), e.edge))
+            .collect();
+        assert_eq!(
+            names,
+            [("ex", FaultEdge::Ended), ("silent", FaultEdge::Started)]
+        );
         assert!(both.transport.unwrap().site_silent);
         assert_eq!(both.events[1].units, [1, 2]);
     }
@@ -368,8 +401,20 @@ mod tests {
         let mut timeline = FaultTimeline::new(
             "s",
             vec![
-                spec("stuck", FaultKind::Stuck, 0, None, FaultTarget::Units(vec![1])),
-                spec("hot", FaultKind::Runaway, 0, None, FaultTarget::Units(vec![2])),
+                spec(
+                    "stuck",
+                    FaultKind::Stuck,
+                    0,
+                    None,
+                    FaultTarget::Units(vec![1]),
+                ),
+                spec(
+                    "hot",
+                    FaultKind::Runaway,
+                    0,
+                    None,
+                    FaultTarget::Units(vec![2]),
+                ),
             ],
             vec![1, 2],
         );

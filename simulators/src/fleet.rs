@@ -33,7 +33,11 @@ pub fn site_name(index: u16) -> String {
 impl FleetConfig {
     /// The config of site `index` (0-based).
     pub fn site_config(&self, index: u16) -> SiteSimConfig {
-        let ports_per_site = if self.site.port_per_unit { u32::from(self.site.units) } else { 1 };
+        let ports_per_site = if self.site.port_per_unit {
+            u32::from(self.site.units)
+        } else {
+            1
+        };
         let port = if self.base_port == 0 {
             0
         } else {
@@ -50,14 +54,24 @@ impl FleetConfig {
     fn validate(&self) -> Result<(), SimError> {
         let mut problems = Vec::new();
         if self.sites == 0 {
-            problems.push(ConfigProblem { field: "sites", reason: "must be at least 1".into() });
+            problems.push(ConfigProblem {
+                field: "sites",
+                reason: "must be at least 1".into(),
+            });
         }
-        let ports_per_site = if self.site.port_per_unit { u32::from(self.site.units) } else { 1 };
+        let ports_per_site = if self.site.port_per_unit {
+            u32::from(self.site.units)
+        } else {
+            1
+        };
         let last = u32::from(self.base_port) + u32::from(self.sites) * ports_per_site;
         if self.base_port != 0 && last > u32::from(u16::MAX) + 1 {
             problems.push(ConfigProblem {
                 field: "base_port",
-                reason: format!("{} sites need ports {}..{last}, past 65535", self.sites, self.base_port),
+                reason: format!(
+                    "{} sites need ports {}..{last}, past 65535",
+                    self.sites, self.base_port
+                ),
             });
         }
         if problems.is_empty() {
@@ -84,7 +98,10 @@ impl RunningFleet {
 }
 
 /// Starts every site of the fleet; all stop when `cancel` fires.
-pub async fn start_fleet(config: FleetConfig, cancel: CancellationToken) -> Result<RunningFleet, SimError> {
+pub async fn start_fleet(
+    config: FleetConfig,
+    cancel: CancellationToken,
+) -> Result<RunningFleet, SimError> {
     config.validate()?;
     let mut sites = Vec::with_capacity(usize::from(config.sites));
     for index in 0..config.sites {
@@ -106,7 +123,11 @@ mod tests {
     fn fleet(base_port: u16, port_per_unit: bool) -> FleetConfig {
         FleetConfig {
             sites: 3,
-            site: SiteSimConfig { units: 2, port_per_unit, ..SiteSimConfig::default() },
+            site: SiteSimConfig {
+                units: 2,
+                port_per_unit,
+                ..SiteSimConfig::default()
+            },
             host: [127, 0, 0, 1].into(),
             base_port,
         }
@@ -115,13 +136,18 @@ mod tests {
     #[test]
     fn sites_get_consecutive_ports_names_and_distinct_seeds() {
         let shared = fleet(6000, false);
-        let ports: Vec<_> = (0..3).map(|i| shared.site_config(i).listen.port()).collect();
+        let ports: Vec<_> = (0..3)
+            .map(|i| shared.site_config(i).listen.port())
+            .collect();
         assert_eq!(ports, [6000, 6001, 6002]);
         let per_unit = fleet(6000, true);
         assert_eq!(per_unit.site_config(2).listen.port(), 6004);
         assert_eq!(shared.site_config(1).name, "site-002");
         assert_ne!(shared.site_config(0).seed, shared.site_config(1).seed);
-        assert_eq!(shared.site_config(1).seed, fleet(7000, true).site_config(1).seed);
+        assert_eq!(
+            shared.site_config(1).seed,
+            fleet(7000, true).site_config(1).seed
+        );
     }
 
     #[tokio::test]
@@ -133,7 +159,10 @@ mod tests {
             let mut client = connect_slave(site.addrs[0], Slave(2)).await?;
             socs.push(client.read_holding_registers(0, 1).await??[0]);
         }
-        assert!(socs.windows(2).any(|w| w[0] != w[1]), "sites differ: {socs:?}");
+        assert!(
+            socs.windows(2).any(|w| w[0] != w[1]),
+            "sites differ: {socs:?}"
+        );
         running.shutdown().await;
         Ok(())
     }

@@ -42,7 +42,9 @@ pub mod site;
 pub mod sunspec;
 
 pub use battery::{step, PackSpec, PackState, SimulatedPack, STEP};
-pub use fault::{FaultClock, FaultEdge, FaultEvent, FaultKind, FaultLog, FaultSpec, FaultTarget, MalformedFrame};
+pub use fault::{
+    FaultClock, FaultEdge, FaultEvent, FaultKind, FaultLog, FaultSpec, FaultTarget, MalformedFrame,
+};
 pub use profile::Profile;
 pub use register_map::{RegisterSnapshot, MAP_NAME};
 pub use schedule::Schedule;

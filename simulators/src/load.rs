@@ -9,19 +9,18 @@
 //! encoded with zstd and keyed by site id, sent by an idempotent producer
 //! with `acks=all`. Progress goes to the log; [`LoadSummary`] is the result.
 
-use std::{
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bess_protocol::{
-    Batch, BatchSeq, Catalog, Codec, DeviceInfo, Frame, GroupIndex, GroupInfo, PointInfo, PointKind, Reading, SiteId,
+    Batch, BatchSeq, Catalog, Codec, DeviceInfo, Frame, GroupIndex, GroupInfo, PointInfo,
+    PointKind, Reading, SiteId,
 };
+use futures::{stream::FuturesUnordered, FutureExt as _, StreamExt as _};
 use rdkafka::{
     error::KafkaError,
     producer::{DeliveryFuture, FutureProducer, FutureRecord},
     ClientConfig,
 };
-use futures::{stream::FuturesUnordered, FutureExt as _, StreamExt as _};
 use thiserror::Error;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -85,16 +84,64 @@ const POINTS: [(&str, &str, PointKind, f64, u16); 15] = [
     ("soh", "%", PointKind::Analog, 0.01, addr::SOH),
     ("dc_voltage", "V", PointKind::Analog, 0.1, addr::DC_VOLTAGE),
     ("dc_current", "A", PointKind::Analog, 0.1, addr::DC_CURRENT),
-    ("active_power", "W", PointKind::Analog, 1.0, addr::ACTIVE_POWER),
-    ("cell_voltage_min", "V", PointKind::Analog, 0.001, addr::CELL_VOLTAGE_MIN),
-    ("cell_voltage_max", "V", PointKind::Analog, 0.001, addr::CELL_VOLTAGE_MAX),
-    ("cell_temp_min", "°C", PointKind::Analog, 0.1, addr::CELL_TEMP_MIN),
-    ("cell_temp_max", "°C", PointKind::Analog, 0.1, addr::CELL_TEMP_MAX),
+    (
+        "active_power",
+        "W",
+        PointKind::Analog,
+        1.0,
+        addr::ACTIVE_POWER,
+    ),
+    (
+        "cell_voltage_min",
+        "V",
+        PointKind::Analog,
+        0.001,
+        addr::CELL_VOLTAGE_MIN,
+    ),
+    (
+        "cell_voltage_max",
+        "V",
+        PointKind::Analog,
+        0.001,
+        addr::CELL_VOLTAGE_MAX,
+    ),
+    (
+        "cell_temp_min",
+        "°C",
+        PointKind::Analog,
+        0.1,
+        addr::CELL_TEMP_MIN,
+    ),
+    (
+        "cell_temp_max",
+        "°C",
+        PointKind::Analog,
+        0.1,
+        addr::CELL_TEMP_MAX,
+    ),
     ("status", "", PointKind::Bitfield, 1.0, addr::STATUS),
     ("alarms", "", PointKind::Bitfield, 1.0, addr::ALARMS),
-    ("energy_charged", "kWh", PointKind::Counter, 0.1, addr::ENERGY_CHARGED),
-    ("energy_discharged", "kWh", PointKind::Counter, 0.1, addr::ENERGY_DISCHARGED),
-    ("ambient_temp", "°C", PointKind::Analog, 0.1, addr::AMBIENT_TEMP),
+    (
+        "energy_charged",
+        "kWh",
+        PointKind::Counter,
+        0.1,
+        addr::ENERGY_CHARGED,
+    ),
+    (
+        "energy_discharged",
+        "kWh",
+        PointKind::Counter,
+        0.1,
+        addr::ENERGY_DISCHARGED,
+    ),
+    (
+        "ambient_temp",
+        "°C",
+        PointKind::Analog,
+        0.1,
+        addr::AMBIENT_TEMP,
+    ),
     ("heartbeat", "s", PointKind::Counter, 1.0, addr::HEARTBEAT),
 ];
 
@@ -107,13 +154,21 @@ pub const POINTS_PER_FRAME: usize = POINTS.len();
 /// The catalog of a synthetic site with `units` devices.
 pub fn site_catalog(units: u8, interval_ms: u32) -> Catalog {
     Catalog {
-        devices: (1..=units).map(|u| DeviceInfo { name: format!("bms-{u}"), model: MAP_NAME.to_owned() }).collect(),
+        devices: (1..=units)
+            .map(|u| DeviceInfo {
+                name: format!("bms-{u}"),
+                model: MAP_NAME.to_owned(),
+            })
+            .collect(),
         groups: (0..u16::from(units))
             .map(|device| GroupInfo {
                 device,
                 name: "fast".to_owned(),
                 interval_ms,
-                points: POINTS.iter().map(|(n, u, k, s, _)| PointInfo::new(n, u, *k, *s, 0.0)).collect(),
+                points: POINTS
+                    .iter()
+                    .map(|(n, u, k, s, _)| PointInfo::new(n, u, *k, *s, 0.0))
+                    .collect(),
             })
             .collect(),
     }
@@ -146,7 +201,9 @@ struct SyntheticSite {
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl SyntheticSite {
@@ -164,23 +221,38 @@ impl SyntheticSite {
             let pack = &mut self.packs[device];
             pack.advance(1);
             let snapshot = RegisterSnapshot::encode(&pack.spec, &pack.measure());
-            let ts = (now - span_ms + (nth + 1) * span_ms / per_device.max(1)).max(self.last_ts[device] + 1);
+            let ts = (now - span_ms + (nth + 1) * span_ms / per_device.max(1))
+                .max(self.last_ts[device] + 1);
             self.last_ts[device] = ts;
-            out.push(Frame { group: GroupIndex(device as u16), ts_ms: ts, values: readings(&snapshot) });
+            out.push(Frame {
+                group: GroupIndex(device as u16),
+                ts_ms: ts,
+                values: readings(&snapshot),
+            });
         }
         let catalog = (!self.catalog_sent).then(|| self.catalog.clone());
         self.catalog_sent = true;
         let seq = BatchSeq(self.next_seq);
         self.next_seq += 1;
-        Batch { site: self.id.clone(), seq, catalog_hash: self.catalog.hash(), catalog, frames: out, gaps: vec![] }
+        Batch {
+            site: self.id.clone(),
+            seq,
+            catalog_hash: self.catalog.hash(),
+            catalog,
+            frames: out,
+            gaps: vec![],
+        }
     }
 }
 
 /// Sends batches until `duration` has passed or `cancel` fires, then waits
 /// for every delivery report.
 pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadSummary, LoadError> {
-    if config.sites == 0 || config.units == 0 || config.rate == 0 || config.batch_interval.is_zero() {
-        return Err(LoadError::Invalid("sites, units, rate and batch interval must be above 0".into()));
+    if config.sites == 0 || config.units == 0 || config.rate == 0 || config.batch_interval.is_zero()
+    {
+        return Err(LoadError::Invalid(
+            "sites, units, rate and batch interval must be above 0".into(),
+        ));
     }
     let mut client = ClientConfig::new();
     client
@@ -198,11 +270,14 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
     let start_seq = unix_ms() as u64 * 1000;
     let mut sites: Vec<SyntheticSite> = (0..config.sites)
         .map(|i| SyntheticSite {
-            id: SiteId::new(format!("load-{}", site_name(i))).expect("generated site ids are valid"),
+            id: SiteId::new(format!("load-{}", site_name(i)))
+                .expect("generated site ids are valid"),
             catalog: site_catalog(config.units, interval_ms),
             catalog_sent: false,
             next_seq: start_seq,
-            packs: (1..=config.units).map(|u| SimulatedPack::new(config.seed ^ u64::from(i) << 16, u)).collect(),
+            packs: (1..=config.units)
+                .map(|u| SimulatedPack::new(config.seed ^ u64::from(i) << 16, u))
+                .collect(),
             last_ts: vec![0; usize::from(config.units)],
         })
         .collect();
@@ -234,7 +309,9 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
             let batch = site.batch(frames, config.batch_interval);
             let samples = batch.sample_count() as u64;
             let bytes = batch.encode(Codec::Zstd)?;
-            let record = FutureRecord::to(&config.topic).key(site.id.as_str()).payload(&bytes);
+            let record = FutureRecord::to(&config.topic)
+                .key(site.id.as_str())
+                .payload(&bytes);
             let len = bytes.len() as u64;
             match producer.send_result(record) {
                 Ok(future) => pending.push(delivery(future, samples, frames as u64, len)),
@@ -309,7 +386,10 @@ mod tests {
         let catalog = site_catalog(3, 1000);
         assert_eq!(catalog.devices.len(), 3);
         assert_eq!(catalog.groups.len(), 3);
-        assert!(catalog.groups.iter().all(|g| g.points.len() == POINTS_PER_FRAME));
+        assert!(catalog
+            .groups
+            .iter()
+            .all(|g| g.points.len() == POINTS_PER_FRAME));
     }
 
     #[test]
@@ -330,8 +410,17 @@ mod tests {
         assert_eq!(decoded, first);
         assert_eq!(decoded.sample_count(), 6 * POINTS_PER_FRAME);
         for device in 0..2 {
-            let ts: Vec<_> = first.frames.iter().chain(&second.frames).filter(|f| f.group.0 == device).map(|f| f.ts_ms).collect();
-            assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps increase per group: {ts:?}");
+            let ts: Vec<_> = first
+                .frames
+                .iter()
+                .chain(&second.frames)
+                .filter(|f| f.group.0 == device)
+                .map(|f| f.ts_ms)
+                .collect();
+            assert!(
+                ts.windows(2).all(|w| w[0] < w[1]),
+                "timestamps increase per group: {ts:?}"
+            );
         }
     }
 }

@@ -252,7 +252,11 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 /// Merges a config file (if any) and flags into a site config.
-fn site_config(args: &UnitArgs, listen: Option<SocketAddr>, port_per_unit: bool) -> anyhow::Result<SiteSimConfig> {
+fn site_config(
+    args: &UnitArgs,
+    listen: Option<SocketAddr>,
+    port_per_unit: bool,
+) -> anyhow::Result<SiteSimConfig> {
     let file = match &args.config {
         Some(path) => SimFile::load(path)?,
         None => SimFile::default(),
@@ -260,7 +264,10 @@ fn site_config(args: &UnitArgs, listen: Option<SocketAddr>, port_per_unit: bool)
     let defaults = SiteSimConfig::default();
     let mut profile = args.profile.or(file.profile).unwrap_or_default();
     if let Some(base) = args.sunspec_base {
-        anyhow::ensure!(bess_sim::sunspec::BASE_ADDRESSES.contains(&base), "--sunspec-base must be 0, 40000 or 50000");
+        anyhow::ensure!(
+            bess_sim::sunspec::BASE_ADDRESSES.contains(&base),
+            "--sunspec-base must be 0, 40000 or 50000"
+        );
         if let Profile::SunSpec { base: b } = &mut profile {
             *b = base;
         }
@@ -270,7 +277,10 @@ fn site_config(args: &UnitArgs, listen: Option<SocketAddr>, port_per_unit: bool)
         units: args.units.or(file.site.units).unwrap_or(defaults.units),
         port_per_unit: port_per_unit || file.site.port_per_unit.unwrap_or(false),
         seed: args.seed.or(file.site.seed).unwrap_or(defaults.seed),
-        time_scale: args.time_scale.or(file.site.time_scale).unwrap_or(defaults.time_scale),
+        time_scale: args
+            .time_scale
+            .or(file.site.time_scale)
+            .unwrap_or(defaults.time_scale),
         name: file.site.name.unwrap_or(defaults.name),
         profile,
         schedule: file.schedule,
@@ -282,7 +292,9 @@ fn site_config(args: &UnitArgs, listen: Option<SocketAddr>, port_per_unit: bool)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -311,12 +323,18 @@ async fn run_site(args: SiteArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.units.ready_file {
         let addrs: Vec<String> = site.addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        write_ready_file(path, &format!("{{\"addrs\":[{}],\"units\":{units}}}\n", addrs.join(",")))?;
+        write_ready_file(
+            path,
+            &format!("{{\"addrs\":[{}],\"units\":{units}}}\n", addrs.join(",")),
+        )?;
     }
     wait_for_shutdown_signal().await?;
     tracing::info!("stopping");
     cancel.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), site.stopped()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), site.stopped())
+        .await
+        .is_err()
+    {
         tracing::warn!("listeners did not stop within 5 s; exiting anyway");
     }
     Ok(())
@@ -328,7 +346,12 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
     let units = site.units;
     let cancel = CancellationToken::new();
     let fleet = start_fleet(
-        FleetConfig { sites: args.sites, site, host: args.host, base_port: args.base_port },
+        FleetConfig {
+            sites: args.sites,
+            site,
+            host: args.host,
+            base_port: args.base_port,
+        },
         cancel.clone(),
     )
     .await?;
@@ -340,16 +363,26 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
             }
         }
         let addrs: Vec<String> = site.addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        entries.push(format!("{{\"site\":\"{name}\",\"addrs\":[{}],\"units\":{units}}}", addrs.join(",")));
+        entries.push(format!(
+            "{{\"site\":\"{name}\",\"addrs\":[{}],\"units\":{units}}}",
+            addrs.join(",")
+        ));
     }
-    tracing::info!(sites = fleet.sites.len(), devices = fleet.sites.len() * usize::from(units), "fleet running");
+    tracing::info!(
+        sites = fleet.sites.len(),
+        devices = fleet.sites.len() * usize::from(units),
+        "fleet running"
+    );
     if let Some(path) = &args.units.ready_file {
         write_ready_file(path, &format!("{{\"sites\":[{}]}}\n", entries.join(",")))?;
     }
     wait_for_shutdown_signal().await?;
     tracing::info!("stopping");
     cancel.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), fleet.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), fleet.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("the fleet did not stop within 10 s; exiting anyway");
     }
     Ok(())
@@ -361,7 +394,11 @@ async fn run_rtu(args: RtuArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let site = start_site(config, cancel.clone()).await?;
     let port = RtuPort::open(&args.pty_link)?;
-    println!("bess-sim: rtu {} -> {} units 1..={units}", port.link.display(), port.device.display());
+    println!(
+        "bess-sim: rtu {} -> {} units 1..={units}",
+        port.link.display(),
+        port.device.display()
+    );
     for unit in 1..=units {
         println!("bess-sim: unit {unit} on {}", site.addrs[0]);
     }
@@ -414,9 +451,17 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         summary.elapsed.as_secs_f64(),
         summary.samples_per_s(),
         config.rate,
-        if summary.failed > 0 { format!(", {} failed", summary.failed) } else { String::new() }
+        if summary.failed > 0 {
+            format!(", {} failed", summary.failed)
+        } else {
+            String::new()
+        }
     );
-    anyhow::ensure!(summary.failed == 0, "{} batches were not delivered", summary.failed);
+    anyhow::ensure!(
+        summary.failed == 0,
+        "{} batches were not delivered",
+        summary.failed
+    );
     Ok(())
 }
 
@@ -431,7 +476,11 @@ fn run_bench(args: &BenchArgs) {
         report.elapsed.as_secs_f64(),
         report.per_device_second.as_secs_f64() * 1e6,
         report.devices_per_core,
-        if cfg!(debug_assertions) { " (debug build: use --release for the real figure)" } else { "" }
+        if cfg!(debug_assertions) {
+            " (debug build: use --release for the real figure)"
+        } else {
+            ""
+        }
     );
 }
 

@@ -50,7 +50,9 @@ impl FromStr for Profile {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "bess-controller" => Ok(Self::BessController),
-            "sunspec" => Ok(Self::SunSpec { base: sunspec::DEFAULT_BASE }),
+            "sunspec" => Ok(Self::SunSpec {
+                base: sunspec::DEFAULT_BASE,
+            }),
             other => Err(UnknownProfile(other.to_owned())),
         }
     }

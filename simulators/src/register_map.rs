@@ -199,14 +199,30 @@ impl RegisterSnapshot {
             spec.firmware_version,
             spec.modules() as u16,
         ];
-        let cells = m.cell_voltages_v.iter().map(|v| scaled_u16(*v, 0.001)).collect();
+        let cells = m
+            .cell_voltages_v
+            .iter()
+            .map(|v| scaled_u16(*v, 0.001))
+            .collect();
         let temps = m.cell_temps_c.iter().map(|t| scaled_i16(*t, 0.1)).collect();
         Self {
             blocks: vec![
-                RegisterBlock { start: 0, words: live },
-                RegisterBlock { start: NAMEPLATE_START, words: nameplate },
-                RegisterBlock { start: CELLS_START, words: cells },
-                RegisterBlock { start: MODULE_TEMPS_START, words: temps },
+                RegisterBlock {
+                    start: 0,
+                    words: live,
+                },
+                RegisterBlock {
+                    start: NAMEPLATE_START,
+                    words: nameplate,
+                },
+                RegisterBlock {
+                    start: CELLS_START,
+                    words: cells,
+                },
+                RegisterBlock {
+                    start: MODULE_TEMPS_START,
+                    words: temps,
+                },
             ],
         }
     }
@@ -297,7 +313,10 @@ mod tests {
         assert_eq!(s.read(addr::CELL_VOLTAGES, 100).unwrap().len(), 100);
         assert!(s.read(addr::CELL_VOLTAGES + cells - 1, 1).is_ok());
         assert!(s.read(addr::CELL_VOLTAGES + cells, 1).is_err());
-        assert_eq!(s.read(addr::MODULE_TEMPS, sensors).unwrap().len(), usize::from(sensors));
+        assert_eq!(
+            s.read(addr::MODULE_TEMPS, sensors).unwrap().len(),
+            usize::from(sensors)
+        );
         assert!(s.read(addr::ENERGY_DISCHARGED, 2).is_ok());
     }
 

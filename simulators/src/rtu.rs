@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fault::ActiveFaults,
-    server::{corrupt, dispose, ControllerService, Disposition},
     fault::MalformedFrame,
+    server::{corrupt, dispose, ControllerService, Disposition},
 };
 
 /// A partial frame is dropped after this much silence.
@@ -61,7 +61,11 @@ pub fn crc16(bytes: &[u8]) -> u16 {
     for b in bytes {
         crc ^= u16::from(*b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -122,8 +126,14 @@ impl RtuPort {
         tcsetattr(&pty.slave, SetArg::TCSANOW, &termios).map_err(RtuError::Configure)?;
         fcntl(&pty.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(RtuError::Configure)?;
         let device = nix::unistd::ttyname(&pty.slave).map_err(RtuError::Configure)?;
-        let link_err = |source| RtuError::Link { link: link.to_owned(), source };
-        if link.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        let link_err = |source| RtuError::Link {
+            link: link.to_owned(),
+            source,
+        };
+        if link
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             std::fs::remove_file(link).map_err(link_err)?;
         }
         std::os::unix::fs::symlink(&device, link).map_err(link_err)?;
@@ -132,7 +142,12 @@ impl RtuPort {
         // takes ownership of the `OwnedFd` and is its only closer.
         #[allow(deprecated)]
         let master = AsyncFd::new(pty.master)?;
-        Ok(Self { link: link.to_owned(), device, master, _slave: pty.slave })
+        Ok(Self {
+            link: link.to_owned(),
+            device,
+            master,
+            _slave: pty.slave,
+        })
     }
 
     async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -148,7 +163,9 @@ impl RtuPort {
     async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             let mut ready = self.master.writable().await?;
-            match ready.try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(io::Error::from)) {
+            match ready
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => bytes = &bytes[n..],
                 Ok(Err(err)) => return Err(err),
                 Err(_would_block) => continue,
@@ -201,7 +218,13 @@ impl RtuPort {
                     continue;
                 }
                 let disposition = dispose(&service, &faults.borrow(), unit, pdu);
-                let Disposition::Answer { delay, pdu: answer, malformed, wrong_id } = disposition else {
+                let Disposition::Answer {
+                    delay,
+                    pdu: answer,
+                    malformed,
+                    wrong_id,
+                } = disposition
+                else {
                     continue;
                 };
                 if let Some(delay) = delay {
@@ -210,7 +233,11 @@ impl RtuPort {
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                let address = if wrong_id { unit.wrapping_add(1).max(1) } else { unit };
+                let address = if wrong_id {
+                    unit.wrapping_add(1).max(1)
+                } else {
+                    unit
+                };
                 let mut frame = vec![address];
                 frame.extend(answer);
                 let frame = match malformed {
@@ -239,7 +266,10 @@ mod tests {
     #[test]
     fn crc_matches_the_modbus_reference_frame() {
         // Read holding registers 0..1 of unit 1: 01 03 00 00 00 01 84 0A.
-        assert_eq!(with_crc(vec![1, 3, 0, 0, 0, 1]), [1, 3, 0, 0, 0, 1, 0x84, 0x0A]);
+        assert_eq!(
+            with_crc(vec![1, 3, 0, 0, 0, 1]),
+            [1, 3, 0, 0, 0, 1, 0x84, 0x0A]
+        );
     }
 
     #[test]

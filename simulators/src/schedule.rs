@@ -100,9 +100,21 @@ mod tests {
     fn day() -> Schedule {
         Schedule {
             steps: vec![
-                ScheduleStep { mode: StepMode::Charge, setpoint: Setpoint::Kw(100.0), duration: Duration::from_secs(60) },
-                ScheduleStep { mode: StepMode::Rest, setpoint: Setpoint::Kw(0.0), duration: Duration::from_secs(30) },
-                ScheduleStep { mode: StepMode::Discharge, setpoint: Setpoint::CRate(0.25), duration: Duration::from_secs(60) },
+                ScheduleStep {
+                    mode: StepMode::Charge,
+                    setpoint: Setpoint::Kw(100.0),
+                    duration: Duration::from_secs(60),
+                },
+                ScheduleStep {
+                    mode: StepMode::Rest,
+                    setpoint: Setpoint::Kw(0.0),
+                    duration: Duration::from_secs(30),
+                },
+                ScheduleStep {
+                    mode: StepMode::Discharge,
+                    setpoint: Setpoint::CRate(0.25),
+                    duration: Duration::from_secs(60),
+                },
             ],
             repeat: true,
             soc_max: 0.95,
@@ -118,7 +130,10 @@ mod tests {
         assert_eq!(s.step_at(60.0), Some(1));
         assert_eq!(s.step_at(100.0), Some(2));
         assert_eq!(s.step_at(150.0 + 10.0), Some(0));
-        let once = Schedule { repeat: false, ..day() };
+        let once = Schedule {
+            repeat: false,
+            ..day()
+        };
         assert_eq!(once.step_at(160.0), None);
     }
 
@@ -128,7 +143,10 @@ mod tests {
         let s = day();
         assert_eq!(s.power_w(&pack.spec, 1.0), -100_000.0);
         assert_eq!(s.power_w(&pack.spec, 70.0), 0.0);
-        assert_eq!(s.power_w(&pack.spec, 100.0), 0.25 * pack.spec.rated_capacity_kwh * 1000.0);
+        assert_eq!(
+            s.power_w(&pack.spec, 100.0),
+            0.25 * pack.spec.rated_capacity_kwh * 1000.0
+        );
     }
 
     #[test]

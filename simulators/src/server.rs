@@ -99,7 +99,12 @@ pub enum Disposition {
 }
 
 /// Applies the faults in force on `unit` to a request.
-pub fn dispose(service: &ControllerService, faults: &ActiveFaults, unit: SlaveId, pdu: &[u8]) -> Disposition {
+pub fn dispose(
+    service: &ControllerService,
+    faults: &ActiveFaults,
+    unit: SlaveId,
+    pdu: &[u8],
+) -> Disposition {
     if faults.site_silent {
         return Disposition::Ignore;
     }
@@ -138,7 +143,11 @@ pub fn corrupt(frame: &mut Vec<u8>, how: MalformedFrame, rng: &mut SmallRng) {
             }
         }
         MalformedFrame::WrongFunction => {
-            let at = if frame.len() > 7 && frame[2] == 0 && frame[3] == 0 { 7 } else { 1 };
+            let at = if frame.len() > 7 && frame[2] == 0 && frame[3] == 0 {
+                7
+            } else {
+                1
+            };
             if let Some(fc) = frame.get_mut(at) {
                 *fc = fc.wrapping_add(1) & 0x7F;
             }
@@ -207,7 +216,10 @@ async fn serve_connection(
         let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
         let unit = header[6];
         if protocol != 0 || !(2..=MAX_MBAP_LEN).contains(&len) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad MBAP header {header:02x?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad MBAP header {header:02x?}"),
+            ));
         }
         let request = &mut pdu[..len - 1];
         stream.read_exact(request).await?;
@@ -216,14 +228,23 @@ async fn serve_connection(
         match disposition {
             Disposition::Ignore => continue,
             Disposition::Close => return Ok(()),
-            Disposition::Answer { delay, pdu: answer, malformed, wrong_id } => {
+            Disposition::Answer {
+                delay,
+                pdu: answer,
+                malformed,
+                wrong_id,
+            } => {
                 if let Some(delay) = delay {
                     tokio::select! {
                         () = cancel.cancelled() => return Ok(()),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                let tid = if wrong_id { tid.wrapping_add(0x1000) } else { tid };
+                let tid = if wrong_id {
+                    tid.wrapping_add(0x1000)
+                } else {
+                    tid
+                };
                 let mut frame = Vec::with_capacity(7 + answer.len());
                 frame.extend(tid.to_be_bytes());
                 frame.extend([0, 0]);
@@ -278,22 +299,49 @@ mod tests {
     fn faults_decide_silence_closing_or_a_changed_answer() {
         let service = service_for_unit(1);
         let mut faults = ActiveFaults::default();
-        faults.units.insert(1, UnitFaults { exception: Some(4), slow: Some(Duration::from_secs(1)), ..Default::default() });
-        let Disposition::Answer { pdu, delay, .. } = dispose(&service, &faults, 1, &[3, 0, 0, 0, 1]) else {
+        faults.units.insert(
+            1,
+            UnitFaults {
+                exception: Some(4),
+                slow: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+        );
+        let Disposition::Answer { pdu, delay, .. } =
+            dispose(&service, &faults, 1, &[3, 0, 0, 0, 1])
+        else {
             panic!("expected an answer");
         };
         assert_eq!((pdu, delay), (vec![0x83, 4], Some(Duration::from_secs(1))));
-        faults.units.insert(1, UnitFaults { disconnect: true, timeout: true, ..Default::default() });
-        assert_eq!(dispose(&service, &faults, 1, &[3, 0, 0, 0, 1]), Disposition::Close);
+        faults.units.insert(
+            1,
+            UnitFaults {
+                disconnect: true,
+                timeout: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            dispose(&service, &faults, 1, &[3, 0, 0, 0, 1]),
+            Disposition::Close
+        );
         faults.site_silent = true;
-        assert_eq!(dispose(&service, &faults, 1, &[3, 0, 0, 0, 1]), Disposition::Ignore);
+        assert_eq!(
+            dispose(&service, &faults, 1, &[3, 0, 0, 0, 1]),
+            Disposition::Ignore
+        );
     }
 
     #[test]
     fn corrupted_frames_differ_from_the_valid_one() {
         let valid = vec![0, 1, 0, 0, 0, 5, 1, 3, 2, 0x12, 0x34];
         let mut rng = SmallRng::seed_from_u64(1);
-        for how in [MalformedFrame::Truncated, MalformedFrame::Garbage, MalformedFrame::BadLength, MalformedFrame::WrongFunction] {
+        for how in [
+            MalformedFrame::Truncated,
+            MalformedFrame::Garbage,
+            MalformedFrame::BadLength,
+            MalformedFrame::WrongFunction,
+        ] {
             let mut frame = valid.clone();
             corrupt(&mut frame, how, &mut rng);
             assert_ne!(frame, valid, "{how:?}");

@@ -130,11 +130,17 @@ impl SiteSimConfig {
             );
         }
         if self.tick.is_zero() || self.tick > Duration::from_secs(60) {
-            problem("tick", format!("must be > 0 and <= 60 s, got {:?}", self.tick));
+            problem(
+                "tick",
+                format!("must be > 0 and <= 60 s, got {:?}", self.tick),
+            );
         }
         if let Some(schedule) = &self.schedule {
             if schedule.steps.is_empty() || schedule.period().is_zero() {
-                problem("schedule", "needs at least one step with a duration".to_owned());
+                problem(
+                    "schedule",
+                    "needs at least one step with a duration".to_owned(),
+                );
             }
             if !(0.0..=1.0).contains(&schedule.soc_min)
                 || !(0.0..=1.0).contains(&schedule.soc_max)
@@ -146,13 +152,19 @@ impl SiteSimConfig {
         let mut names = BTreeSet::new();
         for fault in &self.faults {
             if !names.insert(fault.name.as_str()) {
-                problem("faults", format!("fault name `{}` is used twice", fault.name));
+                problem(
+                    "faults",
+                    format!("fault name `{}` is used twice", fault.name),
+                );
             }
             if let FaultTarget::Units(units) = &fault.target {
                 if let Some(bad) = units.iter().find(|u| !(1..=self.units).contains(u)) {
                     problem(
                         "faults",
-                        format!("fault `{}` targets unit {bad}, but units are 1..={}", fault.name, self.units),
+                        format!(
+                            "fault `{}` targets unit {bad}, but units are 1..={}",
+                            fault.name, self.units
+                        ),
                     );
                 }
             }
@@ -284,7 +296,10 @@ pub async fn start_site(
     config.validate()?;
     let cancel = cancel.child_token();
 
-    let dispatch = config.schedule.clone().map_or(Dispatch::SocCycle, Dispatch::Schedule);
+    let dispatch = config
+        .schedule
+        .clone()
+        .map_or(Dispatch::SocCycle, Dispatch::Schedule);
     let all_units: Vec<SlaveId> = (1..=config.units).collect();
     let mut timeline = FaultTimeline::new(&config.name, config.faults.clone(), all_units.clone());
     let first = timeline.update(Duration::ZERO, Duration::ZERO);
@@ -354,7 +369,12 @@ pub async fn start_site(
 }
 
 /// Puts a unit's measurements through its value faults and its profile.
-fn encode(profile: &Profile, unit: SlaveId, pack: &SimulatedPack, faults: ValueFaults) -> RegisterSnapshot {
+fn encode(
+    profile: &Profile,
+    unit: SlaveId,
+    pack: &SimulatedPack,
+    faults: ValueFaults,
+) -> RegisterSnapshot {
     let mut m = measure_with(&pack.spec, &pack.state, faults.comm_fault);
     if faults.out_of_range {
         m.soc_pct = 250.0;
@@ -407,10 +427,17 @@ impl SiteClock {
             let steps = steps as u64;
             for u in &mut self.units {
                 let faults = self.timeline.value_faults(u.unit);
-                u.pack.advance_with(steps, StepInputs { runaway: faults.runaway });
+                u.pack.advance_with(
+                    steps,
+                    StepInputs {
+                        runaway: faults.runaway,
+                    },
+                );
             }
             sim_steps += steps;
-            let update = self.timeline.update(STEP * sim_steps as u32, started.elapsed());
+            let update = self
+                .timeline
+                .update(STEP * sim_steps as u32, started.elapsed());
             if !update.events.is_empty() {
                 self.log.send_modify(|log| log.0.extend(update.events));
             }

@@ -31,7 +31,8 @@ pub const DEFAULT_BASE: u16 = 40_000;
 
 /// Model ids and lengths in chain order, with each model's offset from the
 /// base address of its ID register.
-pub const MODELS: [(u16, u16, u16); 4] = [(1, 66, 2), (103, 50, 70), (124, 24, 122), (802, 62, 148)];
+pub const MODELS: [(u16, u16, u16); 4] =
+    [(1, 66, 2), (103, 50, 70), (124, 24, 122), (802, 62, 148)];
 /// Offset of the end model from the base address.
 pub const END_OFFSET: u16 = 212;
 /// Words served from the base address.
@@ -45,12 +46,19 @@ const INVERTER_EFFICIENCY: f64 = 0.975;
 pub fn string_words(text: &str, regs: usize) -> Vec<u16> {
     let mut bytes: Vec<u8> = text.bytes().take(regs * 2).collect();
     bytes.resize(regs * 2, 0);
-    bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
 }
 
 /// Reads a string back from its registers.
 pub fn words_string(words: &[u16]) -> String {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).take_while(|b| *b != 0).collect();
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .take_while(|b| *b != 0)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -88,7 +96,11 @@ fn common(spec: &PackSpec, unit: u8) -> Vec<u16> {
 
 fn inverter(m: &Measurements) -> Vec<u16> {
     let dc_w = m.active_power_w;
-    let ac_w = if dc_w >= 0.0 { dc_w * INVERTER_EFFICIENCY } else { dc_w / INVERTER_EFFICIENCY };
+    let ac_w = if dc_w >= 0.0 {
+        dc_w * INVERTER_EFFICIENCY
+    } else {
+        dc_w / INVERTER_EFFICIENCY
+    };
     let pf = 0.99;
     let va = ac_w.abs() / pf;
     let var = (va * va - ac_w * ac_w).max(0.0).sqrt();
@@ -109,10 +121,28 @@ fn inverter(m: &Measurements) -> Vec<u16> {
     if m.alarms.contains(AlarmFlags::UNDER_TEMPERATURE) {
         evt1 |= 1 << 13;
     }
-    let wh = u32_words((m.energy_discharged_kwh * INVERTER_EFFICIENCY).round().clamp(0.0, f64::from(u32::MAX)) as u32);
+    let wh = u32_words(
+        (m.energy_discharged_kwh * INVERTER_EFFICIENCY)
+            .round()
+            .clamp(0.0, f64::from(u32::MAX)) as u32,
+    );
     let mut w = vec![103, 50];
-    w.extend([u(amps, -1), u(amps / 3.0, -1), u(amps / 3.0, -1), u(amps / 3.0, -1), sf(-1)]);
-    w.extend([u(v_ll, -1), u(v_ll, -1), u(v_ll, -1), u(v_ln, -1), u(v_ln, -1), u(v_ln, -1), sf(-1)]);
+    w.extend([
+        u(amps, -1),
+        u(amps / 3.0, -1),
+        u(amps / 3.0, -1),
+        u(amps / 3.0, -1),
+        sf(-1),
+    ]);
+    w.extend([
+        u(v_ll, -1),
+        u(v_ll, -1),
+        u(v_ll, -1),
+        u(v_ln, -1),
+        u(v_ln, -1),
+        u(v_ln, -1),
+        sf(-1),
+    ]);
     w.extend([i(ac_w, 2), sf(2)]);
     w.extend([u(50.0, -2), sf(-2)]);
     w.extend([i(va, 2), sf(2)]);
@@ -123,7 +153,13 @@ fn inverter(m: &Measurements) -> Vec<u16> {
     w.extend([u(m.dc_current_a.abs(), -1), sf(-1)]);
     w.extend([u(m.dc_voltage_v, -1), sf(-1)]);
     w.extend([i(dc_w, 2), sf(2)]);
-    w.extend([i(m.ambient_temp_c + 5.0, -1), i(m.cell_temp_max_c + 8.0, -1), NI_I16, NI_I16, sf(-1)]);
+    w.extend([
+        i(m.ambient_temp_c + 5.0, -1),
+        i(m.cell_temp_max_c + 8.0, -1),
+        NI_I16,
+        NI_I16,
+        sf(-1),
+    ]);
     w.extend([st, m.status.0]);
     w.extend(u32_words(evt1));
     w.extend([0, 0]);
@@ -185,9 +221,16 @@ fn battery(spec: &PackSpec, m: &Measurements) -> Vec<u16> {
         values
             .iter()
             .enumerate()
-            .fold((0, if max { f64::MIN } else { f64::MAX }), |best, (k, v)| {
-                if (max && *v > best.1) || (!max && *v < best.1) { (k, *v) } else { best }
-            })
+            .fold(
+                (0, if max { f64::MIN } else { f64::MAX }),
+                |best, (k, v)| {
+                    if (max && *v > best.1) || (!max && *v < best.1) {
+                        (k, *v)
+                    } else {
+                        best
+                    }
+                },
+            )
             .0
     };
     let module = |cell: usize| (cell / usize::from(CELLS_PER_MODULE) + 1) as u16;
@@ -222,9 +265,9 @@ fn battery(spec: &PackSpec, m: &Measurements) -> Vec<u16> {
         u(spec.rated_capacity_kwh * 1000.0, 2),
         u(spec.rated_power_kw * 1000.0, 2),
         u(spec.rated_power_kw * 1000.0, 2),
-        5,     // DisChaRte 0.05 %/day
-        950,   // SoCMax
-        50,    // SoCMin
+        5,      // DisChaRte 0.05 %/day
+        950,    // SoCMax
+        50,     // SoCMin
         NI_U16, // SocRsvMax
         NI_U16, // SoCRsvMin
         u(m.soc_pct, -1),
@@ -238,7 +281,10 @@ fn battery(spec: &PackSpec, m: &Measurements) -> Vec<u16> {
     w.extend([0, 0]);
     w.extend(u32_words(u32::from(m.alarms.0)));
     w.extend([0, 0]);
-    let (vmax, vmin) = (argmax(&m.cell_voltages_v, true), argmax(&m.cell_voltages_v, false));
+    let (vmax, vmin) = (
+        argmax(&m.cell_voltages_v, true),
+        argmax(&m.cell_voltages_v, false),
+    );
     w.extend([
         u(m.dc_voltage_v, -1),
         u(3.65 * cells, -1),
@@ -318,7 +364,10 @@ mod tests {
     fn discovery_finds_the_marker_and_walks_every_model_to_the_end() {
         for base in BASE_ADDRESSES {
             let (_, s) = device(base);
-            assert_eq!(walk(&s, base), [(1, 66), (103, 50), (124, 24), (802, 62), (0xFFFF, 0)]);
+            assert_eq!(
+                walk(&s, base),
+                [(1, 66), (103, 50), (124, 24), (802, 62), (0xFFFF, 0)]
+            );
             for (id, len, offset) in MODELS {
                 assert_eq!(s.read(base + offset, 2).unwrap(), [id, len]);
             }
@@ -330,8 +379,14 @@ mod tests {
         let (pack, s) = device(DEFAULT_BASE);
         let body = DEFAULT_BASE + 4;
         assert_eq!(words_string(&s.read(body, 16).unwrap()), "bess-sim");
-        assert_eq!(words_string(&s.read(body + 16, 16).unwrap()), "BESS-SIM LFP");
-        assert_eq!(words_string(&s.read(body + 48, 16).unwrap()), serial_number(&pack.spec));
+        assert_eq!(
+            words_string(&s.read(body + 16, 16).unwrap()),
+            "BESS-SIM LFP"
+        );
+        assert_eq!(
+            words_string(&s.read(body + 48, 16).unwrap()),
+            serial_number(&pack.spec)
+        );
         assert_eq!(s.word(body + 64), Some(3));
     }
 
@@ -340,16 +395,27 @@ mod tests {
         let (pack, s) = device(DEFAULT_BASE);
         let m = pack.measure();
         let scaled = |addr: u16, sf_addr: u16| {
-            f64::from(s.word(addr).unwrap() as i16) * 10f64.powi(i32::from(s.word(sf_addr).unwrap() as i16))
+            f64::from(s.word(addr).unwrap() as i16)
+                * 10f64.powi(i32::from(s.word(sf_addr).unwrap() as i16))
         };
         let b802 = DEFAULT_BASE + 150;
-        assert!((scaled(b802 + 9, b802 + 54) - m.soc_pct).abs() <= 0.05, "802 SoC");
+        assert!(
+            (scaled(b802 + 9, b802 + 54) - m.soc_pct).abs() <= 0.05,
+            "802 SoC"
+        );
         let b124 = DEFAULT_BASE + 124;
-        assert!((f64::from(s.word(b124 + 6).unwrap()) * 0.1 - m.soc_pct).abs() <= 0.05, "124 ChaState");
+        assert!(
+            (f64::from(s.word(b124 + 6).unwrap()) * 0.1 - m.soc_pct).abs() <= 0.05,
+            "124 ChaState"
+        );
         assert!((f64::from(s.word(b124 + 8).unwrap()) * 0.1 - m.dc_voltage_v).abs() <= 0.05);
         let b103 = DEFAULT_BASE + 72;
         let dcw = scaled(b103 + 29, b103 + 30);
-        assert!((dcw - m.active_power_w).abs() <= 50.0, "103 DCW {dcw} vs {}", m.active_power_w);
+        assert!(
+            (dcw - m.active_power_w).abs() <= 50.0,
+            "103 DCW {dcw} vs {}",
+            m.active_power_w
+        );
         assert!((scaled(b802 + 38, b802 + 58) - m.cell_voltage_min_v).abs() < 0.001);
     }
 

@@ -6,7 +6,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use bess_sim::{
     register_map::{addr, RegisterSnapshot},
-    start_site, FaultClock, FaultEdge, FaultKind, FaultSpec, FaultTarget, MalformedFrame, RunningSite, SiteSimConfig,
+    start_site, FaultClock, FaultEdge, FaultKind, FaultSpec, FaultTarget, MalformedFrame,
+    RunningSite, SiteSimConfig,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -26,11 +27,16 @@ async fn site_with(faults: Vec<FaultSpec>, time_scale: f64) -> RunningSite {
         faults,
         ..SiteSimConfig::default()
     };
-    start_site(config, CancellationToken::new()).await.expect("site starts")
+    start_site(config, CancellationToken::new())
+        .await
+        .expect("site starts")
 }
 
 fn on_unit(name: &str, kind: FaultKind, unit: u8) -> FaultSpec {
-    FaultSpec { target: FaultTarget::Units(vec![unit]), ..FaultSpec::from_start(name, kind) }
+    FaultSpec {
+        target: FaultTarget::Units(vec![unit]),
+        ..FaultSpec::from_start(name, kind)
+    }
 }
 
 /// A raw FC03 request for 18 registers from 0.
@@ -45,14 +51,24 @@ const ANSWER_LEN: usize = 7 + 2 + 36;
 
 #[tokio::test]
 async fn exception_fault_answers_every_read_with_its_code_and_spares_other_units() {
-    let site = site_with(vec![on_unit("busy", FaultKind::Exception { code: 6 }, 1)], 1.0).await;
+    let site = site_with(
+        vec![on_unit("busy", FaultKind::Exception { code: 6 }, 1)],
+        1.0,
+    )
+    .await;
     let mut one = connect_slave(site.addrs[0], Slave(1)).await.unwrap();
-    assert_eq!(one.read_holding_registers(0, 1).await.unwrap(), Err(ExceptionCode::ServerDeviceBusy));
+    assert_eq!(
+        one.read_holding_registers(0, 1).await.unwrap(),
+        Err(ExceptionCode::ServerDeviceBusy)
+    );
     let mut two = connect_slave(site.addrs[0], Slave(2)).await.unwrap();
     assert!(two.read_holding_registers(0, 18).await.unwrap().is_ok());
     let log = site.fault_log();
     assert_eq!(log.0.len(), 1);
-    assert_eq!((log.0[0].fault.as_str(), log.0[0].kind, log.0[0].edge), ("busy", "exception", FaultEdge::Started));
+    assert_eq!(
+        (log.0[0].fault.as_str(), log.0[0].kind, log.0[0].edge),
+        ("busy", "exception", FaultEdge::Started)
+    );
     assert_eq!(log.0[0].units, [1]);
     site.shutdown().await;
 }
@@ -65,7 +81,11 @@ async fn timeout_fault_leaves_requests_unanswered_while_other_units_answer() {
     stream.write_all(&request(2, 2)).await.unwrap();
     let mut answer = [0_u8; ANSWER_LEN];
     stream.read_exact(&mut answer).await.unwrap();
-    assert_eq!(u16::from_be_bytes([answer[0], answer[1]]), 2, "the first answer is unit 2's");
+    assert_eq!(
+        u16::from_be_bytes([answer[0], answer[1]]),
+        2,
+        "the first answer is unit 2's"
+    );
     assert_eq!(answer[6], 2);
     site.shutdown().await;
 }
@@ -74,17 +94,29 @@ async fn timeout_fault_leaves_requests_unanswered_while_other_units_answer() {
 async fn slow_fault_delays_answers_by_its_delay() {
     // A lower bound only: the answer cannot come before the delay.
     let delay = Duration::from_millis(300);
-    let site = site_with(vec![FaultSpec::from_start("sluggish", FaultKind::Slow { delay })], 1.0).await;
+    let site = site_with(
+        vec![FaultSpec::from_start("sluggish", FaultKind::Slow { delay })],
+        1.0,
+    )
+    .await;
     let mut client = connect_slave(site.addrs[0], Slave(1)).await.unwrap();
     let asked = std::time::Instant::now();
     assert!(client.read_holding_registers(0, 18).await.unwrap().is_ok());
-    assert!(asked.elapsed() >= delay, "answered after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() >= delay,
+        "answered after {:?}",
+        asked.elapsed()
+    );
     site.shutdown().await;
 }
 
 #[tokio::test]
 async fn disconnect_fault_closes_the_connection_on_a_request() {
-    let site = site_with(vec![FaultSpec::from_start("unplugged", FaultKind::Disconnect)], 1.0).await;
+    let site = site_with(
+        vec![FaultSpec::from_start("unplugged", FaultKind::Disconnect)],
+        1.0,
+    )
+    .await;
     let mut stream = TcpStream::connect(site.addrs[0]).await.unwrap();
     stream.write_all(&request(1, 1)).await.unwrap();
     let mut rest = Vec::new();
@@ -95,7 +127,13 @@ async fn disconnect_fault_closes_the_connection_on_a_request() {
 
 #[tokio::test]
 async fn malformed_fault_sends_half_a_frame_then_valid_frames_for_other_units() {
-    let fault = on_unit("garbled", FaultKind::Malformed { frame: MalformedFrame::Truncated }, 1);
+    let fault = on_unit(
+        "garbled",
+        FaultKind::Malformed {
+            frame: MalformedFrame::Truncated,
+        },
+        1,
+    );
     let site = site_with(vec![fault], 1.0).await;
     let mut stream = TcpStream::connect(site.addrs[0]).await.unwrap();
     stream.write_all(&request(1, 1)).await.unwrap();
@@ -103,22 +141,40 @@ async fn malformed_fault_sends_half_a_frame_then_valid_frames_for_other_units() 
     let truncated = ANSWER_LEN.div_ceil(2);
     let mut bytes = vec![0_u8; truncated + ANSWER_LEN];
     stream.read_exact(&mut bytes).await.unwrap();
-    assert_eq!(&bytes[..2], &[0, 1], "the broken frame starts like unit 1's answer");
+    assert_eq!(
+        &bytes[..2],
+        &[0, 1],
+        "the broken frame starts like unit 1's answer"
+    );
     let valid = &bytes[truncated..];
-    assert_eq!((&valid[..2], valid[6], valid[7]), (&[0, 2][..], 2, 3), "then unit 2's whole answer");
+    assert_eq!(
+        (&valid[..2], valid[6], valid[7]),
+        (&[0, 2][..], 2, 3),
+        "then unit 2's whole answer"
+    );
     site.shutdown().await;
 }
 
 #[tokio::test]
 async fn wrong_transaction_id_fault_answers_with_another_id() {
-    let site = site_with(vec![FaultSpec::from_start("mixup", FaultKind::WrongTransactionId)], 1.0).await;
+    let site = site_with(
+        vec![FaultSpec::from_start(
+            "mixup",
+            FaultKind::WrongTransactionId,
+        )],
+        1.0,
+    )
+    .await;
     let mut stream = TcpStream::connect(site.addrs[0]).await.unwrap();
     stream.write_all(&request(7, 1)).await.unwrap();
     let mut answer = [0_u8; ANSWER_LEN];
     stream.read_exact(&mut answer).await.unwrap();
     assert_ne!(u16::from_be_bytes([answer[0], answer[1]]), 7);
     let mut client = connect_slave(site.addrs[0], Slave(1)).await.unwrap();
-    assert!(client.read_holding_registers(0, 1).await.is_err(), "a client sees a transport error");
+    assert!(
+        client.read_holding_registers(0, 1).await.is_err(),
+        "a client sees a transport error"
+    );
     site.shutdown().await;
 }
 
@@ -167,7 +223,10 @@ async fn runaway_fault_raises_temperature_until_the_over_temperature_alarm_and_f
         .clone();
     assert!(hot.word(addr::CELL_TEMP_MAX).unwrap() as i16 > start);
     assert!(hot.word(addr::STATUS).unwrap() & StatusFlags::FAULT != 0);
-    assert_eq!(site.snapshot(2).unwrap().word(addr::ALARMS).unwrap() & AlarmFlags::OVER_TEMPERATURE, 0);
+    assert_eq!(
+        site.snapshot(2).unwrap().word(addr::ALARMS).unwrap() & AlarmFlags::OVER_TEMPERATURE,
+        0
+    );
     site.shutdown().await;
 }
 
@@ -184,7 +243,10 @@ async fn silent_site_answers_nothing_until_the_fault_ends() {
     stream.write_all(&request(1, 1)).await.unwrap();
     let mut answer = [0_u8; ANSWER_LEN];
     stream.read_exact(&mut answer).await.unwrap();
-    assert!(site.fault_log().ended("blackout"), "the answer came only after the site woke up");
+    assert!(
+        site.fault_log().ended("blackout"),
+        "the answer came only after the site woke up"
+    );
     site.shutdown().await;
 }
 
@@ -199,8 +261,18 @@ async fn fault_log_records_start_and_end_on_the_simulated_clock() {
     let site = site_with(vec![fault], 600.0).await;
     let mut log = site.watch_faults();
     let log = log.wait_for(|l| l.ended("blip")).await.unwrap().clone();
-    let edges: Vec<_> = log.0.iter().map(|e| (e.fault.as_str(), e.edge, e.units.clone())).collect();
-    assert_eq!(edges, [("blip", FaultEdge::Started, vec![2]), ("blip", FaultEdge::Ended, vec![2])]);
+    let edges: Vec<_> = log
+        .0
+        .iter()
+        .map(|e| (e.fault.as_str(), e.edge, e.units.clone()))
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            ("blip", FaultEdge::Started, vec![2]),
+            ("blip", FaultEdge::Ended, vec![2])
+        ]
+    );
     assert!(log.0[0].sim >= Duration::from_secs(30));
     assert!(log.0[1].sim >= Duration::from_secs(90));
     site.shutdown().await;

@@ -43,19 +43,34 @@ async fn load_generator_writes_valid_batches_that_decode_to_the_reported_sample_
     let (mut batches, mut samples) = (0_u64, 0_u64);
     let mut by_site: BTreeMap<String, Vec<Batch>> = BTreeMap::new();
     while batches < summary.batches {
-        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.expect("a message").unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("a message")
+            .unwrap();
         let batch = Batch::decode(message.payload().unwrap()).expect("a valid batch");
         assert_eq!(message.key(), Some(batch.site.as_str().as_bytes()));
         batches += 1;
         samples += batch.sample_count() as u64;
-        by_site.entry(batch.site.as_str().to_owned()).or_default().push(batch);
+        by_site
+            .entry(batch.site.as_str().to_owned())
+            .or_default()
+            .push(batch);
     }
     assert_eq!((batches, samples), (summary.batches, summary.samples));
     assert_eq!(samples % POINTS_PER_FRAME as u64, 0);
     assert_eq!(by_site.len(), 3);
     for site in by_site.values() {
-        assert!(site[0].catalog.is_some(), "first batch of a site carries the catalog");
-        assert!(site.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1), "sequence numbers follow each other");
-        assert!(site[0].seq.0 > 1_600_000_000_000_000, "sequence starts at unix ms x 1000");
+        assert!(
+            site[0].catalog.is_some(),
+            "first batch of a site carries the catalog"
+        );
+        assert!(
+            site.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1),
+            "sequence numbers follow each other"
+        );
+        assert!(
+            site[0].seq.0 > 1_600_000_000_000_000,
+            "sequence starts at unix ms x 1000"
+        );
     }
 }

@@ -26,23 +26,37 @@ pub struct Recorded {
 pub fn load_record(paths: &[&Path]) -> anyhow::Result<Recorded> {
     let mut recorded = Recorded::default();
     for path in paths {
-        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
         for line in text.lines() {
             // A kill -9 can cut the last line short; it belongs to a batch
             // that is then judged by the database alone.
-            let Ok(frame) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(frame) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             let seq = frame["seq"].as_u64().context("seq")?;
             recorded.seqs.insert(seq as i64);
             let device = frame["device"].as_str().context("device")?.to_owned();
             let ts_ms = frame["ts_ms"].as_i64().context("ts")?;
             for value in frame["values"].as_array().context("values")? {
                 recorded.count += 1;
-                let key = (device.clone(), value["point"].as_str().context("point")?.to_owned(), ts_ms);
+                let key = (
+                    device.clone(),
+                    value["point"].as_str().context("point")?.to_owned(),
+                    ts_ms,
+                );
                 let sample = Sample {
                     value: value["value"].as_f64(),
                     quality: value["quality"].as_str().context("quality")?.to_owned(),
                 };
-                anyhow::ensure!(recorded.samples.insert(key.clone(), (seq, sample)).is_none(), "the edge recorded {key:?} twice");
+                anyhow::ensure!(
+                    recorded
+                        .samples
+                        .insert(key.clone(), (seq, sample))
+                        .is_none(),
+                    "the edge recorded {key:?} twice"
+                );
             }
         }
     }
@@ -68,15 +82,22 @@ pub async fn load_stored(db: &tokio_postgres::Client) -> anyhow::Result<Stored> 
             &[],
         )
         .await?;
-    let mut stored = Stored { rows: rows.len() as u64, ..Stored::default() };
+    let mut stored = Stored {
+        rows: rows.len() as u64,
+        ..Stored::default()
+    };
     for r in &rows {
         let status: i16 = r.get(4);
-        let quality = quality_of_status(status).with_context(|| format!("unknown status code {status}"))?;
+        let quality =
+            quality_of_status(status).with_context(|| format!("unknown status code {status}"))?;
         stored
             .samples
             .entry((r.get(0), r.get(1), r.get(2)))
             .or_default()
-            .push(Sample { value: r.get(3), quality: quality.into() });
+            .push(Sample {
+                value: r.get(3),
+                quality: quality.into(),
+            });
     }
     Ok(stored)
 }
@@ -106,9 +127,24 @@ pub struct Reconciliation {
 
 impl Reconciliation {
     pub fn assert_exactly_once(&self, max_unrecorded_batches: usize, unrecorded_batches: usize) {
-        assert!(self.doubled.is_empty(), "{} samples stored more than once, e.g. {:?}", self.doubled.len(), self.doubled.first());
-        assert!(self.lost.is_empty(), "{} samples lost, e.g. {:?}", self.lost.len(), self.lost.first());
-        assert!(self.mismatched.is_empty(), "{} samples stored with another value, e.g. {:?}", self.mismatched.len(), self.mismatched.first());
+        assert!(
+            self.doubled.is_empty(),
+            "{} samples stored more than once, e.g. {:?}",
+            self.doubled.len(),
+            self.doubled.first()
+        );
+        assert!(
+            self.lost.is_empty(),
+            "{} samples lost, e.g. {:?}",
+            self.lost.len(),
+            self.lost.first()
+        );
+        assert!(
+            self.mismatched.is_empty(),
+            "{} samples stored with another value, e.g. {:?}",
+            self.mismatched.len(),
+            self.mismatched.first()
+        );
         assert!(
             unrecorded_batches <= max_unrecorded_batches,
             "{} stored samples in {unrecorded_batches} batches the edge never recorded, e.g. {:?}",
@@ -154,7 +190,18 @@ pub fn reconcile(recorded: &Recorded, stored: &Stored) -> Reconciliation {
 }
 
 /// Ledger sequences of batches that are stored but absent from the record.
-pub async fn unrecorded_batches(db: &tokio_postgres::Client, recorded: &Recorded) -> anyhow::Result<Vec<i64>> {
-    let ledger: Vec<i64> = db.query("SELECT seq FROM batch_ledger ORDER BY seq", &[]).await?.iter().map(|r| r.get(0)).collect();
-    Ok(ledger.into_iter().filter(|s| !recorded.seqs.contains(s)).collect())
+pub async fn unrecorded_batches(
+    db: &tokio_postgres::Client,
+    recorded: &Recorded,
+) -> anyhow::Result<Vec<i64>> {
+    let ledger: Vec<i64> = db
+        .query("SELECT seq FROM batch_ledger ORDER BY seq", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(ledger
+        .into_iter()
+        .filter(|s| !recorded.seqs.contains(s))
+        .collect())
 }

@@ -20,14 +20,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
 }
 
 /// A binary of this workspace, from the target directory this test runs in.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -39,7 +45,10 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Poll `check` every 100 ms until it returns `Some`, or fail after `limit`.
@@ -102,7 +111,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         Self::spawn_with_env(name, program, args, &[], log_dir)
     }
 
@@ -114,11 +128,17 @@ impl Proc {
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = Command::new(program)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -127,14 +147,22 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let sink = lines.clone();
-        let mut copy = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join(format!("{name}.stdout")))?;
+        let mut copy = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{name}.stdout")))?;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = writeln!(copy, "{line}");
                 sink.lock().expect("lines").push(line);
             }
         });
-        Ok(Self { name: name.to_owned(), child, lines, log })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            lines,
+            log,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -145,7 +173,12 @@ impl Proc {
     pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
         let lines = self.lines.clone();
         let result = wait_for(&format!("{} to print {prefix:?}", self.name), limit, || {
-            let found = lines.lock().expect("lines").iter().find(|l| l.starts_with(prefix)).cloned();
+            let found = lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .cloned();
             async move { found }
         })
         .await;
@@ -153,7 +186,11 @@ impl Proc {
             Ok(line) => Ok(line),
             Err(e) => {
                 if let Ok(Some(status)) = self.child.try_wait() {
-                    bail!("{} exited with {status} before printing {prefix:?}\n{}", self.name, self.log_tail(40));
+                    bail!(
+                        "{} exited with {status} before printing {prefix:?}\n{}",
+                        self.name,
+                        self.log_tail(40)
+                    );
                 }
                 bail!("{e}\n{}", self.log_tail(40))
             }
@@ -163,7 +200,10 @@ impl Proc {
     /// `http://host:port` from a line like `bess-edge: status on http://...`.
     pub async fn wait_for_url(&mut self, prefix: &str) -> anyhow::Result<String> {
         let line = self.wait_for_line(prefix, Duration::from_secs(60)).await?;
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).context("no URL in line")?;
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .context("no URL in line")?;
         Ok(url.to_owned())
     }
 
@@ -172,7 +212,9 @@ impl Proc {
     }
 
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
     }
 
     /// SIGTERM, then wait up to `limit` for the exit.
@@ -193,7 +235,11 @@ impl Proc {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!("{} did not exit within {limit:?}\n{}", self.name, self.log_tail(40));
+                bail!(
+                    "{} did not exit within {limit:?}\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -249,7 +295,11 @@ impl Broker {
 
     /// A broker listening on `port` that tells clients to connect to
     /// `advertised` (e.g. a [`proxy::LinkProxy`] in front of it).
-    pub async fn start_advertising(log_dir: &Path, port: u16, advertised: u16) -> anyhow::Result<Self> {
+    pub async fn start_advertising(
+        log_dir: &Path,
+        port: u16,
+        advertised: u16,
+    ) -> anyhow::Result<Self> {
         Self::launch(log_dir, port, advertised, "memory://tansu/", Vec::new()).await
     }
 
@@ -260,7 +310,13 @@ impl Broker {
         Self::launch(log_dir, port, port, "s3://tansu/", store.env()).await
     }
 
-    async fn launch(log_dir: &Path, port: u16, advertised: u16, storage: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+    async fn launch(
+        log_dir: &Path,
+        port: u16,
+        advertised: u16,
+        storage: &str,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let args: Vec<String> = [
             "broker",
             "--listener-url",
@@ -275,15 +331,32 @@ impl Broker {
         .collect();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let process = Self::spawn_and_wait(log_dir, addr, &args, &env).await?;
-        Ok(Self { addr, process, args, env, log_dir: log_dir.to_owned() })
+        Ok(Self {
+            addr,
+            process,
+            args,
+            env,
+            log_dir: log_dir.to_owned(),
+        })
     }
 
-    async fn spawn_and_wait(log_dir: &Path, addr: SocketAddr, args: &[String], env: &[(String, String)]) -> anyhow::Result<Proc> {
+    async fn spawn_and_wait(
+        log_dir: &Path,
+        addr: SocketAddr,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Proc> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let process = Proc::spawn_with_env("tansu", &Self::tansu_binary(), &args, env, log_dir)?;
-        wait_for("the broker's port", Duration::from_secs(30), || async move {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
-        })
+        wait_for(
+            "the broker's port",
+            Duration::from_secs(30),
+            || async move {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await?;
         Ok(process)
     }
@@ -300,7 +373,8 @@ impl Broker {
     }
 
     pub async fn resume(&mut self) -> anyhow::Result<()> {
-        self.process = Self::spawn_and_wait(&self.log_dir, self.addr, &self.args, &self.env).await?;
+        self.process =
+            Self::spawn_and_wait(&self.log_dir, self.addr, &self.args, &self.env).await?;
         Ok(())
     }
 
@@ -321,21 +395,36 @@ pub struct S3Store {
 
 impl S3Store {
     pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
-        let program = std::env::var_os("BESS_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("moto_server"));
+        let program = std::env::var_os("BESS_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("moto_server"));
         let port = free_port();
         let process = Proc::spawn("s3", &program, &["-H", "127.0.0.1", "-p", &port.to_string()], log_dir)
             .context("no local S3 server: install it with `python3 -m pip install 'moto[server]'` (deploy/local/test.sh does)")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let bucket = format!("{endpoint}/tansu");
-        wait_for("the S3 server and its bucket", Duration::from_secs(60), || {
-            let bucket = bucket.clone();
-            async move {
-                let client = reqwest::Client::new();
-                client.put(&bucket).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
-            }
-        })
+        wait_for(
+            "the S3 server and its bucket",
+            Duration::from_secs(60),
+            || {
+                let bucket = bucket.clone();
+                async move {
+                    let client = reqwest::Client::new();
+                    client
+                        .put(&bucket)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
         .await?;
-        Ok(Self { endpoint, _process: process })
+        Ok(Self {
+            endpoint,
+            _process: process,
+        })
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -360,16 +449,27 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn admin_url() -> String {
-        std::env::var("BESS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        std::env::var("BESS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
     }
 
     pub async fn create(test: &str) -> anyhow::Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("bess_test_{test}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "bess_test_{test}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let admin_url = Self::admin_url();
-        let client = connect(&admin_url).await.context("connecting to the test PostgreSQL (is it running?)")?;
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        let client = connect(&admin_url)
+            .await
+            .context("connecting to the test PostgreSQL (is it running?)")?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         Ok(Self { name, admin_url })
     }
 
@@ -393,10 +493,15 @@ impl Drop for TestDatabase {
         }
         let (url, name) = (self.admin_url.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async {
                 if let Ok(client) = connect(&url).await {
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             });
         })
@@ -412,9 +517,14 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 /// GET a URL and parse its JSON body, with its status code.
 pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-    let response = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let response = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
     let status = response.status().as_u16();
-    let body = response.json().await.with_context(|| format!("GET {url}: body is not JSON"))?;
+    let body = response
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: body is not JSON"))?;
     Ok((status, body))
 }
 
@@ -436,12 +546,19 @@ pub fn prometheus_value(text: &str, name: &str) -> f64 {
 
 /// The example edge config, pointed at this test's simulator, broker and files.
 pub fn edge_config(sim: SocketAddr, brokers: &str, buffer: &Path, extra_devices: &str) -> String {
-    let example = std::fs::read_to_string(workspace_root().join("edge/bess-edge.example.toml")).expect("example config");
+    let example = std::fs::read_to_string(workspace_root().join("edge/bess-edge.example.toml"))
+        .expect("example config");
     let mut config = example
         .replace("port = 5020", &format!("port = {}", sim.port()))
         .replace("host = \"127.0.0.1\"", &format!("host = \"{}\"", sim.ip()))
-        .replace("brokers = \"127.0.0.1:9092\"", &format!("brokers = \"{brokers}\""))
-        .replace("path = \"bess-edge-buffer.sqlite\"", &format!("path = \"{}\"", buffer.display()))
+        .replace(
+            "brokers = \"127.0.0.1:9092\"",
+            &format!("brokers = \"{brokers}\""),
+        )
+        .replace(
+            "path = \"bess-edge-buffer.sqlite\"",
+            &format!("path = \"{}\"", buffer.display()),
+        )
         .replace("max_age = \"1s\"", "max_age = \"500ms\"");
     config.push_str(extra_devices);
     config

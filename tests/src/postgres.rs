@@ -24,16 +24,25 @@ fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
         .filter(|p| p.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().context("no initdb under /usr/lib/postgresql/*/bin")
+    versions
+        .pop()
+        .context("no initdb under /usr/lib/postgresql/*/bin")
 }
 
 /// Run a PostgreSQL tool as the `postgres` user when we are root (initdb
 /// and the server refuse to run as root).
 fn as_postgres(program: &Path, args: &[&str]) -> Command {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if is_root {
         let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program).args(args);
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args);
         command
     } else {
         let mut command = Command::new(program);
@@ -48,29 +57,64 @@ impl PrivatePostgres {
         let data = scratch.join("pgdata");
         std::fs::create_dir_all(&data)?;
         // The directory must belong to the server's user.
-        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(scratch).status();
-        let out = as_postgres(&bin.join("initdb"), &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"])
-            .output()
-            .context("running initdb")?;
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(scratch)
+            .status();
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .context("running initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let server = Self { port: free_port(), data, bin };
+        let server = Self {
+            port: free_port(),
+            data,
+            bin,
+        };
         server.resume().await?;
         Ok(server)
     }
 
     /// Start the (stopped) server again on the same port and data.
     pub async fn resume(&self) -> anyhow::Result<()> {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.data.display());
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data.display()
+        );
         let log = self.data.join("server.log");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),
-            &["-D", self.data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "start"],
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
         )
         .output()?;
         if !out.status.success() {
-            bail!("pg_ctl start failed: {}\n{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());
+            bail!(
+                "pg_ctl start failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         let url = self.url("postgres");
         wait_for("the private PostgreSQL", Duration::from_secs(30), || {
@@ -81,9 +125,23 @@ impl PrivatePostgres {
     }
 
     pub fn stop(&self) -> anyhow::Result<()> {
-        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "stop"]).output()?;
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
+        .output()?;
         if !out.status.success() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -99,7 +157,9 @@ impl PrivatePostgres {
 
     pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
         let client = crate::connect(&self.url("postgres")).await?;
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         Ok(self.url(name))
     }
 }

@@ -28,14 +28,18 @@ impl LinkProxy {
             let generation = generation.clone();
             async move {
                 loop {
-                    let Ok((client, _)) = listener.accept().await else { continue };
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
                     if !up.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
                     let mut cut = generation.subscribe();
                     tokio::spawn(async move {
-                        let Ok(server) = TcpStream::connect(upstream).await else { return };
+                        let Ok(server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
                         let (mut client, mut server) = (client, server);
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -45,7 +49,12 @@ impl LinkProxy {
                 }
             }
         });
-        Ok(Self { addr, up, generation, task })
+        Ok(Self {
+            addr,
+            up,
+            generation,
+            task,
+        })
     }
 
     /// Drop every open connection and refuse new ones.

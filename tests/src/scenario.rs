@@ -18,20 +18,47 @@ pub async fn start_sim(dir: &Path, units: u8, seed: u64) -> anyhow::Result<Sim> 
     let mut proc = Proc::spawn(
         "sim",
         &binary("bess-sim"),
-        &["site", "--listen", "127.0.0.1:0", "--units", &units.to_string(), "--seed", &seed.to_string()],
+        &[
+            "site",
+            "--listen",
+            "127.0.0.1:0",
+            "--units",
+            &units.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ],
         dir,
     )?;
-    let line = proc.wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30)).await?;
+    let line = proc
+        .wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30))
+        .await?;
     let addr = line.rsplit(' ').next().context("address")?.parse()?;
     Ok(Sim { proc, addr })
 }
 
 /// A collector on a free API port; returns it with its API base URL.
-pub async fn start_collector(dir: &Path, name: &str, database_url: &str, brokers: &str) -> anyhow::Result<(Proc, String)> {
+pub async fn start_collector(
+    dir: &Path,
+    name: &str,
+    database_url: &str,
+    brokers: &str,
+) -> anyhow::Result<(Proc, String)> {
     let mut proc = Proc::spawn(
         name,
         &binary("bess-collector"),
-        &["run", "--database-url", database_url, "--brokers", brokers, "--listen", "127.0.0.1:0", "--session-timeout", "3s", "--auth", "disabled"],
+        &[
+            "run",
+            "--database-url",
+            database_url,
+            "--brokers",
+            brokers,
+            "--listen",
+            "127.0.0.1:0",
+            "--session-timeout",
+            "3s",
+            "--auth",
+            "disabled",
+        ],
         dir,
     )?;
     let api = proc.wait_for_url("bess-collector: API on ").await?;
@@ -39,14 +66,27 @@ pub async fn start_collector(dir: &Path, name: &str, database_url: &str, brokers
 }
 
 /// Write the edge config for this scenario and return its path.
-pub fn write_edge_config(dir: &Path, sim: SocketAddr, brokers: &str, extra: &str) -> anyhow::Result<PathBuf> {
+pub fn write_edge_config(
+    dir: &Path,
+    sim: SocketAddr,
+    brokers: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join("edge.toml");
-    std::fs::write(&path, edge_config(sim, brokers, &dir.join("buffer.sqlite"), extra))?;
+    std::fs::write(
+        &path,
+        edge_config(sim, brokers, &dir.join("buffer.sqlite"), extra),
+    )?;
     Ok(path)
 }
 
 /// An edge run recording to `record`; returns it with its status URL.
-pub async fn start_edge(dir: &Path, name: &str, config: &Path, record: &Path) -> anyhow::Result<(Proc, String)> {
+pub async fn start_edge(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    record: &Path,
+) -> anyhow::Result<(Proc, String)> {
     let mut proc = Proc::spawn(
         name,
         &binary("bess-edge"),
@@ -74,15 +114,21 @@ pub async fn ledger_count(db: &tokio_postgres::Client) -> i64 {
 
 /// Wait until the ledger holds at least `n` batches.
 pub async fn wait_for_ledger(database_url: &str, n: i64, limit: Duration) -> anyhow::Result<()> {
-    wait_for(&format!("{n} batches in the ledger"), limit, || async move {
-        let db = crate::connect(database_url).await.ok()?;
-        (ledger_count(&db).await >= n).then_some(())
-    })
+    wait_for(
+        &format!("{n} batches in the ledger"),
+        limit,
+        || async move {
+            let db = crate::connect(database_url).await.ok()?;
+            (ledger_count(&db).await >= n).then_some(())
+        },
+    )
     .await
 }
 
 /// The number of batches the edge acknowledged so far, from its /status.
 pub async fn edge_acked(status_url: &str) -> Option<u64> {
-    let (_, status) = crate::get_json(&format!("{status_url}/status")).await.ok()?;
+    let (_, status) = crate::get_json(&format!("{status_url}/status"))
+        .await
+        .ok()?;
     status["totals"]["batches_acked"].as_u64()
 }

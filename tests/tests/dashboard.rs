@@ -17,7 +17,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Fails with the command that installs what the browser test needs.
 fn require_browser_tools(browser_dir: &Path) -> anyhow::Result<()> {
     if !Path::new(CHROMIUM).exists() {
-        anyhow::bail!("{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium");
+        anyhow::bail!(
+            "{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium"
+        );
     }
     if !browser_dir.join("node_modules/playwright-core").exists() {
         anyhow::bail!(
@@ -25,7 +27,11 @@ fn require_browser_tools(browser_dir: &Path) -> anyhow::Result<()> {
             browser_dir.display()
         );
     }
-    if std::process::Command::new("node").arg("--version").output().is_err() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         anyhow::bail!("node is missing; install it with: apt-get install -y nodejs npm");
     }
     Ok(())
@@ -45,23 +51,50 @@ async fn the_dashboard_shows_the_fleet_live_values_and_history() -> anyhow::Resu
         "collector",
         &binary("bess-collector"),
         &[
-            "run", "--database-url", &database.url(), "--brokers", &broker.brokers(),
-            "--listen", "127.0.0.1:0", "--session-timeout", "3s", "--auth", "required",
+            "run",
+            "--database-url",
+            &database.url(),
+            "--brokers",
+            &broker.brokers(),
+            "--listen",
+            "127.0.0.1:0",
+            "--session-timeout",
+            "3s",
+            "--auth",
+            "required",
         ],
         &scratch.dir,
     )?;
     let api = collector.wait_for_url("bess-collector: API on ").await?;
     let created = std::process::Command::new(binary("bess-collector"))
-        .args(["token", "create", "--name", "browser", "--sites", "site-001", "--role", "read", "--database-url", &database.url()])
+        .args([
+            "token",
+            "create",
+            "--name",
+            "browser",
+            "--sites",
+            "site-001",
+            "--role",
+            "read",
+            "--database-url",
+            &database.url(),
+        ])
         .output()
         .context("running bess-collector token create")?;
-    anyhow::ensure!(created.status.success(), "token create: {}", String::from_utf8_lossy(&created.stderr));
+    anyhow::ensure!(
+        created.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let token = String::from_utf8(created.stdout)?.trim().to_owned();
 
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
-    let (mut edge, _) = start_edge(&scratch.dir, "edge", &config, &scratch.path("record.jsonl")).await?;
+    let (mut edge, _) =
+        start_edge(&scratch.dir, "edge", &config, &scratch.path("record.jsonl")).await?;
     // Some history first, so the history chart has samples to draw.
-    wait_for_ledger(&database.url(), 5, Duration::from_secs(90)).await.map_err(|e| anyhow::anyhow!("{e}\n{}", edge.log_tail(20)))?;
+    wait_for_ledger(&database.url(), 5, Duration::from_secs(90))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", edge.log_tail(20)))?;
 
     let output = tokio::process::Command::new("node")
         .arg(browser_dir.join("dashboard.spec.mjs"))
@@ -85,7 +118,11 @@ async fn the_dashboard_shows_the_fleet_live_values_and_history() -> anyhow::Resu
     assert!(stdout.contains("dashboard: ok"), "{stdout}");
     for shot in ["fleet.png", "site.png"] {
         let path = scratch.path(shot);
-        assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 0), "no screenshot {}", path.display());
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|m| m.len() > 0),
+            "no screenshot {}",
+            path.display()
+        );
     }
     // The scratch dir goes away with a passing test; keep the screenshots as artefacts.
     let artefacts = workspace_root().join("target/test-artifacts/dashboard");

@@ -37,8 +37,16 @@ async fn stop_and_count(
 ) -> anyhow::Result<()> {
     let exit = edge.terminate(Duration::from_secs(60)).await?;
     assert!(exit.success(), "edge exit {exit}\n{}", edge.log_tail(30));
-    let summary = edge.stdout_lines().into_iter().find(|l| l.starts_with("bess-edge: stopped;"));
-    assert!(summary.as_deref().is_some_and(|s| s.ends_with(" 0 left in the buffer")), "{summary:?}");
+    let summary = edge
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("bess-edge: stopped;"));
+    assert!(
+        summary
+            .as_deref()
+            .is_some_and(|s| s.ends_with(" 0 left in the buffer")),
+        "{summary:?}"
+    );
     let paths: Vec<&std::path::Path> = records.iter().map(PathBuf::as_path).collect();
     let recorded = load_record(&paths)?;
     assert!(recorded.count > 0, "the edge recorded nothing");
@@ -48,8 +56,13 @@ async fn stop_and_count(
     wait_for("every recorded batch in the ledger", LONG, || {
         let (db, recorded) = (&db, &recorded);
         async move {
-            let ledger: std::collections::HashSet<i64> =
-                db.query("SELECT seq FROM batch_ledger", &[]).await.ok()?.iter().map(|r| r.get(0)).collect();
+            let ledger: std::collections::HashSet<i64> = db
+                .query("SELECT seq FROM batch_ledger", &[])
+                .await
+                .ok()?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             recorded.seqs.is_subset(&ledger).then_some(())
         }
     })
@@ -82,7 +95,8 @@ async fn a_cut_link_buffers_at_the_edge_and_loses_nothing_when_restored() -> any
     let brokers = proxy.addr.to_string();
 
     let sim = start_sim(&scratch.dir, 3, 11).await?;
-    let (_collector, _api) = start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
+    let (_collector, _api) =
+        start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &brokers, "")?;
     let record = scratch.path("record.jsonl");
     let (edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
@@ -104,20 +118,28 @@ async fn a_cut_link_buffers_at_the_edge_and_loses_nothing_when_restored() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_killed_repeatedly_resumes_from_its_buffer_without_loss_or_doubles() -> anyhow::Result<()> {
+async fn an_edge_killed_repeatedly_resumes_from_its_buffer_without_loss_or_doubles(
+) -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("edge-kill");
     let database = TestDatabase::create("edge_kill").await?;
     let broker = Broker::start(&scratch.dir).await?;
     let sim = start_sim(&scratch.dir, 3, 12).await?;
-    let (_collector, _api) = start_collector(&scratch.dir, "collector", &database.url(), &broker.brokers()).await?;
+    let (_collector, _api) = start_collector(
+        &scratch.dir,
+        "collector",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
 
     let kills = 3;
     let mut records = Vec::new();
     for run in 0..kills {
         let record = scratch.path(&format!("record-{run}.jsonl"));
-        let (mut edge, status) = start_edge(&scratch.dir, &format!("edge-{run}"), &config, &record).await?;
+        let (mut edge, status) =
+            start_edge(&scratch.dir, &format!("edge-{run}"), &config, &record).await?;
         records.push(record);
         wait_acked(&status, 2).await?;
         edge.kill9();
@@ -142,12 +164,24 @@ async fn a_collector_killed_repeatedly_writes_every_batch_exactly_once() -> anyh
 
     let mut written = 0;
     for run in 0..3 {
-        let (mut collector, _) = start_collector(&scratch.dir, &format!("collector-{run}"), &database.url(), &broker.brokers()).await?;
+        let (mut collector, _) = start_collector(
+            &scratch.dir,
+            &format!("collector-{run}"),
+            &database.url(),
+            &broker.brokers(),
+        )
+        .await?;
         written += 3;
         wait_for_ledger(&database.url(), written, LONG).await?;
         collector.kill9();
     }
-    let (_collector, _) = start_collector(&scratch.dir, "collector-last", &database.url(), &broker.brokers()).await?;
+    let (_collector, _) = start_collector(
+        &scratch.dir,
+        "collector-last",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
     stop_and_count(edge, &[record], &database.url(), 0).await
 }
 
@@ -159,7 +193,8 @@ async fn a_database_restart_mid_run_delays_writes_but_loses_nothing() -> anyhow:
     let database_url = postgres.create_database("bess").await?;
     let broker = Broker::start(&scratch.dir).await?;
     let sim = start_sim(&scratch.dir, 3, 14).await?;
-    let (mut collector, _) = start_collector(&scratch.dir, "collector", &database_url, &broker.brokers()).await?;
+    let (mut collector, _) =
+        start_collector(&scratch.dir, "collector", &database_url, &broker.brokers()).await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
     let record = scratch.path("record.jsonl");
     let (edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
@@ -170,7 +205,11 @@ async fn a_database_restart_mid_run_delays_writes_but_loses_nothing() -> anyhow:
     let acked = edge_acked(&status).await.unwrap_or(0);
     wait_acked(&status, acked + 4).await?;
     postgres.resume().await?;
-    assert!(collector.is_running(), "the collector must ride out a database outage\n{}", collector.log_tail(20));
+    assert!(
+        collector.is_running(),
+        "the collector must ride out a database outage\n{}",
+        collector.log_tail(20)
+    );
     let acked = edge_acked(&status).await.unwrap_or(0);
     wait_for_ledger(&database_url, acked as i64, LONG).await?;
     stop_and_count(edge, &[record], &database_url, 0).await
@@ -183,8 +222,20 @@ async fn two_collectors_share_the_topic_and_a_killed_one_loses_nothing() -> anyh
     let database = TestDatabase::create("rebalance").await?;
     let broker = Broker::start(&scratch.dir).await?;
     let sim = start_sim(&scratch.dir, 3, 15).await?;
-    let (mut first, _) = start_collector(&scratch.dir, "collector-a", &database.url(), &broker.brokers()).await?;
-    let (_second, _) = start_collector(&scratch.dir, "collector-b", &database.url(), &broker.brokers()).await?;
+    let (mut first, _) = start_collector(
+        &scratch.dir,
+        "collector-a",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
+    let (_second, _) = start_collector(
+        &scratch.dir,
+        "collector-b",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
     let record = scratch.path("record.jsonl");
     let (edge, _status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
@@ -203,7 +254,13 @@ async fn sigterm_to_every_binary_shuts_down_cleanly_without_loss() -> anyhow::Re
     let database = TestDatabase::create("sigterm").await?;
     let broker = Broker::start(&scratch.dir).await?;
     let mut sim = start_sim(&scratch.dir, 2, 16).await?;
-    let (mut collector, _) = start_collector(&scratch.dir, "collector-1", &database.url(), &broker.brokers()).await?;
+    let (mut collector, _) = start_collector(
+        &scratch.dir,
+        "collector-1",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
 
     // Edge: stop and start again; the second run continues the sequence.
@@ -221,8 +278,18 @@ async fn sigterm_to_every_binary_shuts_down_cleanly_without_loss() -> anyhow::Re
 
     // Collector: stop and start again.
     let exit = collector.terminate(Duration::from_secs(60)).await?;
-    assert!(exit.success(), "collector exit {exit}\n{}", collector.log_tail(20));
-    let (_collector, _) = start_collector(&scratch.dir, "collector-2", &database.url(), &broker.brokers()).await?;
+    assert!(
+        exit.success(),
+        "collector exit {exit}\n{}",
+        collector.log_tail(20)
+    );
+    let (_collector, _) = start_collector(
+        &scratch.dir,
+        "collector-2",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
 
     let second_record = scratch.path("record-2.jsonl");
     let (edge, status) = start_edge(&scratch.dir, "edge-2", &config, &second_record).await?;
@@ -235,7 +302,8 @@ async fn sigterm_to_every_binary_shuts_down_cleanly_without_loss() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_report() -> anyhow::Result<()> {
+async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_report(
+) -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("disk-cap");
     let database = TestDatabase::create("disk_cap").await?;
@@ -246,11 +314,16 @@ async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_repor
     let brokers = proxy.addr.to_string();
 
     let sim = start_sim(&scratch.dir, 3, 17).await?;
-    let (_collector, _api) = start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
+    let (_collector, _api) =
+        start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &brokers, "")?;
     // A tiny disk cap: a few seconds of this site's data.
     let text = std::fs::read_to_string(&config)?;
-    let cap_line = text.lines().find(|l| l.starts_with("max_size = ")).expect("buffer max_size line").to_owned();
+    let cap_line = text
+        .lines()
+        .find(|l| l.starts_with("max_size = "))
+        .expect("buffer max_size line")
+        .to_owned();
     std::fs::write(&config, text.replacen(&cap_line, "max_size = \"6KB\"", 1))?;
     let record = scratch.path("record.jsonl");
     let (mut edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
@@ -270,8 +343,15 @@ async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_repor
 
     let exit = edge.terminate(Duration::from_secs(60)).await?;
     assert!(exit.success(), "edge exit {exit}\n{}", edge.log_tail(30));
-    let summary = edge.stdout_lines().into_iter().find(|l| l.starts_with("bess-edge: stopped;")).expect("summary");
-    let numbers: Vec<i64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let summary = edge
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("bess-edge: stopped;"))
+        .expect("summary");
+    let numbers: Vec<i64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
     let (batches_acked, left) = (numbers[3], numbers[4]);
     assert_eq!(left, 0, "{summary}");
     wait_for_ledger(&database.url(), batches_acked, LONG).await?;
@@ -280,9 +360,21 @@ async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_repor
     let recorded = load_record(&[record.as_path()])?;
     let stored = load_stored(&db).await?;
     let verdict = reconcile(&recorded, &stored);
-    assert!(verdict.doubled.is_empty(), "doubled: {:?}", verdict.doubled.first());
-    assert!(verdict.unrecorded.is_empty(), "unrecorded: {:?}", verdict.unrecorded.first());
-    assert!(verdict.mismatched.is_empty(), "mismatched: {:?}", verdict.mismatched.first());
+    assert!(
+        verdict.doubled.is_empty(),
+        "doubled: {:?}",
+        verdict.doubled.first()
+    );
+    assert!(
+        verdict.unrecorded.is_empty(),
+        "unrecorded: {:?}",
+        verdict.unrecorded.first()
+    );
+    assert!(
+        verdict.mismatched.is_empty(),
+        "mismatched: {:?}",
+        verdict.mismatched.first()
+    );
 
     // Every sample that did not arrive is covered by a gap record, and the
     // gap records count exactly the samples that did not arrive.
@@ -294,26 +386,45 @@ async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_repor
         )
         .await?;
     let reported: i64 = gaps.iter().map(|g| g.get::<_, i64>(3)).sum();
-    assert!(!verdict.lost.is_empty(), "the outage should have overflowed the cap");
-    assert_eq!(reported as usize, verdict.lost.len(), "gap records count exactly the dropped samples");
+    assert!(
+        !verdict.lost.is_empty(),
+        "the outage should have overflowed the cap"
+    );
+    assert_eq!(
+        reported as usize,
+        verdict.lost.len(),
+        "gap records count exactly the dropped samples"
+    );
     for (device, point, ts) in &verdict.lost {
         let covered = gaps.iter().any(|g| {
-            g.get::<_, String>(0) == *device && g.get::<_, i64>(1) <= *ts && *ts <= g.get::<_, i64>(2)
+            g.get::<_, String>(0) == *device
+                && g.get::<_, i64>(1) <= *ts
+                && *ts <= g.get::<_, i64>(2)
         });
-        assert!(covered, "lost sample {device}/{point}@{ts} is not covered by a gap record");
+        assert!(
+            covered,
+            "lost sample {device}/{point}@{ts} is not covered by a gap record"
+        );
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_with_persistent_storage_loses_and_doubles_nothing() -> anyhow::Result<()> {
+async fn a_broker_restart_with_persistent_storage_loses_and_doubles_nothing() -> anyhow::Result<()>
+{
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("broker-restart");
     let database = TestDatabase::create("broker_restart").await?;
     let store = S3Store::start(&scratch.dir).await?;
     let mut broker = Broker::start_persistent(&scratch.dir, &store).await?;
     let sim = start_sim(&scratch.dir, 3, 18).await?;
-    let (collector, _) = start_collector(&scratch.dir, "collector", &database.url(), &broker.brokers()).await?;
+    let (collector, _) = start_collector(
+        &scratch.dir,
+        "collector",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
     let record = scratch.path("record.jsonl");
     let (edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
@@ -333,6 +444,10 @@ async fn a_broker_restart_with_persistent_storage_loses_and_doubles_nothing() ->
     let acked = edge_acked(&status).await.unwrap_or(0);
     wait_acked(&status, acked + 4).await?;
     let mut collector = collector;
-    assert!(collector.is_running(), "the collector must ride out a broker restart\n{}", collector.log_tail(20));
+    assert!(
+        collector.is_running(),
+        "the collector must ride out a broker restart\n{}",
+        collector.log_tail(20)
+    );
     stop_and_count(edge, &[record], &database.url(), 0).await
 }

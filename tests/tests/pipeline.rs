@@ -26,10 +26,22 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     let mut sim = Proc::spawn(
         "sim",
         &binary("bess-sim"),
-        &["site", "--listen", "127.0.0.1:0", "--units", "3", "--seed", "7", "--ready-file", ready.to_str().unwrap()],
+        &[
+            "site",
+            "--listen",
+            "127.0.0.1:0",
+            "--units",
+            "3",
+            "--seed",
+            "7",
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ],
         &scratch.dir,
     )?;
-    let line = sim.wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30)).await?;
+    let line = sim
+        .wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30))
+        .await?;
     let sim_addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse()?;
 
     let mut collector = Proc::spawn(
@@ -53,13 +65,25 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     let api = collector.wait_for_url("bess-collector: API on ").await?;
 
     // A live client, subscribed before any data flows.
-    let ws_url = format!("{}/api/v1/live?site=site-001", api.replace("http://", "ws://"));
-    let (mut live, _) = tokio_tungstenite::connect_async(&ws_url).await.context("connecting the live WebSocket")?;
+    let ws_url = format!(
+        "{}/api/v1/live?site=site-001",
+        api.replace("http://", "ws://")
+    );
+    let (mut live, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .context("connecting the live WebSocket")?;
 
     // A message that is not a batch must be set aside, not stop the partition.
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create()?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()?;
     producer
-        .send(FutureRecord::to("bess.telemetry").key("site-001").payload("not a batch"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to("bess.telemetry")
+                .key("site-001")
+                .payload("not a batch"),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)?;
 
@@ -91,21 +115,28 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
 
     // Let data flow until each live controller has at least 8 fast frames stored.
     let db = database.client().await?;
-    wait_for("8 stored frames per live controller", Duration::from_secs(90), || {
-        let db = &db;
-        async move {
-            let rows = db
-                .query(
-                    "SELECT d.name, count(*) FROM frames f JOIN layouts l USING (layout_id)
+    wait_for(
+        "8 stored frames per live controller",
+        Duration::from_secs(90),
+        || {
+            let db = &db;
+            async move {
+                let rows = db
+                    .query(
+                        "SELECT d.name, count(*) FROM frames f JOIN layouts l USING (layout_id)
                      JOIN devices d USING (device_id) WHERE l.group_name = 'fast' GROUP BY d.name",
-                    &[],
-                )
-                .await
-                .ok()?;
-            let live = rows.iter().filter(|r| r.get::<_, String>(0) != "bms-offline" && r.get::<_, i64>(1) >= 8).count();
-            (live == 3).then_some(())
-        }
-    })
+                        &[],
+                    )
+                    .await
+                    .ok()?;
+                let live = rows
+                    .iter()
+                    .filter(|r| r.get::<_, String>(0) != "bms-offline" && r.get::<_, i64>(1) >= 8)
+                    .count();
+                (live == 3).then_some(())
+            }
+        },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", edge.log_tail(30), collector.log_tail(30)))?;
 
@@ -118,46 +149,84 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
         assert_eq!(online, expect_online, "device health: {device}");
     }
     let edge_metrics = get_text(&format!("{edge_status}/metrics")).await?;
-    assert!(prometheus_value(&edge_metrics, "bess_edge_samples_read_total") > 0.0, "{edge_metrics}");
-    assert!(edge_metrics.contains("bess_edge_buffer_batches"), "{edge_metrics}");
+    assert!(
+        prometheus_value(&edge_metrics, "bess_edge_samples_read_total") > 0.0,
+        "{edge_metrics}"
+    );
+    assert!(
+        edge_metrics.contains("bess_edge_buffer_batches"),
+        "{edge_metrics}"
+    );
 
     // Stop the edge cleanly: it seals what it read and drains its buffer.
     let exit = edge.terminate(Duration::from_secs(30)).await?;
     assert!(exit.success(), "edge exit: {exit}\n{}", edge.log_tail(30));
-    let summary = edge.stdout_lines().into_iter().find(|l| l.starts_with("bess-edge: stopped;")).context("edge summary line")?;
-    let numbers: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    let [read, sealed, batches, acked, left] = numbers[..] else { panic!("summary: {summary}") };
+    let summary = edge
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("bess-edge: stopped;"))
+        .context("edge summary line")?;
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [read, sealed, batches, acked, left] = numbers[..] else {
+        panic!("summary: {summary}")
+    };
     assert_eq!(read, sealed, "every sample read was sealed: {summary}");
     assert_eq!(batches, acked, "every batch was acknowledged: {summary}");
     assert_eq!(left, 0, "{summary}");
 
     // What the edge sealed (its audit record) against what the database holds.
     let recorded = load_record(&[record.as_path()])?;
-    assert_eq!(recorded.count, sealed, "the record holds every sealed sample");
+    assert_eq!(
+        recorded.count, sealed,
+        "the record holds every sealed sample"
+    );
     assert!(recorded.count > 0);
     let expected_batches = recorded.seqs.len() as i64;
     wait_for_ledger(&database.url(), expected_batches, Duration::from_secs(60))
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", collector.log_tail(30)))?;
-    let ledger: HashSet<i64> = db.query("SELECT seq FROM batch_ledger", &[]).await?.iter().map(|r| r.get(0)).collect();
-    assert_eq!(ledger, recorded.seqs, "ledger holds exactly the sealed batches");
+    let ledger: HashSet<i64> = db
+        .query("SELECT seq FROM batch_ledger", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ledger, recorded.seqs,
+        "ledger holds exactly the sealed batches"
+    );
     let stored = load_stored(&db).await?;
     let verdict = reconcile(&recorded, &stored);
     verdict.assert_exactly_once(0, 0);
-    assert!(verdict.unrecorded.is_empty(), "{} samples nobody read", verdict.unrecorded.len());
+    assert!(
+        verdict.unrecorded.is_empty(),
+        "{} samples nobody read",
+        verdict.unrecorded.len()
+    );
     assert_eq!(stored.rows, recorded.count);
     let recorded_count = recorded.count;
     let stored = stored.samples;
-    let recorded: HashMap<SampleKey, Sample> = recorded.samples.into_iter().map(|(k, (_, s))| (k, s)).collect();
+    let recorded: HashMap<SampleKey, Sample> = recorded
+        .samples
+        .into_iter()
+        .map(|(k, (_, s))| (k, s))
+        .collect();
     // The offline controller's hole is visible with its reason.
-    assert!(recorded.iter().any(|((d, _, _), s)| d == "bms-offline" && s.quality == "comm-loss"));
+    assert!(recorded
+        .iter()
+        .any(|((d, _, _), s)| d == "bms-offline" && s.quality == "comm-loss"));
 
     // `/latest` agrees with the newest stored frame of every point.
     let (code, latest) = get_json(&format!("{api}/api/v1/sites/site-001/latest")).await?;
     assert_eq!(code, 200, "{latest}");
     let mut newest: BTreeMap<(String, String), (i64, Sample)> = BTreeMap::new();
     for ((device, point, ts), samples) in &stored {
-        let entry = newest.entry((device.clone(), point.clone())).or_insert((i64::MIN, samples[0].clone()));
+        let entry = newest
+            .entry((device.clone(), point.clone()))
+            .or_insert((i64::MIN, samples[0].clone()));
         if *ts > entry.0 {
             *entry = (*ts, samples[0].clone());
         }
@@ -165,23 +234,42 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     let points = latest["points"].as_array().context("points")?;
     assert_eq!(points.len(), newest.len(), "one latest value per point");
     for point in points {
-        let key = (point["device"].as_str().unwrap().to_owned(), point["name"].as_str().unwrap().to_owned());
+        let key = (
+            point["device"].as_str().unwrap().to_owned(),
+            point["name"].as_str().unwrap().to_owned(),
+        );
         let (ts, sample) = &newest[&key];
-        let api_ts = time::OffsetDateTime::parse(point["ts"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)?;
-        assert_eq!((api_ts.unix_timestamp_nanos() / 1_000_000) as i64, *ts, "{key:?}");
+        let api_ts = time::OffsetDateTime::parse(
+            point["ts"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )?;
+        assert_eq!(
+            (api_ts.unix_timestamp_nanos() / 1_000_000) as i64,
+            *ts,
+            "{key:?}"
+        );
         assert_eq!(point["value"].as_f64(), sample.value, "{key:?}");
-        assert_eq!(point["quality"].as_str().unwrap(), sample.quality, "{key:?}");
+        assert_eq!(
+            point["quality"].as_str().unwrap(),
+            sample.quality,
+            "{key:?}"
+        );
     }
 
     // `/series` returns exactly the stored raw samples of one point.
     let soc: Vec<i64> = {
-        let mut ts: Vec<i64> =
-            stored.keys().filter(|(d, p, _)| d == "bms-1" && p == "soc").map(|(_, _, t)| *t).collect();
+        let mut ts: Vec<i64> = stored
+            .keys()
+            .filter(|(d, p, _)| d == "bms-1" && p == "soc")
+            .map(|(_, _, t)| *t)
+            .collect();
         ts.sort_unstable();
         ts
     };
     let from = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(soc[0]) * 1_000_000)?;
-    let to = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*soc.last().unwrap() + 1) * 1_000_000)?;
+    let to = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(*soc.last().unwrap() + 1) * 1_000_000,
+    )?;
     let fmt = &time::format_description::well_known::Rfc3339;
     let url = format!(
         "{api}/api/v1/series?point=site-001/bms-1/soc&from={}&to={}",
@@ -194,7 +282,10 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     assert_eq!(series["unit"], "%");
 
     // Bad requests get JSON 4xx errors.
-    let (code, body) = get_json(&format!("{api}/api/v1/series?point=site-001/bms-1/soc&from=yesterday&to=now")).await?;
+    let (code, body) = get_json(&format!(
+        "{api}/api/v1/series?point=site-001/bms-1/soc&from=yesterday&to=now"
+    ))
+    .await?;
     assert_eq!(code, 400);
     assert_eq!(body["error"]["code"], "bad_request");
     let (code, body) = get_json(&format!("{api}/api/v1/sites/no-such-site/latest")).await?;
@@ -207,21 +298,39 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     assert!(sites["sites"][0]["last_seen"].is_string());
 
     // The live client saw frames of this site.
-    let first = tokio::time::timeout(Duration::from_secs(10), live.next()).await?.context("live stream ended")??;
+    let first = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await?
+        .context("live stream ended")??;
     let frame: serde_json::Value = serde_json::from_str(first.to_text()?)?;
     assert_eq!(frame["type"], "frame", "{frame}");
     assert_eq!(frame["frame"]["site"], "site-001");
 
     // The bad message was set aside and counted; nothing was doubled.
-    let rejected: i64 = db.query_one("SELECT count(*) FROM rejected_messages", &[]).await?.get(0);
+    let rejected: i64 = db
+        .query_one("SELECT count(*) FROM rejected_messages", &[])
+        .await?
+        .get(0);
     assert_eq!(rejected, 1);
     let collector_metrics = get_text(&format!("{api}/metrics")).await?;
-    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_messages_rejected_total"), 1.0);
-    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_samples_written_total"), recorded_count as f64);
-    assert_eq!(prometheus_value(&collector_metrics, "bess_collector_batches_written_total"), expected_batches as f64);
+    assert_eq!(
+        prometheus_value(&collector_metrics, "bess_collector_messages_rejected_total"),
+        1.0
+    );
+    assert_eq!(
+        prometheus_value(&collector_metrics, "bess_collector_samples_written_total"),
+        recorded_count as f64
+    );
+    assert_eq!(
+        prometheus_value(&collector_metrics, "bess_collector_batches_written_total"),
+        expected_batches as f64
+    );
 
     let exit = collector.terminate(Duration::from_secs(30)).await?;
-    assert!(exit.success(), "collector exit: {exit}\n{}", collector.log_tail(30));
+    assert!(
+        exit.success(),
+        "collector exit: {exit}\n{}",
+        collector.log_tail(30)
+    );
     let exit = sim.terminate(Duration::from_secs(10)).await?;
     assert!(exit.success(), "simulator exit: {exit}");
     drop(broker);

@@ -51,7 +51,9 @@ pub struct RateLimit {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("expected a rate like 50/s, 600/min or 10000/h (optionally :BURST, e.g. 50/s:200), got {0:?}")]
+#[error(
+    "expected a rate like 50/s, 600/min or 10000/h (optionally :BURST, e.g. 50/s:200), got {0:?}"
+)]
 pub struct RateLimitParseError(String);
 
 impl FromStr for RateLimit {
@@ -90,7 +92,10 @@ pub struct AccessSettings {
 impl AccessSettings {
     /// No tokens, no limit: for embedding the collector in tests and benchmarks.
     pub fn open() -> Self {
-        Self { mode: AuthMode::Disabled, rate_limit: None }
+        Self {
+            mode: AuthMode::Disabled,
+            rate_limit: None,
+        }
     }
 }
 
@@ -111,7 +116,9 @@ impl Access {
     }
 
     pub fn scope(&self) -> SiteScope {
-        self.token.as_ref().map_or(SiteScope::All, |t| t.sites.clone())
+        self.token
+            .as_ref()
+            .map_or(SiteScope::All, |t| t.sites.clone())
     }
 
     pub fn role(&self) -> Role {
@@ -134,7 +141,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / limit.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / limit.per_second,
+            ))
         }
     }
 }
@@ -152,14 +161,22 @@ pub struct AccessControl {
 
 impl AccessControl {
     pub fn new(settings: AccessSettings) -> Self {
-        Self { settings, lookups: Arc::default(), buckets: Arc::default() }
+        Self {
+            settings,
+            lookups: Arc::default(),
+            buckets: Arc::default(),
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
         self.settings.mode
     }
 
-    async fn token(&self, pool: &deadpool_postgres::Pool, secret: &str) -> Result<Option<Arc<TokenRecord>>, AppError> {
+    async fn token(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        secret: &str,
+    ) -> Result<Option<Arc<TokenRecord>>, AppError> {
         let hash = auth::hash_secret(secret);
         if let Some((record, at)) = self.lookups.lock().expect("token cache lock").get(&hash) {
             if at.elapsed() < TOKEN_CACHE_TTL {
@@ -167,7 +184,10 @@ impl AccessControl {
             }
         }
         let client = pool.get().await?;
-        let record = auth::lookup(&client, &hash).await.map_err(AppError::internal)?.map(Arc::new);
+        let record = auth::lookup(&client, &hash)
+            .await
+            .map_err(AppError::internal)?
+            .map(Arc::new);
         let mut lookups = self.lookups.lock().expect("token cache lock");
         if lookups.len() >= TOKEN_CACHE_MAX {
             lookups.clear();
@@ -177,13 +197,20 @@ impl AccessControl {
     }
 
     fn check_rate(&self, token: &TokenRecord) -> Result<(), AppError> {
-        let Some(limit) = self.settings.rate_limit else { return Ok(()) };
+        let Some(limit) = self.settings.rate_limit else {
+            return Ok(());
+        };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limit lock");
-        let bucket = buckets.entry(token.id).or_insert(Bucket { tokens: limit.burst, at: now });
+        let bucket = buckets.entry(token.id).or_insert(Bucket {
+            tokens: limit.burst,
+            at: now,
+        });
         bucket.take(limit, now).map_err(|wait| {
             metrics::counter!("bess_collector_api_rate_limited_total").increment(1);
-            AppError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+            AppError::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
         })
     }
 }
@@ -197,13 +224,20 @@ fn presented_token(request: &Request) -> Option<String> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
-    query_pairs(request).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+    query_pairs(request)
+        .into_iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
 }
 
 fn query_pairs(request: &Request) -> Vec<(String, String)> {
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()).map(|q| q.0).unwrap_or_default()
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default()
 }
 
 /// The sites a request names: the `{site}` segment of `/api/v1/sites/{site}/…`,
@@ -217,7 +251,13 @@ pub fn sites_named(path: &str, query: &[(String, String)]) -> Vec<String> {
     }
     for (key, value) in query {
         match key.as_str() {
-            "site" => sites.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)),
+            "site" => sites.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            ),
             "point" => sites.extend(
                 value
                     .split(',')
@@ -251,7 +291,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The middleware: authenticate, rate-limit, check sites, attach [`Access`].
-pub async fn require_access(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+pub async fn require_access(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path().to_owned();
     if is_public(&path) {
         return next.run(request).await;
@@ -269,15 +313,21 @@ pub async fn require_access(State(state): State<ApiState>, mut request: Request,
     };
     let token = match state.access.token(&state.pool, &secret).await {
         Ok(Some(token)) => token,
-        Ok(None) => return AppError::Unauthorized("unknown or revoked API token".into()).into_response(),
+        Ok(None) => {
+            return AppError::Unauthorized("unknown or revoked API token".into()).into_response()
+        }
         Err(e) => return e.into_response(),
     };
     if let Err(e) = state.access.check_rate(&token) {
         return e.into_response();
     }
     let access = Access { token: Some(token) };
-    if let Some(site) = sites_named(&path, &query_pairs(&request)).into_iter().find(|s| !access.allows_site(s)) {
-        return AppError::Forbidden(format!("this token may not access site {site:?}")).into_response();
+    if let Some(site) = sites_named(&path, &query_pairs(&request))
+        .into_iter()
+        .find(|s| !access.allows_site(s))
+    {
+        return AppError::Forbidden(format!("this token may not access site {site:?}"))
+            .into_response();
     }
     request.extensions_mut().insert(access.clone());
     let response = next.run(request).await;
@@ -300,11 +350,18 @@ async fn only_allowed_sites(response: Response, access: &Access) -> Response {
         return AppError::Internal("site list is not JSON".into()).into_response();
     };
     if let Some(sites) = json.get_mut("sites").and_then(|s| s.as_array_mut()) {
-        sites.retain(|s| s.get("site").and_then(|n| n.as_str()).is_some_and(|n| access.allows_site(n)));
+        sites.retain(|s| {
+            s.get("site")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| access.allows_site(n))
+        });
     }
     let body = serde_json::to_vec(&json).expect("serializes");
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Response::from_parts(parts, Body::from(body))
 }
 
@@ -313,33 +370,62 @@ mod tests {
     use super::*;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        q.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn sites_are_found_in_paths_and_parameters() {
-        assert_eq!(sites_named("/api/v1/sites/site%2D1/latest", &[]), vec!["site-1"]);
+        assert_eq!(
+            sites_named("/api/v1/sites/site%2D1/latest", &[]),
+            vec!["site-1"]
+        );
         assert_eq!(sites_named("/api/v1/sites", &[]), Vec::<String>::new());
         assert_eq!(
-            sites_named("/api/v1/series", &pairs(&[("point", "a/bms-1/soc,b/bms-2/soc"), ("from", "x")])),
+            sites_named(
+                "/api/v1/series",
+                &pairs(&[("point", "a/bms-1/soc,b/bms-2/soc"), ("from", "x")])
+            ),
             vec!["a", "b"]
         );
-        assert_eq!(sites_named("/api/v1/live", &pairs(&[("site", "c")])), vec!["c"]);
+        assert_eq!(
+            sites_named("/api/v1/live", &pairs(&[("site", "c")])),
+            vec!["c"]
+        );
     }
 
     #[test]
     fn rates_parse_with_and_without_burst() {
-        assert_eq!("50/s".parse::<RateLimit>().unwrap(), RateLimit { per_second: 50.0, burst: 50.0 });
-        assert_eq!("600/min:20".parse::<RateLimit>().unwrap(), RateLimit { per_second: 10.0, burst: 20.0 });
+        assert_eq!(
+            "50/s".parse::<RateLimit>().unwrap(),
+            RateLimit {
+                per_second: 50.0,
+                burst: 50.0
+            }
+        );
+        assert_eq!(
+            "600/min:20".parse::<RateLimit>().unwrap(),
+            RateLimit {
+                per_second: 10.0,
+                burst: 20.0
+            }
+        );
         assert!("fast".parse::<RateLimit>().is_err());
         assert!("0/s".parse::<RateLimit>().is_err());
     }
 
     #[test]
     fn a_bucket_refuses_past_its_burst_and_says_how_long_to_wait() {
-        let limit = RateLimit { per_second: 2.0, burst: 2.0 };
+        let limit = RateLimit {
+            per_second: 2.0,
+            burst: 2.0,
+        };
         let t0 = Instant::now();
-        let mut bucket = Bucket { tokens: 2.0, at: t0 };
+        let mut bucket = Bucket {
+            tokens: 2.0,
+            at: t0,
+        };
         assert!(bucket.take(limit, t0).is_ok());
         assert!(bucket.take(limit, t0).is_ok());
         let wait = bucket.take(limit, t0).unwrap_err();

@@ -15,14 +15,35 @@ const UPLOT_JS: &str = include_str!("../../dashboard/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../dashboard/vendor/uPlot.min.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/dashboard/dashboard.js", get(|| async { asset("text/javascript", SCRIPT) }))
-        .route("/dashboard/dashboard.css", get(|| async { asset("text/css", STYLE) }))
-        .route("/dashboard/vendor/uPlot.iife.min.js", get(|| async { asset("text/javascript", UPLOT_JS) }))
-        .route("/dashboard/vendor/uPlot.min.css", get(|| async { asset("text/css", UPLOT_CSS) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/dashboard/dashboard.js",
+            get(|| async { asset("text/javascript", SCRIPT) }),
+        )
+        .route(
+            "/dashboard/dashboard.css",
+            get(|| async { asset("text/css", STYLE) }),
+        )
+        .route(
+            "/dashboard/vendor/uPlot.iife.min.js",
+            get(|| async { asset("text/javascript", UPLOT_JS) }),
+        )
+        .route(
+            "/dashboard/vendor/uPlot.min.css",
+            get(|| async { asset("text/css", UPLOT_CSS) }),
+        )
 }

@@ -15,7 +15,9 @@ pub enum AppError {
     /// A valid token that may not see this site or do this.
     Forbidden(String),
     /// The token's rate limit is used up; retry after this many seconds.
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -44,22 +46,39 @@ impl IntoResponse for AppError {
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             AppError::Unauthorized(m) => {
                 let body = serde_json::json!({ "error": { "code": "unauthorized", "message": m } });
-                return (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], Json(body))
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(body),
+                )
                     .into_response();
             }
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             AppError::TooManyRequests { retry_after_secs } => {
                 let message = format!("rate limit exceeded; retry in {retry_after_secs} s");
-                let body = serde_json::json!({ "error": { "code": "rate_limited", "message": message } });
+                let body =
+                    serde_json::json!({ "error": { "code": "rate_limited", "message": message } });
                 let retry = retry_after_secs.to_string();
-                return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, retry)], Json(body))
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, retry)],
+                    Json(body),
+                )
                     .into_response();
             }
             AppError::Internal(m) => {
                 tracing::error!("internal error: {m}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the collector's log".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the collector's log".to_owned(),
+                )
             }
         };
-        (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
     }
 }

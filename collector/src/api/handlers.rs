@@ -8,18 +8,21 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-
 use super::{rfc3339, ApiState, AppError};
-
 
 pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
     let client = state.pool.get().await?;
     client.query_one("SELECT 1", &[]).await?;
-    Ok(Json(serde_json::json!({ "status": "ok", "database": "ok", "storage": state.storage.as_str() })))
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "database": "ok", "storage": state.storage.as_str() }),
+    ))
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 #[derive(Serialize)]
@@ -52,6 +55,9 @@ pub async fn sites(State(state): State<ApiState>) -> Result<Json<serde_json::Val
 }
 
 pub(crate) fn parse_time(field: &str, value: &str) -> Result<OffsetDateTime, AppError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|e| AppError::BadRequest(format!("`{field}` is not an RFC 3339 time ({value:?}): {e}")))
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
+        AppError::BadRequest(format!(
+            "`{field}` is not an RFC 3339 time ({value:?}): {e}"
+        ))
+    })
 }

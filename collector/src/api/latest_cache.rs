@@ -79,7 +79,12 @@ impl LatestCache {
             merge(
                 &mut site.points,
                 (frame.device.clone(), v.point.clone()),
-                Latest { value: v.value, unit: v.unit.clone(), reason: v.reason, ts },
+                Latest {
+                    value: v.value,
+                    unit: v.unit.clone(),
+                    reason: v.reason,
+                    ts,
+                },
             );
         }
     }
@@ -92,7 +97,12 @@ impl LatestCache {
 
     /// Sites in the cache.
     pub fn site_names(&self) -> Vec<String> {
-        self.sites.read().expect("latest cache lock").keys().cloned().collect()
+        self.sites
+            .read()
+            .expect("latest cache lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn needs_database(&self, site: &str) -> bool {
@@ -109,7 +119,11 @@ impl LatestCache {
 
     /// The site's latest values, reading the database first when this
     /// instance's stream does not cover the site. `None`: no such site.
-    pub async fn fetch(&self, pool: &deadpool_postgres::Pool, site: &str) -> Result<Option<Vec<LatestPoint>>, AppError> {
+    pub async fn fetch(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        site: &str,
+    ) -> Result<Option<Vec<LatestPoint>>, AppError> {
         if self.needs_database(site) {
             let client = pool.get().await?;
             match read_site(&client, site).await? {
@@ -128,7 +142,10 @@ impl LatestCache {
     }
 
     /// Load the newest frame of every layout of every site.
-    pub async fn seed(&self, client: &tokio_postgres::Client) -> Result<usize, tokio_postgres::Error> {
+    pub async fn seed(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<usize, tokio_postgres::Error> {
         let rows = client.query(&newest_sql("TRUE"), &[]).await?;
         let mut sites = self.sites.write().expect("latest cache lock");
         let now = Instant::now();
@@ -186,19 +203,44 @@ fn newest_sql(filter: &str) -> String {
 
 fn row(r: &tokio_postgres::Row) -> (String, (String, String), Latest) {
     let status: Option<i16> = r.get(6);
-    let reason = status.filter(|s| *s != 0).and_then(|s| MissingReason::from_code(s as u16));
-    (r.get(0), (r.get(1), r.get(2)), Latest { value: r.get(5), unit: r.get(3), reason, ts: r.get(4) })
+    let reason = status
+        .filter(|s| *s != 0)
+        .and_then(|s| MissingReason::from_code(s as u16));
+    (
+        r.get(0),
+        (r.get(1), r.get(2)),
+        Latest {
+            value: r.get(5),
+            unit: r.get(3),
+            reason,
+            ts: r.get(4),
+        },
+    )
 }
 
 type SiteRows = Vec<((String, String), Latest)>;
 
 /// One site's newest values from the database; `None` if there is no such site.
-async fn read_site(client: &tokio_postgres::Client, site: &str) -> Result<Option<SiteRows>, AppError> {
-    if client.query_opt("SELECT 1 FROM sites WHERE name = $1", &[&site]).await?.is_none() {
+async fn read_site(
+    client: &tokio_postgres::Client,
+    site: &str,
+) -> Result<Option<SiteRows>, AppError> {
+    if client
+        .query_opt("SELECT 1 FROM sites WHERE name = $1", &[&site])
+        .await?
+        .is_none()
+    {
         return Ok(None);
     }
     let rows = client.query(&newest_sql("s.name = $1"), &[&site]).await?;
-    Ok(Some(rows.iter().map(|r| { let (_, key, latest) = row(r); (key, latest) }).collect()))
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                let (_, key, latest) = row(r);
+                (key, latest)
+            })
+            .collect(),
+    ))
 }
 
 /// Keep the cache current: subscribe first, then seed, then apply every
@@ -241,7 +283,10 @@ async fn reseed(cache: &LatestCache, pool: &deadpool_postgres::Pool) {
 
 /// `GET /api/v1/sites/{site}/latest`: the newest value of every point of a
 /// site, over all catalog versions.
-pub async fn latest(State(state): State<ApiState>, Path(site): Path<String>) -> Result<Json<serde_json::Value>, AppError> {
+pub async fn latest(
+    State(state): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
     match state.latest.fetch(&state.pool, &site).await? {
         Some(points) => Ok(Json(serde_json::json!({ "site": site, "points": points }))),
         None => Err(AppError::NotFound(format!("no site named {site:?}"))),

@@ -76,8 +76,14 @@ struct Filter {
 
 impl Filter {
     fn new(access: Access, subscription: Subscription) -> Self {
-        let sites = (!subscription.sites.is_empty()).then(|| subscription.sites.into_iter().collect());
-        Self { access, sites, devices: subscription.devices, points: subscription.points }
+        let sites =
+            (!subscription.sites.is_empty()).then(|| subscription.sites.into_iter().collect());
+        Self {
+            access,
+            sites,
+            devices: subscription.devices,
+            points: subscription.points,
+        }
     }
 
     fn wants_site(&self, site: &str) -> bool {
@@ -112,13 +118,24 @@ impl Filter {
         if self.points.is_empty() {
             return Some(Utf8Bytes::from(&*message.json));
         }
-        let values: Vec<_> =
-            frame.values.iter().filter(|v| self.wants_point(&frame.site, &frame.device, &v.point)).cloned().collect();
+        let values: Vec<_> = frame
+            .values
+            .iter()
+            .filter(|v| self.wants_point(&frame.site, &frame.device, &v.point))
+            .cloned()
+            .collect();
         if values.is_empty() {
             return None;
         }
-        let filtered = LiveFrame { values, ..(**frame).clone() };
-        Some(serde_json::json!({ "type": "frame", "frame": filtered }).to_string().into())
+        let filtered = LiveFrame {
+            values,
+            ..(**frame).clone()
+        };
+        Some(
+            serde_json::json!({ "type": "frame", "frame": filtered })
+                .to_string()
+                .into(),
+        )
     }
 }
 
@@ -129,7 +146,10 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -151,9 +171,14 @@ pub async fn live(
     let Query(query) = query.map_err(bad_query)?;
     let access = access.map_or_else(Access::everything, |Extension(a)| a);
     if let Some(site) = query.site.as_deref().filter(|s| !access.allows_site(s)) {
-        return Err(AppError::Forbidden(format!("this token may not access site {site:?}")));
+        return Err(AppError::Forbidden(format!(
+            "this token may not access site {site:?}"
+        )));
     }
-    let subscription = Subscription { sites: query.site.into_iter().collect(), ..Subscription::default() };
+    let subscription = Subscription {
+        sites: query.site.into_iter().collect(),
+        ..Subscription::default()
+    };
     let filter = Filter::new(access, subscription);
     Ok(upgrade.on_upgrade(move |socket| serve(socket, state, filter)))
 }
@@ -268,7 +293,12 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
 
 /// An error message if the subscription names sites outside the token's scope.
 fn forbidden_sites(filter: &Filter) -> Option<String> {
-    let denied: Vec<&String> = filter.sites.iter().flatten().filter(|s| !filter.access.allows_site(s)).collect();
+    let denied: Vec<&String> = filter
+        .sites
+        .iter()
+        .flatten()
+        .filter(|s| !filter.access.allows_site(s))
+        .collect();
     (!denied.is_empty()).then(|| {
         serde_json::json!({ "type": "error", "error": {
             "code": "forbidden",
@@ -293,11 +323,9 @@ async fn snapshot(state: &ApiState, filter: &Filter) -> String {
                 state.latest.site(site).unwrap_or_default()
             }
         };
-        points.extend(
-            values
-                .into_iter()
-                .filter(|p| filter.wants_device(site, &p.device) && filter.wants_point(site, &p.device, &p.name)),
-        );
+        points.extend(values.into_iter().filter(|p| {
+            filter.wants_device(site, &p.device) && filter.wants_point(site, &p.device, &p.name)
+        }));
     }
     serde_json::json!({ "type": "snapshot", "points": points }).to_string()
 }
@@ -333,7 +361,13 @@ mod tests {
 
     #[test]
     fn a_subscription_never_widens_the_tokens_sites() {
-        let filter = Filter::new(scoped("a"), Subscription { sites: vec!["a".into(), "b".into()], ..Default::default() });
+        let filter = Filter::new(
+            scoped("a"),
+            Subscription {
+                sites: vec!["a".into(), "b".into()],
+                ..Default::default()
+            },
+        );
         assert!(filter.wants_site("a"));
         assert!(!filter.wants_site("b"));
         assert!(forbidden_sites(&filter).is_some());
@@ -345,7 +379,11 @@ mod tests {
     fn devices_and_points_filter_by_name_or_full_id() {
         let filter = Filter::new(
             Access::everything(),
-            Subscription { devices: vec!["s/bms-1".into()], points: vec!["cell_*".into(), "s/bms-1/soc".into()], ..Default::default() },
+            Subscription {
+                devices: vec!["s/bms-1".into()],
+                points: vec!["cell_*".into(), "s/bms-1/soc".into()],
+                ..Default::default()
+            },
         );
         assert!(filter.wants_device("s", "bms-1"));
         assert!(!filter.wants_device("t", "bms-1"));

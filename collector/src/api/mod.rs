@@ -45,13 +45,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sites", get(handlers::sites))
         .route("/api/v1/sites/{site}/latest", get(latest_cache::latest))
         .route("/api/v1/sites/{site}/gaps", get(reports::gaps))
-        .route("/api/v1/sites/{site}/completeness", get(reports::completeness))
+        .route(
+            "/api/v1/sites/{site}/completeness",
+            get(reports::completeness),
+        )
         .route("/api/v1/series", get(series::series))
         .route("/api/v1/live", get(live::live))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(dashboard::routes())
         .fallback(|| async { AppError::NotFound("no such route; see /api/v1/sites".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_access))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_access,
+        ))
         .with_state(state)
 }
 

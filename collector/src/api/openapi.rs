@@ -27,15 +27,27 @@ mod tests {
 
     #[test]
     fn the_document_lists_exactly_the_routes_of_the_router() {
-        let document: serde_json::Value = serde_json::from_str(super::DOCUMENT).expect("openapi.json is JSON");
+        let document: serde_json::Value =
+            serde_json::from_str(super::DOCUMENT).expect("openapi.json is JSON");
         assert_eq!(document["openapi"], "3.1.0");
-        let documented: BTreeSet<String> = document["paths"].as_object().expect("paths").keys().cloned().collect();
+        let documented: BTreeSet<String> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .collect();
         let routed = routed_paths();
         assert!(routed.len() >= 8, "found the routes: {routed:?}");
         let undocumented: Vec<_> = routed.difference(&documented).collect();
         let stale: Vec<_> = documented.difference(&routed).collect();
-        assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
-        assert!(stale.is_empty(), "openapi.json lists paths the router does not have: {stale:?}");
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "openapi.json lists paths the router does not have: {stale:?}"
+        );
     }
 
     #[test]
@@ -43,7 +55,12 @@ mod tests {
         let document: serde_json::Value = serde_json::from_str(super::DOCUMENT).expect("JSON");
         for (path, item) in document["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("path item") {
-                assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+                assert!(
+                    operation["responses"]
+                        .as_object()
+                        .is_some_and(|r| !r.is_empty()),
+                    "{method} {path}"
+                );
             }
         }
     }

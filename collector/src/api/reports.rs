@@ -49,8 +49,17 @@ pub async fn gaps(
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let Query(query) = query.map_err(bad_query)?;
-    let from = query.from.as_deref().map(|v| parse_time("from", v)).transpose()?.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let to = query.to.as_deref().map(|v| parse_time("to", v)).transpose()?;
+    let from = query
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let to = query
+        .to
+        .as_deref()
+        .map(|v| parse_time("to", v))
+        .transpose()?;
     let client = state.pool.get().await?;
     let site_id = site_id(&client, &site).await?;
     let rows = client
@@ -97,7 +106,9 @@ impl Tally {
     }
 
     fn json(&self) -> serde_json::Value {
-        let pct = |n: i64| (self.expected > 0).then(|| (100.0 * n as f64 / self.expected as f64).min(100.0));
+        let pct = |n: i64| {
+            (self.expected > 0).then(|| (100.0 * n as f64 / self.expected as f64).min(100.0))
+        };
         serde_json::json!({
             "expected": self.expected,
             "received": self.received,
@@ -115,13 +126,20 @@ pub fn expected(groups: &[(i64, i64)], lo: i64, hi: i64) -> i64 {
     if hi <= lo {
         return 0;
     }
-    groups.iter().map(|(points, interval)| points * ((hi - lo + interval.max(&1) - 1) / interval.max(&1))).sum()
+    groups
+        .iter()
+        .map(|(points, interval)| points * ((hi - lo + interval.max(&1) - 1) / interval.max(&1)))
+        .sum()
 }
 
 /// Part of a gap's samples that falls in `[lo, hi)`, prorated by time.
 pub fn gap_share(first: i64, last: i64, samples: i64, lo: i64, hi: i64) -> i64 {
     if last <= first {
-        return if (lo..hi).contains(&first) { samples } else { 0 };
+        return if (lo..hi).contains(&first) {
+            samples
+        } else {
+            0
+        };
     }
     let overlap = (last.min(hi) - first.max(lo)).max(0);
     ((samples as i128 * overlap as i128) / (last - first) as i128) as i64
@@ -134,7 +152,10 @@ pub async fn completeness(
 ) -> Result<Json<serde_json::Value>, AppError> {
     let Query(query) = query.map_err(bad_query)?;
     let missing = |f: &str| AppError::BadRequest(format!("missing parameter `{f}`"));
-    let from = parse_time("from", query.from.as_deref().ok_or_else(|| missing("from"))?)?;
+    let from = parse_time(
+        "from",
+        query.from.as_deref().ok_or_else(|| missing("from"))?,
+    )?;
     let to = parse_time("to", query.to.as_deref().ok_or_else(|| missing("to"))?)?;
     if from >= to {
         return Err(AppError::BadRequest("`from` must be before `to`".into()));
@@ -142,17 +163,26 @@ pub async fn completeness(
     let by_day = match query.by.as_deref().unwrap_or("day") {
         "day" => true,
         "range" => false,
-        other => return Err(AppError::BadRequest(format!("`by` must be day or range, got {other:?}"))),
+        other => {
+            return Err(AppError::BadRequest(format!(
+                "`by` must be day or range, got {other:?}"
+            )))
+        }
     };
     let (from_ms, to_ms) = (ms(from), ms(to));
     if (to_ms - from_ms) / MS_PER_DAY > MAX_DAYS {
-        return Err(AppError::BadRequest(format!("at most {MAX_DAYS} days per request")));
+        return Err(AppError::BadRequest(format!(
+            "at most {MAX_DAYS} days per request"
+        )));
     }
     let client = state.pool.get().await?;
     let site_id = site_id(&client, &site).await?;
 
     let devices: Vec<(i32, String)> = client
-        .query("SELECT device_id, name FROM devices WHERE site_id = $1 ORDER BY name", &[&site_id])
+        .query(
+            "SELECT device_id, name FROM devices WHERE site_id = $1 ORDER BY name",
+            &[&site_id],
+        )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -184,7 +214,13 @@ pub async fn completeness(
         first_seen.insert(r.get(0), ms(r.get(1)));
     }
     // Received per device and bucket start.
-    let bucket_of = |t: i64| if by_day { t.div_euclid(MS_PER_DAY) * MS_PER_DAY } else { from_ms };
+    let bucket_of = |t: i64| {
+        if by_day {
+            t.div_euclid(MS_PER_DAY) * MS_PER_DAY
+        } else {
+            from_ms
+        }
+    };
     let mut received: HashMap<(i32, i64), Tally> = HashMap::new();
     for r in client
         .query(
@@ -230,7 +266,10 @@ pub async fn completeness(
         let mut total = Tally::default();
         let mut days = Vec::new();
         for &(lo, hi) in &buckets {
-            let mut tally = received.get(&(*device_id, bucket_of(lo))).copied().unwrap_or_default();
+            let mut tally = received
+                .get(&(*device_id, bucket_of(lo)))
+                .copied()
+                .unwrap_or_default();
             tally.expected = expected(device_groups, lo.max(start), hi.min(now_ms));
             tally.gap_samples = gap_rows
                 .iter()
@@ -242,7 +281,10 @@ pub async fn completeness(
                 let mut day = tally.json();
                 day["from"] = rfc3339(crate::writer::timestamp(lo)).into();
                 day["to"] = rfc3339(crate::writer::timestamp(hi)).into();
-                day["day"] = rfc3339(crate::writer::timestamp(lo.div_euclid(MS_PER_DAY) * MS_PER_DAY))[..10].into();
+                day["day"] = rfc3339(crate::writer::timestamp(
+                    lo.div_euclid(MS_PER_DAY) * MS_PER_DAY,
+                ))[..10]
+                    .into();
                 days.push(day);
             }
         }
@@ -265,7 +307,10 @@ mod tests {
     #[test]
     fn a_day_of_one_second_polls_expects_86400_per_point() {
         assert_eq!(expected(&[(3, 1000)], 0, MS_PER_DAY), 3 * 86_400);
-        assert_eq!(expected(&[(3, 1000), (2, 10_000)], 0, 10_001), 3 * 11 + 2 * 2);
+        assert_eq!(
+            expected(&[(3, 1000), (2, 10_000)], 0, 10_001),
+            3 * 11 + 2 * 2
+        );
         assert_eq!(expected(&[(3, 1000)], 5, 5), 0);
     }
 
@@ -273,7 +318,10 @@ mod tests {
     fn a_gap_over_midnight_is_split_by_time() {
         let noon = MS_PER_DAY / 2;
         assert_eq!(gap_share(noon, noon + MS_PER_DAY, 100, 0, MS_PER_DAY), 50);
-        assert_eq!(gap_share(noon, noon + MS_PER_DAY, 100, MS_PER_DAY, 2 * MS_PER_DAY), 50);
+        assert_eq!(
+            gap_share(noon, noon + MS_PER_DAY, 100, MS_PER_DAY, 2 * MS_PER_DAY),
+            50
+        );
         assert_eq!(gap_share(noon, noon, 7, 0, MS_PER_DAY), 7);
     }
 }

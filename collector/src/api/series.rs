@@ -57,17 +57,28 @@ struct Request {
 
 fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
     let mut points = Vec::new();
-    let (mut from, mut to, mut max_points, mut limit, mut resolution) = (None, None, None, None, None);
+    let (mut from, mut to, mut max_points, mut limit, mut resolution) =
+        (None, None, None, None, None);
     let number = |field: &str, v: &str| -> Result<i64, AppError> {
-        let n: i64 = v.parse().map_err(|_| AppError::BadRequest(format!("`{field}` must be a number, got {v:?}")))?;
+        let n: i64 = v
+            .parse()
+            .map_err(|_| AppError::BadRequest(format!("`{field}` must be a number, got {v:?}")))?;
         if !(1..=MAX_POINTS).contains(&n) {
-            return Err(AppError::BadRequest(format!("`{field}` must be between 1 and {MAX_POINTS}")));
+            return Err(AppError::BadRequest(format!(
+                "`{field}` must be between 1 and {MAX_POINTS}"
+            )));
         }
         Ok(n)
     };
     for (key, value) in pairs {
         match key.as_str() {
-            "point" => points.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned)),
+            "point" => points.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            ),
             "from" => from = Some(parse_time("from", &value)?),
             "to" => to = Some(parse_time("to", &value)?),
             "max_points" => max_points = Some(number("max_points", &value)?),
@@ -76,7 +87,9 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
                 resolution = match value.as_str() {
                     "auto" => None,
                     other => Some(Resolution::parse(other).ok_or_else(|| {
-                        AppError::BadRequest(format!("`resolution` must be auto, raw, 1m or 1h, got {other:?}"))
+                        AppError::BadRequest(format!(
+                            "`resolution` must be auto, raw, 1m or 1h, got {other:?}"
+                        ))
                     })?),
                 }
             }
@@ -84,17 +97,29 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
         }
     }
     let missing = |f: &str| AppError::BadRequest(format!("missing parameter `{f}`"));
-    let (from, to) = (from.ok_or_else(|| missing("from"))?, to.ok_or_else(|| missing("to"))?);
+    let (from, to) = (
+        from.ok_or_else(|| missing("from"))?,
+        to.ok_or_else(|| missing("to"))?,
+    );
     if points.is_empty() {
         return Err(missing("point"));
     }
     if points.len() > MAX_SERIES {
-        return Err(AppError::BadRequest(format!("at most {MAX_SERIES} points per request")));
+        return Err(AppError::BadRequest(format!(
+            "at most {MAX_SERIES} points per request"
+        )));
     }
     if from >= to {
         return Err(AppError::BadRequest("`from` must be before `to`".into()));
     }
-    Ok(Request { points, from, to, max_points: max_points.unwrap_or(DEFAULT_MAX_POINTS), limit, resolution })
+    Ok(Request {
+        points,
+        from,
+        to,
+        max_points: max_points.unwrap_or(DEFAULT_MAX_POINTS),
+        limit,
+        resolution,
+    })
 }
 
 /// The coarsest resolution needed to stay within `max_points`, given the
@@ -120,8 +145,11 @@ pub async fn series(
     let mut resolved = Vec::with_capacity(request.points.len());
     for name in &request.points {
         let mut parts = name.splitn(3, '/');
-        let (Some(site), Some(device), Some(point)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(AppError::BadRequest("`point` must be site/device/point, e.g. site-001/bms-1/soc".into()));
+        let (Some(site), Some(device), Some(point)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AppError::BadRequest(
+                "`point` must be site/device/point, e.g. site-001/bms-1/soc".into(),
+            ));
         };
         let row = client
             .query_opt(
@@ -136,11 +164,18 @@ pub async fn series(
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no point {name:?}")))?;
         let interval: Option<i32> = row.get(2);
-        resolved.push((name.clone(), row.get::<_, i32>(0), row.get::<_, String>(1), i64::from(interval.unwrap_or(1000))));
+        resolved.push((
+            name.clone(),
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            i64::from(interval.unwrap_or(1000)),
+        ));
     }
     let range_ms = ((request.to - request.from).whole_milliseconds()) as i64;
     let fastest = resolved.iter().map(|r| r.3).min().unwrap_or(1000);
-    let resolution = request.resolution.unwrap_or_else(|| choose_resolution(range_ms, fastest, request.max_points));
+    let resolution = request
+        .resolution
+        .unwrap_or_else(|| choose_resolution(range_ms, fastest, request.max_points));
     let limit = match resolution {
         Resolution::Raw => request.limit.unwrap_or(request.max_points),
         _ => request.max_points,
@@ -175,10 +210,22 @@ pub async fn series(
                         }
                     })
                     .collect();
-                (samples.len(), rows.len() as i64 > limit, serde_json::to_value(samples).map_err(AppError::internal)?)
+                (
+                    samples.len(),
+                    rows.len() as i64 > limit,
+                    serde_json::to_value(samples).map_err(AppError::internal)?,
+                )
             }
             rollup => {
-                let rows = rollup_series(&**client, point_id, rollup, request.from, request.to, limit + 1).await?;
+                let rows = rollup_series(
+                    &**client,
+                    point_id,
+                    rollup,
+                    request.from,
+                    request.to,
+                    limit + 1,
+                )
+                .await?;
                 let samples: Vec<RollupSample> = rows
                     .iter()
                     .take(limit as usize)
@@ -192,7 +239,11 @@ pub async fn series(
                         count: r.count,
                     })
                     .collect();
-                (samples.len(), rows.len() as i64 > limit, serde_json::to_value(samples).map_err(AppError::internal)?)
+                (
+                    samples.len(),
+                    rows.len() as i64 > limit,
+                    serde_json::to_value(samples).map_err(AppError::internal)?,
+                )
             }
         };
         series.push(serde_json::json!({
@@ -208,7 +259,9 @@ pub async fn series(
         one["to"] = to.into();
         return Ok(Json(one));
     }
-    Ok(Json(serde_json::json!({ "resolution": resolution.as_str(), "from": from, "to": to, "series": series })))
+    Ok(Json(
+        serde_json::json!({ "resolution": resolution.as_str(), "from": from, "to": to, "series": series }),
+    ))
 }
 
 #[cfg(test)]
@@ -219,9 +272,15 @@ mod tests {
     fn resolution_grows_coarser_as_the_range_grows() {
         let hour = 3_600_000;
         assert_eq!(choose_resolution(hour, 1000, 10_000), Resolution::Raw);
-        assert_eq!(choose_resolution(24 * hour, 1000, 10_000), Resolution::Minute);
+        assert_eq!(
+            choose_resolution(24 * hour, 1000, 10_000),
+            Resolution::Minute
+        );
         assert_eq!(choose_resolution(24 * hour, 1000, 1000), Resolution::Hour);
-        assert_eq!(choose_resolution(24 * hour, 10_000, 10_000), Resolution::Raw);
+        assert_eq!(
+            choose_resolution(24 * hour, 10_000, 10_000),
+            Resolution::Raw
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ use bess_collector::storage::{FramePartitions, StoragePreference};
 use bess_protocol::*;
 
 #[derive(Parser)]
-#[command(name = "bess-collector-bench", about = "Collector ingest vs raw COPY ceiling, bytes per sample, series latency")]
+#[command(
+    name = "bess-collector-bench",
+    about = "Collector ingest vs raw COPY ceiling, bytes per sample, series latency"
+)]
 struct Args {
     /// Number of simulated sites.
     #[arg(long, default_value_t = 1000)]
@@ -46,7 +49,11 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     partitions: i32,
     /// PostgreSQL server (admin database); the bench creates and drops its own databases.
-    #[arg(long, env = "BESS_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "BESS_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     admin_url: String,
     /// Tansu binary.
     #[arg(long, env = "BESS_TANSU_BIN")]
@@ -65,11 +72,21 @@ fn catalog() -> Catalog {
     let mut devices = Vec::new();
     let mut groups = Vec::new();
     for d in 0..DEVICES {
-        devices.push(DeviceInfo { name: format!("bms-{}", d + 1), model: "bess-controller v1".into() });
-        let point = |i: usize, prefix: &str| PointInfo::new(&format!("{prefix}{i}"), "V", PointKind::Analog, 0.01, 0.0);
+        devices.push(DeviceInfo {
+            name: format!("bms-{}", d + 1),
+            model: "bess-controller v1".into(),
+        });
+        let point = |i: usize, prefix: &str| {
+            PointInfo::new(&format!("{prefix}{i}"), "V", PointKind::Analog, 0.01, 0.0)
+        };
         let mut fast: Vec<PointInfo> = (0..FAST_POINTS).map(|i| point(i, "fast_")).collect();
         fast[0] = PointInfo::new("soc", "%", PointKind::Analog, 0.01, 0.0);
-        groups.push(GroupInfo { device: d as u16, name: "fast".into(), interval_ms: 1000, points: fast });
+        groups.push(GroupInfo {
+            device: d as u16,
+            name: "fast".into(),
+            interval_ms: 1000,
+            points: fast,
+        });
         groups.push(GroupInfo {
             device: d as u16,
             name: "slow".into(),
@@ -91,13 +108,17 @@ fn frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
             out.push(Frame {
                 group: GroupIndex((2 * d) as u16),
                 ts_ms,
-                values: (0..FAST_POINTS).map(|i| Reading::Int(base(i) + wobble(i))).collect(),
+                values: (0..FAST_POINTS)
+                    .map(|i| Reading::Int(base(i) + wobble(i)))
+                    .collect(),
             });
             if s % SLOW_EVERY_S == 0 {
                 out.push(Frame {
                     group: GroupIndex((2 * d + 1) as u16),
                     ts_ms: ts_ms + 3,
-                    values: (0..SLOW_POINTS).map(|i| Reading::Int(base(i) + wobble(i) / 4)).collect(),
+                    values: (0..SLOW_POINTS)
+                        .map(|i| Reading::Int(base(i) + wobble(i) / 4))
+                        .collect(),
                 });
             }
         }
@@ -115,7 +136,12 @@ fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
                 seq: BatchSeq(1 + (start / args.batch_seconds) as u64),
                 catalog_hash: catalog.hash(),
                 catalog: (start == 0).then(|| catalog.clone()),
-                frames: frames(site, t0_ms, start, (start + args.batch_seconds).min(args.seconds)),
+                frames: frames(
+                    site,
+                    t0_ms,
+                    start,
+                    (start + args.batch_seconds).min(args.seconds),
+                ),
                 gaps: vec![],
             });
         }
@@ -124,7 +150,10 @@ fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -134,16 +163,26 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 fn database_url(admin: &str, name: &str) -> String {
-    format!("{}/{name}", admin.rsplit_once('/').map_or(admin, |(base, _)| base))
+    format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map_or(admin, |(base, _)| base)
+    )
 }
 
 fn counter(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 fn p99(mut ms: Vec<f64>) -> f64 {
     ms.sort_by(f64::total_cmp);
-    ms[((ms.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(ms.len() - 1)]
+    ms[((ms.len() as f64 * 0.99).ceil() as usize)
+        .saturating_sub(1)
+        .min(ms.len() - 1)]
 }
 
 async fn disk_bytes(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
@@ -163,20 +202,43 @@ async fn main() -> anyhow::Result<()> {
         .tansu
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu"));
-    anyhow::ensure!(tansu.exists(), "no Tansu at {} (deploy/tools/install-tansu.sh, or --tansu)", tansu.display());
+    anyhow::ensure!(
+        tansu.exists(),
+        "no Tansu at {} (deploy/tools/install-tansu.sh, or --tansu)",
+        tansu.display()
+    );
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
 
     // Databases: one for the collector, one for the ceiling.
-    let admin = connect(&args.admin_url).await.context("connecting to PostgreSQL")?;
+    let admin = connect(&args.admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
     let id = std::process::id();
-    let (collector_db, ceiling_db) = (format!("bess_bench_{id}"), format!("bess_bench_{id}_ceiling"));
+    let (collector_db, ceiling_db) = (
+        format!("bess_bench_{id}"),
+        format!("bess_bench_{id}_ceiling"),
+    );
     for name in [&collector_db, &ceiling_db] {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
     }
-    let result = run(&args, &tansu, &metrics, &database_url(&args.admin_url, &collector_db), &database_url(&args.admin_url, &ceiling_db)).await;
+    let result = run(
+        &args,
+        &tansu,
+        &metrics,
+        &database_url(&args.admin_url, &collector_db),
+        &database_url(&args.admin_url, &ceiling_db),
+    )
+    .await;
     for name in [&collector_db, &ceiling_db] {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .ok();
     }
     result
 }
@@ -198,7 +260,15 @@ async fn run(
     let scratch = std::env::temp_dir().join(format!("bess-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let mut broker = tokio::process::Command::new(tansu)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .stdout(std::fs::File::create(scratch.join("tansu.log"))?)
         .stderr(std::fs::File::create(scratch.join("tansu.err"))?)
         .kill_on_drop(true)
@@ -206,14 +276,23 @@ async fn run(
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let started = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "Tansu did not start");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "Tansu did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let brokers = addr.to_string();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
     admin
         .create_topics(
-            [&NewTopic::new("bess.telemetry", args.partitions, TopicReplication::Fixed(1))],
+            [&NewTopic::new(
+                "bess.telemetry",
+                args.partitions,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;
@@ -222,10 +301,15 @@ async fn run(
     eprintln!("encoding {} sites x {} s ...", args.sites, args.seconds);
     let batches = batches(args, t0_ms);
     let samples: u64 = batches.iter().map(|b| b.sample_count() as u64).sum();
-    let payloads: Vec<(String, Vec<u8>)> =
-        batches.iter().map(|b| Ok((b.site.as_str().to_owned(), b.encode(Codec::Zstd)?))).collect::<Result<_, EncodeError>>()?;
+    let payloads: Vec<(String, Vec<u8>)> = batches
+        .iter()
+        .map(|b| Ok((b.site.as_str().to_owned(), b.encode(Codec::Zstd)?)))
+        .collect::<Result<_, EncodeError>>()?;
     let topic_bytes: usize = payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
-    eprintln!("producing {} messages ({samples} samples) ...", payloads.len());
+    eprintln!(
+        "producing {} messages ({samples} samples) ...",
+        payloads.len()
+    );
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("enable.idempotence", "true")
@@ -237,7 +321,10 @@ async fn run(
         let payloads = &payloads;
         async move {
             let sends = payloads[range].iter().map(|(key, payload)| {
-                producer.send(FutureRecord::to("bess.telemetry").key(key).payload(payload), Duration::from_secs(60))
+                producer.send(
+                    FutureRecord::to("bess.telemetry").key(key).payload(payload),
+                    Duration::from_secs(60),
+                )
             });
             for result in futures::future::join_all(sends).await {
                 result.map_err(|(e, _)| e)?;
@@ -275,14 +362,21 @@ async fn run(
     let deadline = Instant::now() + Duration::from_secs(1800);
     let wait_written = |target: u64| async move {
         loop {
-            anyhow::ensure!(Instant::now() < deadline, "the collector did not finish within 30 minutes");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the collector did not finish within 30 minutes"
+            );
             if counter(&metrics.render(), "bess_collector_samples_written_total") as u64 >= target {
                 return anyhow::Ok(Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let warmup: u64 = batches.iter().take(args.sites).map(|b| b.sample_count() as u64).sum();
+    let warmup: u64 = batches
+        .iter()
+        .take(args.sites)
+        .map(|b| b.sample_count() as u64)
+        .sum();
     loop {
         if counter(&metrics.render(), "bess_collector_messages_received_total") > 0.0 {
             break;
@@ -294,8 +388,14 @@ async fn run(
     let signup_s = (wait_written(warmup).await? - signup_start).as_secs_f64();
     // Round 2, timed from the first send: the collector consumes while it is produced.
     // Start both timed phases from a clean checkpoint, so neither pays for the other's dirty pages.
-    connect(collector_url).await?.batch_execute("CHECKPOINT").await?;
-    eprintln!("producing the remaining {} messages ...", payloads.len() - args.sites);
+    connect(collector_url)
+        .await?
+        .batch_execute("CHECKPOINT")
+        .await?;
+    eprintln!(
+        "producing the remaining {} messages ...",
+        payloads.len() - args.sites
+    );
     let steady_start = Instant::now();
     produce(args.sites..payloads.len()).await?;
     let steady_s = (wait_written(samples).await? - steady_start).as_secs_f64();
@@ -312,7 +412,9 @@ async fn run(
     let mut ceiling = connect(ceiling_url).await?;
     let catalogs = CatalogRegistry::default();
     let catalog = catalog();
-    let per_tx = ((payloads.len() as f64) / transactions.max(1.0)).ceil().max(1.0) as usize;
+    let per_tx = ((payloads.len() as f64) / transactions.max(1.0))
+        .ceil()
+        .max(1.0) as usize;
     eprintln!("ceiling: COPY in transactions of {per_tx} batches ...");
     let mut chunks: Vec<Vec<Bytes>> = Vec::new();
     let mut days = std::collections::BTreeSet::new();
@@ -320,7 +422,9 @@ async fn run(
         let mut chunk = Vec::new();
         for batch in group {
             let site_id = catalogs.site_id(&ceiling, batch.site.as_str()).await?;
-            let layouts = catalogs.register(&mut ceiling, site_id, catalog.hash(), &catalog).await?;
+            let layouts = catalogs
+                .register(&mut ceiling, site_id, catalog.hash(), &catalog)
+                .await?;
             let mut encoder = FrameCopyEncoder::default();
             for frame in &batch.frames {
                 let layout = &layouts[usize::from(frame.group.0)];
@@ -353,7 +457,9 @@ async fn run(
     let day_start = today_ms - 86_400_000;
     let site_id = catalogs.site_id(&db, "site-day").await?;
     let mut db_mut = connect(collector_url).await?;
-    let layouts = CatalogRegistry::default().register(&mut db_mut, site_id, catalog.hash(), &catalog).await?;
+    let layouts = CatalogRegistry::default()
+        .register(&mut db_mut, site_id, catalog.hash(), &catalog)
+        .await?;
     let mut encoder = FrameCopyEncoder::default();
     for frame in frames(0, day_start, 0, 86_400) {
         let layout = &layouts[usize::from(frame.group.0)];
@@ -378,11 +484,16 @@ async fn run(
     let pool = service::pool(collector_url, 1)?;
     service::maintain_once(&pool, &FramePartitions::default(), None).await?;
     let refresh_s = refresh_start.elapsed().as_secs_f64();
-    let rolled: i64 = db.query_one("SELECT count(*) FROM frames", &[]).await?.get(0);
+    let rolled: i64 = db
+        .query_one("SELECT count(*) FROM frames", &[])
+        .await?
+        .get(0);
     db.batch_execute("ANALYZE").await?;
 
     let http = reqwest::Client::new();
-    let fmt = |ms: i64| bess_collector::api::rfc3339(bess_collector::writer::timestamp(ms)).replace('+', "%2B");
+    let fmt = |ms: i64| {
+        bess_collector::api::rfc3339(bess_collector::writer::timestamp(ms)).replace('+', "%2B")
+    };
     let mut latency = Vec::new();
     for resolution in ["raw", "1m", "1h"] {
         let url = format!(
@@ -394,7 +505,13 @@ async fn run(
         let mut count = 0;
         for _ in 0..args.requests {
             let start = Instant::now();
-            let body: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+            let body: serde_json::Value = http
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             times.push(start.elapsed().as_secs_f64() * 1000.0);
             count = body["count"].as_u64().unwrap_or(0);
         }
@@ -421,15 +538,30 @@ async fn run(
     broker.kill().await.ok();
     let _ = std::fs::remove_dir_all(&scratch);
 
-    println!("bess-collector-bench: {} sites, {} s of data each, {} s per batch, {} partitions", args.sites, args.seconds, args.batch_seconds, args.partitions);
+    println!(
+        "bess-collector-bench: {} sites, {} s of data each, {} s per batch, {} partitions",
+        args.sites, args.seconds, args.batch_seconds, args.partitions
+    );
     println!("  messages                 {:>12}", payloads.len());
     println!("  samples                  {:>12}", samples);
-    println!("  catalog sign-up          {:>12.2} s for the first batch (with catalog) of {} sites", signup_s, args.sites);
+    println!(
+        "  catalog sign-up          {:>12.2} s for the first batch (with catalog) of {} sites",
+        signup_s, args.sites
+    );
     println!("  collector ingest         {:>12.0} samples/s  ({steady_s:.2} s for the other batches, Kafka -> committed)", collector_rate);
     println!("  ceiling (binary COPY)    {:>12.0} samples/s  ({ceiling_s:.2} s, all rows, {transactions} transactions of the same size)", ceiling_rate);
-    println!("  ratio                    {:>12.1} %", 100.0 * collector_rate / ceiling_rate);
-    println!("  topic bytes/sample       {:>12.2}", topic_bytes as f64 / samples as f64);
-    println!("  disk bytes/sample        {:>12.2}  (frames partitions incl. indexes, plain PostgreSQL)", disk as f64 / samples as f64);
+    println!(
+        "  ratio                    {:>12.1} %",
+        100.0 * collector_rate / ceiling_rate
+    );
+    println!(
+        "  topic bytes/sample       {:>12.2}",
+        topic_bytes as f64 / samples as f64
+    );
+    println!(
+        "  disk bytes/sample        {:>12.2}  (frames partitions incl. indexes, plain PostgreSQL)",
+        disk as f64 / samples as f64
+    );
     println!("  rollup refresh           {:>12.2} s for one day of one site ({rolled} frame rows in the database)", refresh_s);
     println!("  completeness (site-day)  {completeness}");
     for (resolution, count, p99) in latency {
