@@ -89,17 +89,21 @@ pub async fn apply(
     client: &mut Client,
     preference: StoragePreference,
 ) -> Result<Applied, MigrationError> {
+    // Lock first: even `CREATE TABLE IF NOT EXISTS` collides when two
+    // instances run it at the same moment on a new database.
     client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let created = client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
         )
-        .await
-        .or_else(ignore_concurrent_create)?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let result = apply_locked(client, preference).await;
+        .await;
+    let result = match created {
+        Ok(()) => apply_locked(client, preference).await,
+        Err(e) => Err(e.into()),
+    };
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -231,13 +235,4 @@ async fn run(client: &mut Client, migration: &Migration) -> Result<bool, Migrati
         "applied migration"
     );
     Ok(true)
-}
-
-/// Two instances racing on `CREATE TABLE IF NOT EXISTS` can collide on the
-/// catalog's unique index; the table exists either way.
-fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    match e.code() {
-        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(()),
-        _ => Err(e),
-    }
 }
