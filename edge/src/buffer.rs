@@ -449,20 +449,12 @@ impl SqliteBuffer {
                 let keep = !thinned.contains(&(b, index));
                 index += 1;
                 if !keep {
-                    let device = catalog
-                        .as_ref()
-                        .and_then(|c| c.groups.get(usize::from(frame.group.0)))
-                        .map_or(WHOLE_SITE, |g| g.device);
-                    let gap = per_device.entry(device).or_insert(Gap {
-                        device,
-                        first_ts_ms: frame.ts_ms,
-                        last_ts_ms: frame.ts_ms,
-                        samples: 0,
-                        reason: GapReason::Downsampled,
-                    });
-                    gap.first_ts_ms = gap.first_ts_ms.min(frame.ts_ms);
-                    gap.last_ts_ms = gap.last_ts_ms.max(frame.ts_ms);
-                    gap.samples += frame.values.len() as u64;
+                    count_into_gap(
+                        &mut per_device,
+                        catalog.as_ref(),
+                        frame,
+                        GapReason::Downsampled,
+                    );
                 }
                 keep
             });
@@ -532,20 +524,7 @@ impl SqliteBuffer {
         // One gap per device over the dropped frames.
         let mut per_device: BTreeMap<u16, Gap> = BTreeMap::new();
         for frame in &lose {
-            let device = catalog
-                .as_ref()
-                .and_then(|c| c.groups.get(usize::from(frame.group.0)))
-                .map_or(WHOLE_SITE, |g| g.device);
-            let gap = per_device.entry(device).or_insert(Gap {
-                device,
-                first_ts_ms: frame.ts_ms,
-                last_ts_ms: frame.ts_ms,
-                samples: 0,
-                reason: GapReason::DiskCap,
-            });
-            gap.first_ts_ms = gap.first_ts_ms.min(frame.ts_ms);
-            gap.last_ts_ms = gap.last_ts_ms.max(frame.ts_ms);
-            gap.samples += frame.values.len() as u64;
+            count_into_gap(&mut per_device, catalog.as_ref(), frame, GapReason::DiskCap);
         }
         let tx = self.conn.transaction()?;
         for gap in per_device.values() {
@@ -818,6 +797,28 @@ impl BufferHandle {
     pub async fn stats(&self) -> Result<BufferStats, BufferError> {
         self.with(|b| b.stats()).await
     }
+}
+
+/// Add a frame that will not reach the cloud to its device's gap record.
+fn count_into_gap(
+    per_device: &mut BTreeMap<u16, Gap>,
+    catalog: Option<&Catalog>,
+    frame: &bess_protocol::Frame,
+    reason: GapReason,
+) {
+    let device = catalog
+        .and_then(|c| c.groups.get(usize::from(frame.group.0)))
+        .map_or(WHOLE_SITE, |g| g.device);
+    let gap = per_device.entry(device).or_insert(Gap {
+        device,
+        first_ts_ms: frame.ts_ms,
+        last_ts_ms: frame.ts_ms,
+        samples: 0,
+        reason,
+    });
+    gap.first_ts_ms = gap.first_ts_ms.min(frame.ts_ms);
+    gap.last_ts_ms = gap.last_ts_ms.max(frame.ts_ms);
+    gap.samples += frame.values.len() as u64;
 }
 
 /// Queue a gap record for the next sealed batch, merged into a pending one

@@ -27,6 +27,16 @@ async fn wait_acked(status_url: &str, n: u64) -> anyhow::Result<u64> {
     .await
 }
 
+/// A broker that clients reach only through a [`LinkProxy`] (the broker
+/// advertises the proxy's address), so cutting the proxy cuts the site's link.
+async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy, Broker)> {
+    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let broker_port = free_port();
+    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
+    let broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    Ok((proxy, broker))
+}
+
 /// Stop the last edge cleanly, wait for the collector to write every batch
 /// the ledger should hold, and count.
 async fn stop_and_count(
@@ -87,11 +97,7 @@ async fn a_cut_link_buffers_at_the_edge_and_loses_nothing_when_restored() -> any
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("link-cut");
     let database = TestDatabase::create("link_cut").await?;
-    // Clients reach the broker only through the proxy: the broker advertises it.
-    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let broker_port = free_port();
-    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
-    let _broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    let (proxy, _broker) = broker_behind_link(&scratch).await?;
     let brokers = proxy.addr.to_string();
 
     let sim = start_sim(&scratch.dir, 3, 11).await?;
@@ -307,10 +313,7 @@ async fn a_full_buffer_during_an_outage_drops_exactly_what_its_gap_records_repor
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("disk-cap");
     let database = TestDatabase::create("disk_cap").await?;
-    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let broker_port = free_port();
-    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
-    let _broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    let (proxy, _broker) = broker_behind_link(&scratch).await?;
     let brokers = proxy.addr.to_string();
 
     let sim = start_sim(&scratch.dir, 3, 17).await?;
