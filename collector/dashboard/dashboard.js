@@ -35,6 +35,19 @@ async function api(path) {
   return body;
 }
 
+// Every item of a paged list, following `next_cursor`.
+async function apiAll(path, field) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api(`${path}${sep}limit=1000` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+    items.push(...page[field]);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 function showOnly(id) {
   for (const s of ["login", "fleet", "site"]) $("#" + s).hidden = s !== id;
 }
@@ -61,20 +74,24 @@ function formatPower(watts) {
 async function renderFleet() {
   showOnly("fleet");
   $("#crumb").textContent = "";
-  const { sites } = await api("/api/v1/sites");
+  const [sites, alerts] = await Promise.all([apiAll("/api/v1/sites", "sites"), apiAll("/api/v1/alerts", "alerts")]);
+  const alertsBySite = new Map();
+  for (const a of alerts) {
+    if (!alertsBySite.has(a.site)) alertsBySite.set(a.site, []);
+    alertsBySite.get(a.site).push(`${a.device}/${a.name}: ${a.value}` + (a.acknowledged ? ` (acknowledged by ${a.acknowledged.by})` : ""));
+  }
   const rows = await Promise.all(sites.map(async (s) => {
     let points = [];
     try { points = (await api(`/api/v1/sites/${encodeURIComponent(s.site)}/latest`)).points; } catch (e) { /* shown as — */ }
     const soc = points.filter((p) => p.name === "soc" && p.value !== null).map((p) => p.value);
     const power = points.filter((p) => p.name === "active_power" && p.value !== null).map((p) => p.value);
-    const alarms = points.filter((p) => (p.name === "alarms" || p.name.startsWith("alarm")) && p.value);
     const lastSeen = s.last_seen ? Date.parse(s.last_seen) : 0;
     return {
       site: s.site, lastSeen, devices: s.devices,
       online: Date.now() - lastSeen < ONLINE_WITHIN_MS,
       soc: soc.length ? soc.reduce((a, b) => a + b, 0) / soc.length : null,
       power: power.length ? power.reduce((a, b) => a + b, 0) : null,
-      alarms: alarms.map((p) => `${p.device}: ${p.value}`),
+      alarms: alertsBySite.get(s.site) || [],
     };
   }));
   const body = $("#fleet-table tbody");

@@ -51,6 +51,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: None,
         sql: include_str!("sql/004_api_tokens.sql"),
     },
+    Migration {
+        version: 5,
+        name: "api_lists",
+        backend: None,
+        sql: include_str!("sql/005_api_lists.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

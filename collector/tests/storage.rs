@@ -279,7 +279,7 @@ async fn timescaledb_storage_has_hypertable_compression_policies_and_rollups_equ
         .await
         .unwrap();
     assert_eq!(applied.backend, StorageBackend::TimescaleDb);
-    assert_eq!(applied.versions, [1, 2, 3, 4]);
+    assert_eq!(applied.versions, [1, 2, 3, 4, 5]);
     storage::configure_retention(
         &client,
         applied.backend,

@@ -5,17 +5,18 @@
 //! WebSocket clients that cannot set headers, `?access_token=<token>`.
 //! Missing, unknown or revoked: 401. Out of scope: 403 — a `{site}` path
 //! segment, a `site=` parameter or the site prefix of a `point=` parameter
-//! outside the token's sites. `/api/v1/sites` lists only the token's sites,
-//! and the live stream only sends their frames (it reads the [`Access`]
-//! this middleware attaches). `/health`, `/metrics`, the OpenAPI document
+//! outside the token's sites. Lists (sites, alerts, tokens) show only the
+//! token's sites, and the live stream only sends their frames: handlers
+//! read the [`Access`] this middleware attaches, which also checks roles
+//! ([`Access::require`]: `operate` to acknowledge alarms, `admin` to manage
+//! tokens). `/health`, `/metrics`, the OpenAPI document
 //! and the dashboard stay open.
 //!
 //! Token lookups are cached for [`TOKEN_CACHE_TTL`], so a revoked token stops
 //! working within that time on every instance.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -30,8 +31,6 @@ use crate::auth::{self, Role, SiteScope, TokenRecord};
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most cached lookups; the cache is cleared when it grows past this.
 const TOKEN_CACHE_MAX: usize = 10_000;
-/// Largest `/api/v1/sites` body filtered by scope.
-const SITES_BODY_LIMIT: usize = 16 << 20;
 
 /// Whether the API asks for tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -124,6 +123,35 @@ impl Access {
     pub fn role(&self) -> Role {
         self.token.as_ref().map_or(Role::Admin, |t| t.role)
     }
+
+    /// 403 unless the token's role is `role` or above.
+    pub fn require(&self, role: Role) -> Result<(), AppError> {
+        if self.role() >= role {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "this needs a token with role {role} or above; this token's role is {}",
+                self.role()
+            )))
+        }
+    }
+
+    /// The sites of the token as a SQL parameter: `None` for every site.
+    pub fn site_filter(&self) -> Option<Vec<String>> {
+        match self.scope() {
+            SiteScope::All => None,
+            SiteScope::Only(sites) => Some(sites.into_iter().collect()),
+        }
+    }
+
+    /// Who is acting, for audit columns: the token's name, or `anonymous`
+    /// when access control is off.
+    pub fn actor(&self) -> (String, Option<i32>) {
+        match &self.token {
+            Some(t) => (t.name.clone(), Some(t.id)),
+            None => ("anonymous".to_owned(), None),
+        }
+    }
 }
 
 struct Bucket {
@@ -194,6 +222,15 @@ impl AccessControl {
         }
         lookups.insert(hash, (record.clone(), Instant::now()));
         Ok(record)
+    }
+
+    /// Forget cached lookups of a revoked token, so this instance refuses
+    /// it at once (others within [`TOKEN_CACHE_TTL`]).
+    pub fn forget_token(&self, id: i32) {
+        self.lookups
+            .lock()
+            .expect("token cache lock")
+            .retain(|_, (record, _)| record.as_ref().is_none_or(|r| r.id != id));
     }
 
     fn check_rate(&self, token: &TokenRecord) -> Result<(), AppError> {
@@ -329,40 +366,8 @@ pub async fn require_access(
         return AppError::Forbidden(format!("this token may not access site {site:?}"))
             .into_response();
     }
-    request.extensions_mut().insert(access.clone());
-    let response = next.run(request).await;
-    if path == "/api/v1/sites" && access.scope() != SiteScope::All {
-        return only_allowed_sites(response, &access).await;
-    }
-    response
-}
-
-/// Remove the sites the token may not see from a `{"sites": [{"site": …}, …]}` body.
-async fn only_allowed_sites(response: Response, access: &Access) -> Response {
-    let (mut parts, body) = response.into_parts();
-    if !parts.status.is_success() {
-        return Response::from_parts(parts, body);
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, SITES_BODY_LIMIT).await else {
-        return AppError::Internal("site list too large to filter".into()).into_response();
-    };
-    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return AppError::Internal("site list is not JSON".into()).into_response();
-    };
-    if let Some(sites) = json.get_mut("sites").and_then(|s| s.as_array_mut()) {
-        sites.retain(|s| {
-            s.get("site")
-                .and_then(|n| n.as_str())
-                .is_some_and(|n| access.allows_site(n))
-        });
-    }
-    let body = serde_json::to_vec(&json).expect("serializes");
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(body))
+    request.extensions_mut().insert(access);
+    next.run(request).await
 }
 
 #[cfg(test)]

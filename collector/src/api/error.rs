@@ -14,6 +14,8 @@ pub enum AppError {
     Unauthorized(String),
     /// A valid token that may not see this site or do this.
     Forbidden(String),
+    /// The request is valid but does not fit the current state.
+    Conflict(String),
     /// The token's rate limit is used up; retry after this many seconds.
     TooManyRequests {
         retry_after_secs: u64,
@@ -54,6 +56,7 @@ impl IntoResponse for AppError {
                     .into_response();
             }
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AppError::TooManyRequests { retry_after_secs } => {
                 let message = format!("rate limit exceeded; retry in {retry_after_secs} s");
                 let body =

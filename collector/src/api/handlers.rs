@@ -4,12 +4,22 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{rfc3339, ApiState, AppError};
+use super::{ApiState, AppError};
 
+/// Liveness and database check.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "service",
+    responses(
+        (status = 200, description = "`{\"status\":\"ok\",\"database\":\"ok\",\"storage\":\"timescaledb|postgresql\"}`", body = Object),
+        (status = 500, description = "The database does not answer", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
     let client = state.pool.get().await?;
     client.query_one("SELECT 1", &[]).await?;
@@ -18,40 +28,19 @@ pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Va
     ))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
-}
-
-#[derive(Serialize)]
-pub struct SiteSummary {
-    site: String,
-    first_seen: String,
-    last_seen: Option<String>,
-    devices: i64,
-}
-
-pub async fn sites(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT s.name, s.first_seen, s.last_seen, (SELECT count(*) FROM devices d WHERE d.site_id = s.site_id)
-             FROM sites s ORDER BY s.name",
-            &[],
-        )
-        .await?;
-    let sites: Vec<SiteSummary> = rows
-        .iter()
-        .map(|r| SiteSummary {
-            site: r.get(0),
-            first_seen: rfc3339(r.get(1)),
-            last_seen: r.get::<_, Option<OffsetDateTime>>(2).map(rfc3339),
-            devices: r.get(3),
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "sites": sites })))
 }
 
 pub(crate) fn parse_time(field: &str, value: &str) -> Result<OffsetDateTime, AppError> {

@@ -51,15 +51,22 @@ struct SiteLatest {
 }
 
 /// One point as `/latest` and the live snapshot show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LatestPoint {
+    /// `SITE/DEVICE/POINT`.
     pub point: String,
     pub device: String,
     pub name: String,
+    /// Engineering value; `null` when the reading is missing.
     pub value: Option<f64>,
     pub unit: String,
+    /// good, stale or comm-loss.
+    #[schema(value_type = String, example = "good")]
     pub quality: &'static str,
+    /// Why the value is missing.
     pub reason: Option<String>,
+    /// When the value was polled (RFC 3339).
+    #[schema(format = DateTime)]
     pub ts: String,
 }
 
@@ -281,14 +288,35 @@ async fn reseed(cache: &LatestCache, pool: &deadpool_postgres::Pool) {
     }
 }
 
-/// `GET /api/v1/sites/{site}/latest`: the newest value of every point of a
-/// site, over all catalog versions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LatestValues {
+    site: String,
+    points: Vec<LatestPoint>,
+}
+
+/// Latest value of every point of a site, from memory.
+///
+/// The newest value of every point, over all catalog versions, as the
+/// committed stream fed it (no database query per request).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/latest",
+    operation_id = "latest_values",
+    tag = "fleet",
+    params(("site" = String, Path, description = "Site name, e.g. site-001"),),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Latest values", body = LatestValues),
+        super::openapi::NotFound,
+        super::openapi::ApiErrors,
+    )
+)]
 pub async fn latest(
     State(state): State<ApiState>,
     Path(site): Path<String>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<LatestValues>, AppError> {
     match state.latest.fetch(&state.pool, &site).await? {
-        Some(points) => Ok(Json(serde_json::json!({ "site": site, "points": points }))),
+        Some(points) => Ok(Json(LatestValues { site, points })),
         None => Err(AppError::NotFound(format!("no site named {site:?}"))),
     }
 }

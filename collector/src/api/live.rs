@@ -162,6 +162,27 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// WebSocket: committed frames as they are stored.
+///
+/// Upgrade to a WebSocket. Send `{"subscribe":{"sites":[..],"devices":[..],"points":["soc","cell_*"]}}`
+/// to get `{"type":"snapshot","points":[LatestPoint...]}`, then
+/// `{"type":"frame","frame":{site,device,group,ts,ts_ms,values:[{point,value,unit,quality}]}}`
+/// for each matching frame. Without a subscription every frame of the
+/// token's sites (or of `?site=`) is sent. Other messages:
+/// `{"type":"lagged","missed":N}`, `{"type":"error","error":{code,message}}`.
+/// Pings every 20 s; clients silent for 60 s are closed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/live",
+    operation_id = "live",
+    tag = "live",
+    params(
+        ("site" = Option<String>, Query, description = "Only this site"),
+        ("access_token" = Option<String>, Query, description = "The API token, for clients that cannot set headers"),
+    ),
+    security(("bearer" = [])),
+    responses((status = 101, description = "Switching protocols"), super::openapi::ApiErrors)
+)]
 pub async fn live(
     State(state): State<ApiState>,
     access: Option<Extension<Access>>,

@@ -1,19 +1,23 @@
-//! The HTTP API (axum): sites, latest values, series (raw or rolled up),
-//! gaps and completeness reports, a live WebSocket, health and Prometheus
-//! metrics.
+//! The HTTP API (axum): sites, devices and points, latest values, series
+//! (raw or rolled up), alerts, gaps and completeness reports, token
+//! administration, a live WebSocket, health and Prometheus metrics.
 
+mod alerts;
 pub mod auth;
 mod dashboard;
 mod error;
 mod handlers;
+mod inventory;
 mod latest_cache;
 mod live;
 mod openapi;
+pub mod page;
 mod reports;
 mod series;
+mod tokens;
 
 use axum::extract::rejection::QueryRejection;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use time::format_description::well_known::Rfc3339;
@@ -42,8 +46,15 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
-        .route("/api/v1/sites", get(handlers::sites))
+        .route("/api/v1/sites", get(inventory::sites))
+        .route("/api/v1/sites/{site}/devices", get(inventory::devices))
+        .route("/api/v1/sites/{site}/points", get(inventory::points))
         .route("/api/v1/sites/{site}/latest", get(latest_cache::latest))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route(
+            "/api/v1/sites/{site}/alerts/{device}/{point}/ack",
+            post(alerts::acknowledge),
+        )
         .route("/api/v1/sites/{site}/gaps", get(reports::gaps))
         .route(
             "/api/v1/sites/{site}/completeness",
@@ -51,6 +62,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/series", get(series::series))
         .route("/api/v1/live", get(live::live))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(dashboard::routes())
         .fallback(|| async { AppError::NotFound("no such route; see /api/v1/sites".into()) })

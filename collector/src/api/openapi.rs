@@ -1,14 +1,144 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of the API,
-//! maintained by hand in `openapi.json` next to this file and built into
-//! the binary. A test checks that it lists exactly the router's routes.
+//! generated from the handlers' `#[utoipa::path]` annotations and the
+//! response types (utoipa). Tests check that it lists exactly the router's
+//! routes and that `docs/openapi.json`, the copy for readers and client
+//! generators, is current (`BESS_UPDATE_OPENAPI=1` rewrites it).
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use serde::Serialize;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-const DOCUMENT: &str = include_str!("openapi.json");
+use super::{alerts, handlers, inventory, latest_cache, live, reports, series, tokens};
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bess-collector API",
+        version = "1",
+        description = "BESS fleet telemetry: sites, devices and points, latest values, series, alerts, gap and completeness reports, token administration and a live WebSocket.\n\n\
+Every `/api/v1` operation except this document needs `Authorization: Bearer <token>` (or `?access_token=` on the WebSocket) unless the collector runs with `--auth disabled`. A token is scoped to sites and has a role: `read` (everything that reads), `operate` (also acknowledges alarms) or `admin` (also manages tokens).\n\n\
+Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit` (1–1000, default 100) and the previous page's `next_cursor` as `cursor`; `next_cursor` is `null` on the last page. Errors are `{\"error\":{\"code\":\"...\",\"message\":\"...\"}}`."
+    ),
+    paths(
+        handlers::health,
+        handlers::metrics,
+        document,
+        inventory::sites,
+        inventory::devices,
+        inventory::points,
+        latest_cache::latest,
+        series::series,
+        alerts::list,
+        alerts::acknowledge,
+        reports::gaps,
+        reports::completeness,
+        tokens::list,
+        tokens::create,
+        tokens::revoke,
+        live::live,
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "fleet", description = "Sites, devices, points and their values"),
+        (name = "alerts", description = "Alarms the devices raise"),
+        (name = "reports", description = "Data quality: gaps and completeness"),
+        (name = "live", description = "WebSocket push of committed frames"),
+        (name = "admin", description = "API tokens (role `admin`)"),
+        (name = "service", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `bess-collector token create` or `POST /api/v1/tokens`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited or internal.
+    #[schema(example = "not_found")]
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+}
+
+/// The errors any `/api/v1` operation can answer with. Documentation only:
+/// the responses themselves come from [`super::AppError`].
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum ApiErrors {
+    /// A parameter or body that does not parse (`bad_request`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing, unknown or revoked token (`unauthorized`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token may not access this site, or its role is too low (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The token's rate limit is used up (`rate_limited`); `Retry-After` says for how many seconds.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(ErrorBody),
+    /// Something failed inside the collector (`internal`); details are in its log.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
+/// A named site, device, point or token that does not exist (`not_found`).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(ErrorBody);
+
+/// The request does not fit the current state (`conflict`).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct Conflict(ErrorBody);
+
+fn rendered() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "openapi_document",
+    tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
 pub async fn document() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
+    ([(header::CONTENT_TYPE, "application/json")], rendered())
 }
 
 #[cfg(test)]
@@ -32,10 +162,13 @@ mod tests {
             .collect()
     }
 
+    fn document() -> serde_json::Value {
+        serde_json::from_str(super::rendered()).expect("the document is JSON")
+    }
+
     #[test]
     fn the_document_lists_exactly_the_routes_of_the_router() {
-        let document: serde_json::Value =
-            serde_json::from_str(super::DOCUMENT).expect("openapi.json is JSON");
+        let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         let documented: BTreeSet<String> = document["paths"]
             .as_object()
@@ -44,31 +177,64 @@ mod tests {
             .cloned()
             .collect();
         let routed = routed_paths();
-        assert!(routed.len() >= 8, "found the routes: {routed:?}");
+        assert!(routed.len() >= 15, "found the routes: {routed:?}");
         let undocumented: Vec<_> = routed.difference(&documented).collect();
         let stale: Vec<_> = documented.difference(&routed).collect();
         assert!(
             undocumented.is_empty(),
-            "routes missing from openapi.json: {undocumented:?}"
+            "routes missing from the OpenAPI document: {undocumented:?}"
         );
         assert!(
             stale.is_empty(),
-            "openapi.json lists paths the router does not have: {stale:?}"
+            "the OpenAPI document lists paths the router does not have: {stale:?}"
         );
     }
 
     #[test]
-    fn every_operation_documents_its_responses() {
-        let document: serde_json::Value = serde_json::from_str(super::DOCUMENT).expect("JSON");
+    fn every_api_operation_documents_its_errors_and_security() {
+        let document = document();
         for (path, item) in document["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("path item") {
-                assert!(
-                    operation["responses"]
-                        .as_object()
-                        .is_some_and(|r| !r.is_empty()),
-                    "{method} {path}"
-                );
+                let responses = operation["responses"].as_object().expect("responses");
+                assert!(!responses.is_empty(), "{method} {path}");
+                let protected = path.starts_with("/api/v1/") && path != "/api/v1/openapi.json";
+                if protected {
+                    for status in ["401", "403", "429", "500"] {
+                        assert!(responses.contains_key(status), "{method} {path}: {status}");
+                    }
+                    assert_eq!(
+                        operation["security"],
+                        serde_json::json!([{ "bearer": [] }]),
+                        "{method} {path}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let document = document();
+        let mut ids = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let id = operation["operationId"].as_str().expect("operationId");
+                assert!(ids.insert(id.to_owned()), "{method} {path}: {id} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn the_copy_in_docs_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let current = format!("{}\n", super::rendered());
+        if std::env::var_os("BESS_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &current).expect("write docs/openapi.json");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == current,
+            "docs/openapi.json is out of date; run `BESS_UPDATE_OPENAPI=1 cargo test -p bess-collector openapi` and commit it"
+        );
     }
 }

@@ -17,38 +17,86 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use super::handlers::parse_time;
+use super::inventory::site_id;
+use super::page::{Page, PageQuery};
 use super::{bad_query, rfc3339, ApiState, AppError};
 
 const MS_PER_DAY: i64 = 86_400_000;
 /// Longest completeness range in one request.
 const MAX_DAYS: i64 = 400;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeQuery {
+    /// Start (RFC 3339), inclusive.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// End (RFC 3339), exclusive.
+    #[param(format = DateTime)]
     to: Option<String>,
-    /// `day` (default) or `range`.
+    /// Completeness only: `day` (default, per UTC day) or `range` (one total).
     by: Option<String>,
 }
 
-async fn site_id(client: &tokio_postgres::Client, site: &str) -> Result<i32, AppError> {
-    client
-        .query_opt("SELECT site_id FROM sites WHERE name = $1", &[&site])
-        .await?
-        .map(|r| r.get(0))
-        .ok_or_else(|| AppError::NotFound(format!("no site named {site:?}")))
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GapRecord {
+    /// `null`: the whole site (e.g. a corrupt edge buffer).
+    device: Option<String>,
+    #[schema(format = DateTime)]
+    first_ts: String,
+    #[schema(format = DateTime)]
+    last_ts: String,
+    /// Samples (values) dropped.
+    samples: i64,
+    /// disk_cap, buffer_corrupt or downsampled.
+    reason: String,
+    /// Sequence number of the batch that reported it.
+    seq: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GapsPage {
+    site: String,
+    gaps: Vec<GapRecord>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Gap records the edges reported: samples dropped at the edge, with the reason.
+///
+/// Ordered by start time. `from` and `to` select gaps overlapping the range.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/gaps",
+    operation_id = "list_gaps",
+    tag = "reports",
+    params(("site" = String, Path, description = "Site name, e.g. site-001"), RangeQuery, PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of gap records", body = GapsPage), super::openapi::NotFound, super::openapi::ApiErrors)
+)]
 pub async fn gaps(
     State(state): State<ApiState>,
     Path(site): Path<String>,
     query: Result<Query<RangeQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, AppError> {
+    page: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<GapsPage>, AppError> {
     let Query(query) = query.map_err(bad_query)?;
+    let page = Page::from_query(page)?;
+    // Key: (first_ts in µs since the epoch, gap_id).
+    let (after_ts, after_id) = match page.after_key(2)? {
+        Some(k) => {
+            let parse = |s: &str| {
+                s.parse::<i64>()
+                    .map_err(|_| AppError::BadRequest("`cursor` is not valid here".into()))
+            };
+            (Some(parse(&k[0])?), Some(parse(&k[1])?))
+        }
+        None => (None, None),
+    };
     let from = query
         .from
         .as_deref()
@@ -64,28 +112,37 @@ pub async fn gaps(
     let site_id = site_id(&client, &site).await?;
     let rows = client
         .query(
-            "SELECT d.name, g.first_ts, g.last_ts, g.samples, g.reason, g.seq
+            "SELECT d.name, g.first_ts, g.last_ts, g.samples, g.reason, g.seq,
+                    (extract(epoch FROM g.first_ts) * 1000000)::bigint, g.gap_id
              FROM gaps g LEFT JOIN devices d ON d.device_id = g.device_id
              WHERE g.site_id = $1 AND g.last_ts >= $2 AND ($3::timestamptz IS NULL OR g.first_ts < $3)
-             ORDER BY g.first_ts, d.name LIMIT 10000",
-            &[&site_id, &from, &to],
+               AND ($4::bigint IS NULL
+                    OR (g.first_ts, g.gap_id) > (timestamptz 'epoch' + $4::bigint * interval '1 microsecond', $5::bigint))
+             ORDER BY g.first_ts, g.gap_id LIMIT $6",
+            &[&site_id, &from, &to, &after_ts, &after_id, &page.fetch_limit()],
         )
         .await?;
-    let gaps: Vec<serde_json::Value> = rows
+    let gaps: Vec<(GapRecord, [i64; 2])> = rows
         .iter()
         .map(|r| {
-            serde_json::json!({
-                // null: the gap concerns the whole site.
-                "device": r.get::<_, Option<String>>(0),
-                "first_ts": rfc3339(r.get(1)),
-                "last_ts": rfc3339(r.get(2)),
-                "samples": r.get::<_, i64>(3),
-                "reason": r.get::<_, String>(4),
-                "seq": r.get::<_, i64>(5),
-            })
+            let gap = GapRecord {
+                device: r.get(0),
+                first_ts: rfc3339(r.get(1)),
+                last_ts: rfc3339(r.get(2)),
+                samples: r.get(3),
+                reason: r.get(4),
+                seq: r.get(5),
+            };
+            (gap, [r.get(6), r.get(7)])
         })
         .collect();
-    Ok(Json(serde_json::json!({ "site": site, "gaps": gaps })))
+    let (gaps, next_cursor) = page.finish(gaps, |(_, key)| key.map(|k| k.to_string()).to_vec());
+    let gaps: Vec<_> = gaps.into_iter().map(|(gap, _)| gap).collect();
+    Ok(Json(GapsPage {
+        site,
+        gaps,
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq)]
@@ -145,6 +202,20 @@ pub fn gap_share(first: i64, last: i64, samples: i64, lo: i64, hi: i64) -> i64 {
     ((samples as i128 * overlap as i128) / (last - first) as i128) as i64
 }
 
+/// Stored samples against what the poll intervals promise, per device (and day).
+///
+/// Answers `{site, from, to, by, devices: [{device, expected, received, good,
+/// gap_samples, missing, completeness_pct, good_pct, days?}]}`. `from` and
+/// `to` are required; at most 400 days.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/completeness",
+    operation_id = "completeness",
+    tag = "reports",
+    params(("site" = String, Path, description = "Site name, e.g. site-001"), RangeQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Completeness per device", body = Object), super::openapi::NotFound, super::openapi::ApiErrors)
+)]
 pub async fn completeness(
     State(state): State<ApiState>,
     Path(site): Path<String>,

@@ -134,6 +134,32 @@ pub fn choose_resolution(range_ms: i64, interval_ms: i64, max_points: i64) -> Re
     }
 }
 
+/// Samples of one or more points in `[from, to)`.
+///
+/// Raw, or rolled up (1-minute or 1-hour buckets with min, max, avg, last
+/// and count) so that each series stays within `max_points`. One point
+/// answers `{point, unit, count, truncated, resolution, samples: [{ts, value,
+/// quality?}]}`; several answer `{series: [...]}` with that shape each.
+#[utoipa::path(
+    get,
+    path = "/api/v1/series",
+    operation_id = "series",
+    tag = "fleet",
+    params(
+        ("point" = String, Query, description = "SITE/DEVICE/POINT; repeat or comma-separate for several (up to 20)"),
+        ("from" = String, Query, format = DateTime, description = "Start (RFC 3339), inclusive"),
+        ("to" = String, Query, format = DateTime, description = "End (RFC 3339), exclusive"),
+        ("max_points" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most samples or buckets per series (default 10000)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Raw samples per series"),
+        ("resolution" = Option<String>, Query, description = "auto (default), raw, 1m or 1h"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The series", body = Object),
+        super::openapi::NotFound,
+        super::openapi::ApiErrors,
+    )
+)]
 pub async fn series(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
