@@ -304,6 +304,24 @@ async fn sites_devices_and_points_are_listed_page_by_page_without_skips_or_repea
         assert_eq!(status, code, "{path}: {body}");
         assert!(body["error"]["code"].is_string(), "{path}: {body}");
     }
+    // axum's own rejections are JSON errors too.
+    for (method, path, code) in [
+        (reqwest::Method::POST, "/api/v1/sites", 405),
+        (reqwest::Method::GET, "/api/v1/live", 400),
+        (reqwest::Method::DELETE, "/api/v1/sites/site-01/points", 405),
+    ] {
+        let (status, body) = fleet
+            .request(method.clone(), path, Some(&all), None)
+            .await?;
+        assert!(
+            status == code || (path == "/api/v1/live" && (400..500).contains(&status)),
+            "{method} {path}: {status}"
+        );
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{method} {path}: {body}"
+        );
+    }
     // A cursor of one list is refused by another.
     let (_, body) = fleet.get("/api/v1/sites?limit=1", Some(&all)).await?;
     let site_cursor = body["next_cursor"].as_str().context("cursor")?.to_owned();

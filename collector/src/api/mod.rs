@@ -71,6 +71,7 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_access,
         ))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
 
