@@ -43,6 +43,9 @@ try {
   await row.waitFor({ timeout: LIMIT });
   await page.waitForFunction((s) => document.querySelector(`#fleet-table tr[data-site="${s}"] .soc`)?.textContent.includes("%")
     && document.querySelector(`#fleet-table tr[data-site="${s}"]`).className === "online", site, { timeout: LIMIT });
+  step("fleet page shows the active alarm of the slow unit");
+  await page.waitForFunction((s) => document.querySelector(`#fleet-table tr[data-site="${s}"] .alarms .badge`)?.textContent.trim() === "1"
+    && document.querySelector(`#fleet-table tr[data-site="${s}"] .alarms`).title.includes("bms-2/alarms"), site, { timeout: LIMIT });
   await page.screenshot({ path: join(shots, "fleet.png"), fullPage: true });
 
   step("site page: a live value changes");

@@ -15,20 +15,32 @@ pub struct Sim {
 
 /// A simulated site: `units` controllers on one free port.
 pub async fn start_sim(dir: &Path, units: u8, seed: u64) -> anyhow::Result<Sim> {
-    let mut proc = Proc::spawn(
-        "sim",
-        &binary("bess-sim"),
-        &[
-            "site",
-            "--listen",
-            "127.0.0.1:0",
-            "--units",
-            &units.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ],
-        dir,
-    )?;
+    start_sim_with_config(dir, units, seed, None).await
+}
+
+/// Like [`start_sim`], with a `bess-sim` config file (schedule, faults).
+pub async fn start_sim_with_config(
+    dir: &Path,
+    units: u8,
+    seed: u64,
+    config: Option<&Path>,
+) -> anyhow::Result<Sim> {
+    let units = units.to_string();
+    let seed = seed.to_string();
+    let mut args = vec![
+        "site",
+        "--listen",
+        "127.0.0.1:0",
+        "--units",
+        &units,
+        "--seed",
+        &seed,
+    ];
+    let config = config.map(|c| c.display().to_string());
+    if let Some(config) = &config {
+        args.extend(["--config", config]);
+    }
+    let mut proc = Proc::spawn("sim", &binary("bess-sim"), &args, dir)?;
     let line = proc
         .wait_for_line("bess-sim: unit 1 on ", Duration::from_secs(30))
         .await?;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use std::path::Path;
 use std::time::Duration;
 
-use bess_tests::scenario::{start_edge, start_sim, wait_for_ledger, write_edge_config};
+use bess_tests::scenario::{start_edge, start_sim_with_config, wait_for_ledger, write_edge_config};
 use bess_tests::{binary, workspace_root, Broker, Proc, Scratch, TestDatabase};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -45,7 +45,14 @@ async fn the_dashboard_shows_the_fleet_live_values_and_history() -> anyhow::Resu
     let scratch = Scratch::new("dashboard");
     let broker = Broker::start(&scratch.dir).await?;
     let database = TestDatabase::create("dashboard").await?;
-    let sim = start_sim(&scratch.dir, 3, 11).await?;
+    // Unit 2 answers slowly: its alarm word carries the comm-fault bit, an
+    // active alarm the fleet page must show.
+    let sim_config = scratch.path("sim.toml");
+    std::fs::write(
+        &sim_config,
+        "[[fault]]\nname = \"slow-unit\"\nkind = \"slow\"\ndelay = \"20ms\"\nunits = [2]\n",
+    )?;
+    let sim = start_sim_with_config(&scratch.dir, 3, 11, Some(&sim_config)).await?;
 
     let mut collector = Proc::spawn(
         "collector",
