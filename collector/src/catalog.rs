@@ -92,6 +92,9 @@ impl CatalogRegistry {
         if let Some(layouts) = self.cached(site_id, hash) {
             return Ok(layouts);
         }
+        if let Some(layouts) = registered(client, site_id, hash, catalog).await? {
+            return Ok(self.remember(site_id, hash, layouts));
+        }
         let tx = client.transaction().await?;
         let body = serde_json::to_value(catalog).expect("a catalog always serializes");
         tx.execute(
@@ -159,15 +162,23 @@ impl CatalogRegistry {
             });
         }
         tx.commit().await?;
-        let layouts = Arc::new(CatalogLayouts {
-            groups: layouts,
-            device_ids,
-        });
+        Ok(self.remember(
+            site_id,
+            hash,
+            CatalogLayouts {
+                groups: layouts,
+                device_ids,
+            },
+        ))
+    }
+
+    fn remember(&self, site_id: i32, hash: CatalogHash, layouts: CatalogLayouts) -> Layouts {
+        let layouts = Arc::new(layouts);
         self.layouts
             .lock()
             .expect("lock")
             .insert((site_id, hash), layouts.clone());
-        Ok(layouts)
+        layouts
     }
 
     /// Layouts of a catalog seen before, by this or another instance.
@@ -213,4 +224,76 @@ impl CatalogRegistry {
             .get(&(site_id, hash))
             .cloned()
     }
+}
+
+/// The layouts of a catalog registered before (by any instance), read back
+/// in two queries instead of upserting every device, point and layout
+/// again: what a restarted collector does for every site. `None` when the
+/// catalog is not (completely) registered yet.
+async fn registered(
+    client: &impl GenericClient,
+    site_id: i32,
+    hash: CatalogHash,
+    catalog: &Catalog,
+) -> Result<Option<CatalogLayouts>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT group_index, layout_id, device_id, point_ids FROM layouts
+             WHERE site_id = $1 AND catalog_hash = $2 ORDER BY group_index",
+            &[&site_id, &(hash.0 as i64)],
+        )
+        .await?;
+    if rows.len() != catalog.groups.len() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = catalog.devices.iter().map(|d| d.name.as_str()).collect();
+    let device_rows = client
+        .query(
+            "SELECT name, device_id FROM devices WHERE site_id = $1 AND name = ANY($2)",
+            &[&site_id, &names],
+        )
+        .await?;
+    let by_name: HashMap<String, i32> = device_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let Some(device_ids) = names
+        .iter()
+        .map(|n| by_name.get(*n).copied())
+        .collect::<Option<Vec<i32>>>()
+    else {
+        return Ok(None);
+    };
+    let mut groups = Vec::with_capacity(rows.len());
+    for (index, (group, row)) in catalog.groups.iter().zip(&rows).enumerate() {
+        let group_index: i32 = row.get(0);
+        let device_id: i32 = row.get(2);
+        let point_ids: Vec<i32> = row.get(3);
+        let Some(&expected_device) = device_ids.get(usize::from(group.device)) else {
+            return Ok(None);
+        };
+        if group_index != index as i32
+            || device_id != expected_device
+            || point_ids.len() != group.points.len()
+        {
+            return Ok(None);
+        }
+        groups.push(Layout {
+            layout_id: row.get(1),
+            device_id,
+            device: catalog.devices[usize::from(group.device)].name.clone(),
+            interval_ms: group.interval_ms,
+            group: group.name.clone(),
+            points: group
+                .points
+                .iter()
+                .zip(point_ids)
+                .map(|(point, point_id)| PointMeta {
+                    point_id,
+                    name: point.name.clone(),
+                    unit: point.unit.clone(),
+                    scale: point.scale,
+                    offset: point.offset,
+                })
+                .collect(),
+        });
+    }
+    Ok(Some(CatalogLayouts { groups, device_ids }))
 }

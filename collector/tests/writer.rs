@@ -254,7 +254,7 @@ async fn migrations_are_safe_to_run_from_several_instances_at_once() {
     }
     assert_eq!(
         count(&database, "SELECT count(*) FROM schema_migrations").await,
-        4
+        5
     );
 }
 
@@ -344,4 +344,76 @@ async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device(
         (row.get::<_, Option<i32>>(0), row.get::<_, String>(1)),
         (None, "buffer_corrupt".into())
     );
+}
+
+/// What a registry resolved, as comparable ids.
+fn ids(layouts: &bess_collector::catalog::CatalogLayouts) -> Vec<(i32, i32, Vec<i32>)> {
+    layouts
+        .groups
+        .iter()
+        .map(|l| {
+            (
+                l.layout_id,
+                l.device_id,
+                l.points.iter().map(|p| p.point_id).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_collector_reads_registered_catalogs_back_with_the_same_ids() {
+    use bess_collector::catalog::CatalogRegistry;
+    let database = TestDatabase::create("catalog_restart").await.unwrap();
+    let _ = writer(&database).await; // migrations
+    let mut client = database.client().await.unwrap();
+    let catalog = catalog();
+    let before = CatalogRegistry::default();
+    let site = before.site_id(&client, "site-r").await.unwrap();
+    let registered = before
+        .register(&mut client, site, catalog.hash(), &catalog)
+        .await
+        .unwrap();
+
+    // A new instance (empty caches) given the catalog, or only its hash.
+    let after = CatalogRegistry::default();
+    let again = after
+        .register(&mut client, site, catalog.hash(), &catalog)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), ids(&registered));
+    assert_eq!(again.device_ids, registered.device_ids);
+    assert_eq!(
+        again.groups[0].points[0].scale, 0.01,
+        "scale from the catalog"
+    );
+    let looked_up = CatalogRegistry::default()
+        .lookup(&mut client, site, catalog.hash())
+        .await
+        .unwrap()
+        .expect("known catalog");
+    assert_eq!(ids(&looked_up), ids(&registered));
+
+    // A changed catalog (another point) is registered anew, keeping the old point ids.
+    let mut grown = catalog.clone();
+    grown.groups[0]
+        .points
+        .push(PointInfo::new("temp", "°C", PointKind::Analog, 0.1, 0.0));
+    let grown_layouts = after
+        .register(&mut client, site, grown.hash(), &grown)
+        .await
+        .unwrap();
+    assert_ne!(
+        grown_layouts.groups[0].layout_id,
+        registered.groups[0].layout_id
+    );
+    assert_eq!(
+        grown_layouts.groups[0].points[..2]
+            .iter()
+            .map(|p| p.point_id)
+            .collect::<Vec<_>>(),
+        ids(&registered)[0].2
+    );
+    assert_eq!(count(&database, "SELECT count(*) FROM layouts").await, 2);
+    assert_eq!(count(&database, "SELECT count(*) FROM points").await, 3);
 }
