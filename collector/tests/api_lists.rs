@@ -297,6 +297,8 @@ async fn sites_devices_and_points_are_listed_page_by_page_without_skips_or_repea
         ("/api/v1/sites?limit=0", 400),
         ("/api/v1/sites?limit=abc", 400),
         ("/api/v1/sites?cursor=nothex", 400),
+        // Six bytes of UTF-8 in three characters: once a panic that dropped the connection.
+        ("/api/v1/sites?cursor=%F0%A5%AE%83%C3%8F", 400),
         ("/api/v1/sites/site-01/points?device=nope", 404),
         ("/api/v1/sites/nowhere/devices", 404),
     ] {
@@ -304,6 +306,35 @@ async fn sites_devices_and_points_are_listed_page_by_page_without_skips_or_repea
         assert_eq!(status, code, "{path}: {body}");
         assert!(body["error"]["code"].is_string(), "{path}: {body}");
     }
+    // Empty parameters count as absent.
+    let (status, body) = fleet
+        .get(
+            "/api/v1/sites/site-01/points?cursor=&limit=&device=",
+            Some(&all),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["points"].as_array().map(Vec::len), Some(20));
+    // An empty range is a question with an empty answer.
+    let at = "2026-01-01T00:00:00Z";
+    let (status, body) = fleet
+        .get(
+            &format!("/api/v1/series?point=site-01/bms-1/soc&from={at}&to={at}"),
+            Some(&all),
+        )
+        .await?;
+    assert_eq!(
+        (status, &body["count"]),
+        (200, &serde_json::json!(0)),
+        "{body}"
+    );
+    let (status, body) = fleet
+        .get(
+            &format!("/api/v1/sites/site-01/completeness?from={at}&to={at}"),
+            Some(&all),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
     // axum's own rejections are JSON errors too.
     for (method, path, code) in [
         (reqwest::Method::POST, "/api/v1/sites", 405),
@@ -452,6 +483,28 @@ async fn alarms_are_listed_and_only_operators_acknowledge_them() -> anyhow::Resu
         .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["alert"]["acknowledged"]["note"], "crew on site");
+    // A `null` body is no note.
+    let (status, body) = fleet
+        .request(
+            reqwest::Method::POST,
+            ack,
+            Some(&operator),
+            Some(serde_json::Value::Null),
+        )
+        .await?;
+    assert_eq!(
+        (status, &body["alert"]["acknowledged"]["note"]),
+        (200, &serde_json::json!(""))
+    );
+    let (status, _) = fleet
+        .request(
+            reqwest::Method::POST,
+            ack,
+            Some(&operator),
+            Some(serde_json::json!({ "note": "crew on site" })),
+        )
+        .await?;
+    assert_eq!(status, 200);
     assert_eq!(body["alert"]["acknowledged"]["by"], "fleet-test");
 
     let (_, body) = fleet

@@ -169,7 +169,7 @@ pub async fn list(
         .after_key(3)?
         .map(|k| (k[0].clone(), k[1].clone(), k[2].clone()));
     // The middleware has already refused sites outside the token's scope.
-    let sites = match query.site {
+    let sites = match query.site.filter(|s| !s.trim().is_empty()) {
         Some(list) => Some(
             list.split(',')
                 .map(str::trim)
@@ -266,11 +266,14 @@ pub async fn acknowledge(
     let body: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
         AckBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::BadRequest(format!(
-                "the body must be {{\"note\": \"...\"}} or empty: {e}"
-            ))
-        })?
+        // `null` is an empty body too.
+        serde_json::from_slice::<Option<AckBody>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                AppError::BadRequest(format!(
+                    "the body must be {{\"note\": \"...\"}} or empty: {e}"
+                ))
+            })?
     };
     if body.note.len() > MAX_NOTE {
         return Err(AppError::BadRequest(format!(

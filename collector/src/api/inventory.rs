@@ -194,7 +194,8 @@ pub async fn points(
     query: Result<Query<PointsQuery>, QueryRejection>,
     page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<PointsPage>, AppError> {
-    let Query(query) = query.map_err(bad_query)?;
+    let Query(mut query) = query.map_err(bad_query)?;
+    query.device = query.device.filter(|d| !d.is_empty());
     let page = Page::from_query(page)?;
     let (after_device, after_point) = match page.after_key(2)? {
         Some(k) => (Some(k[0].clone()), Some(k[1].clone())),

@@ -71,6 +71,9 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_access,
         ))
+        // A handler that panics answers 500 (as JSON, by the layer below)
+        // instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }

@@ -24,7 +24,8 @@ pub struct PageQuery {
     /// Items per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, unchanged.
+    #[param(pattern = "^([0-9a-f]{2})*$")]
     cursor: Option<String>,
 }
 
@@ -39,7 +40,8 @@ pub struct Page {
 impl Page {
     pub fn from_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<Self, AppError> {
         let Query(query) = query.map_err(bad_query)?;
-        let limit = match query.limit.as_deref() {
+        // `?cursor=` (empty) is the first page, as when the parameter is absent.
+        let limit = match query.limit.as_deref().filter(|l| !l.is_empty()) {
             None => DEFAULT_LIMIT,
             Some(text) => match text.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
@@ -50,7 +52,12 @@ impl Page {
                 }
             },
         };
-        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = query
+            .cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()?;
         Ok(Self { limit, after })
     }
 
@@ -99,11 +106,13 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<String>, AppError> {
     if cursor.len() % 2 != 0 || cursor.len() > 4096 {
         return Err(invalid_cursor());
     }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| invalid_cursor())?;
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = cursor
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| Some(hex(pair[0])? << 4 | hex(pair[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(invalid_cursor)?;
     serde_json::from_slice(&bytes).map_err(|_| invalid_cursor())
 }
 
@@ -125,6 +134,10 @@ mod tests {
         assert!(decode_cursor("zz").is_err());
         assert!(decode_cursor("abc").is_err());
         assert!(decode_cursor("7b7d").is_err(), "an object is not a key");
+        assert!(
+            decode_cursor("𥮃Ï\u{96}Æ\u{7f}è-").is_err(),
+            "not hex, and not one byte per char"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct RangeQuery {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Completeness only: `day` (default, per UTC day) or `range` (one total).
+    #[param(ignore)]
     by: Option<String>,
 }
 
@@ -212,7 +213,12 @@ pub fn gap_share(first: i64, last: i64, samples: i64, lo: i64, hi: i64) -> i64 {
     path = "/api/v1/sites/{site}/completeness",
     operation_id = "completeness",
     tag = "reports",
-    params(("site" = String, Path, description = "Site name, e.g. site-001"), RangeQuery),
+    params(
+        ("site" = String, Path, description = "Site name, e.g. site-001"),
+        ("from" = String, Query, format = DateTime, description = "Start (RFC 3339), inclusive"),
+        ("to" = String, Query, format = DateTime, description = "End (RFC 3339), exclusive; at most 400 days after `from`"),
+        ("by" = Option<String>, Query, description = "`day` (default, per UTC day) or `range` (one total)"),
+    ),
     security(("bearer" = [])),
     responses((status = 200, description = "Completeness per device", body = Object), super::openapi::NotFound, super::openapi::ApiErrors)
 )]
@@ -228,10 +234,16 @@ pub async fn completeness(
         query.from.as_deref().ok_or_else(|| missing("from"))?,
     )?;
     let to = parse_time("to", query.to.as_deref().ok_or_else(|| missing("to"))?)?;
-    if from >= to {
-        return Err(AppError::BadRequest("`from` must be before `to`".into()));
+    // `from == to` is an empty range: a valid question with an empty answer.
+    if from > to {
+        return Err(AppError::BadRequest("`from` must not be after `to`".into()));
     }
-    let by_day = match query.by.as_deref().unwrap_or("day") {
+    let by_day = match query
+        .by
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .unwrap_or("day")
+    {
         "day" => true,
         "range" => false,
         other => {

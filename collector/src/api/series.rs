@@ -109,8 +109,9 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
             "at most {MAX_SERIES} points per request"
         )));
     }
-    if from >= to {
-        return Err(AppError::BadRequest("`from` must be before `to`".into()));
+    // `from == to` is an empty range: a valid question with an empty answer.
+    if from > to {
+        return Err(AppError::BadRequest("`from` must not be after `to`".into()));
     }
     Ok(Request {
         points,
@@ -146,7 +147,7 @@ pub fn choose_resolution(range_ms: i64, interval_ms: i64, max_points: i64) -> Re
     operation_id = "series",
     tag = "fleet",
     params(
-        ("point" = String, Query, description = "SITE/DEVICE/POINT; repeat or comma-separate for several (up to 20)"),
+        ("point" = String, Query, pattern = "^[^/]+/[^/]+/.+$", description = "SITE/DEVICE/POINT; repeat or comma-separate for several (up to 20)"),
         ("from" = String, Query, format = DateTime, description = "Start (RFC 3339), inclusive"),
         ("to" = String, Query, format = DateTime, description = "End (RFC 3339), exclusive"),
         ("max_points" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most samples or buckets per series (default 10000)"),

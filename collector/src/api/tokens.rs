@@ -130,20 +130,46 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// What the token is for, e.g. "site-7 dashboard".
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     /// read, operate or admin.
-    #[schema(example = "read")]
+    #[schema(example = "read", pattern = "^(read|operate|admin)$")]
     role: String,
     /// Site names, or `"*"` for every site.
+    #[schema(schema_with = sites_schema)]
     sites: SitesField,
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(untagged)]
 pub enum SitesField {
     /// `"*"`: every site.
     Every(String),
     Only(Vec<String>),
+}
+
+/// The schema of [`SitesField`]: `"*"` or a non-empty list of site names.
+fn sites_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^\*$"))
+                .description(Some("`*`: every site")),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1)),
+                )
+                .min_items(Some(1))
+                .description(Some("Site names")),
+        )
+        .build()
+        .into()
 }
 
 /// Create an API token (role `admin`), for the caller's sites only.
