@@ -184,6 +184,7 @@ async fn read_messages(
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().unwrap_or_default().to_vec(),
+                    received_ms: crate::writer::unix_ms_now(),
                 };
                 metrics::counter!("bess_collector_messages_received_total").increment(1);
                 if queue.send(owned).await.is_err() {

@@ -27,6 +27,12 @@ pub struct LiveFrame {
     pub group: String,
     pub ts: String,
     pub ts_ms: i64,
+    /// When the collector took the Kafka message carrying this frame off the
+    /// consumer (Unix epoch milliseconds, the collector's clock). The frame
+    /// reaches clients only after its transaction committed, so the time
+    /// from here to a client's receipt covers decoding, the database write
+    /// and the fan-out.
+    pub received_ms: i64,
     pub values: Vec<LiveValue>,
 }
 
@@ -35,6 +41,7 @@ impl LiveFrame {
         site: &str,
         layout: &Layout,
         ts_ms: i64,
+        received_ms: i64,
         values: &[Option<f64>],
         readings: &[Reading],
     ) -> Self {
@@ -44,6 +51,7 @@ impl LiveFrame {
             group: layout.group.clone(),
             ts: crate::api::rfc3339(crate::writer::timestamp(ts_ms)),
             ts_ms,
+            received_ms,
             values: layout
                 .points
                 .iter()

@@ -100,6 +100,7 @@ fn frame(site: &str, soc: f64) -> LiveMessage {
         group: "fast".into(),
         ts: "2026-01-01T00:00:00Z".into(),
         ts_ms: 1_767_225_600_000,
+        received_ms: 1_767_225_600_000,
         values: vec![
             LiveValue {
                 point: "soc".into(),
