@@ -53,6 +53,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that can see more sites than this reads the all-sites channel.
 pub const MAX_SITE_CHANNELS: usize = 16;
+/// Read buffer of a client's socket. Clients send only small messages
+/// (subscriptions, pongs); the WebSocket library's default of 128 KiB is
+/// zeroed on every read and so stays resident, per client.
+pub const READ_BUFFER: usize = 4 * 1024;
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
@@ -207,7 +211,9 @@ pub async fn live(
         ..Subscription::default()
     };
     let filter = Filter::new(access, subscription);
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, filter)))
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| serve(socket, state, filter)))
 }
 
 type CoalesceKey = (Arc<str>, String, String);
