@@ -64,7 +64,12 @@ pub async fn run(args: LatestArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/sites/load-site-001/latest", stack.api);
     // Longer than every phase: it keeps writing while the API is measured.
     let phases = args.rates.len() as u32 + 2;
-    let mut load = stack.start_load("load", args.sites, 3, args.duration * phases + Duration::from_secs(120))?;
+    let mut load = stack.start_load(
+        "load",
+        args.sites,
+        3,
+        args.duration * phases + Duration::from_secs(120),
+    )?;
     bess_tests::wait_for(
         "latest values of load-site-001",
         Duration::from_secs(60),

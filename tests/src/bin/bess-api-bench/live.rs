@@ -80,8 +80,8 @@ struct ClientReport {
     /// Frames of another site (a filter bug if not zero).
     foreign: u64,
     lagged_notices: u64,
-    /// Receipt minus `received_ms`, per frame, in microseconds.
-    latencies: Vec<u64>,
+    /// Receipt minus `received_ms` in microseconds, per frame (device, ts_ms).
+    latencies: Vec<((String, i64), u64)>,
     missing_received_ms: bool,
 }
 
@@ -159,19 +159,15 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
-    let all_in = bess_tests::wait_for(
-        "every client to connect",
-        Duration::from_secs(300),
-        || {
-            let progress = progress.clone();
-            let total = args.clients as u64;
-            async move {
-                let done = progress.connected.load(Ordering::Relaxed)
-                    + progress.failed.load(Ordering::Relaxed);
-                (done >= total).then_some(())
-            }
-        },
-    )
+    let all_in = bess_tests::wait_for("every client to connect", Duration::from_secs(300), || {
+        let progress = progress.clone();
+        let total = args.clients as u64;
+        async move {
+            let done = progress.connected.load(Ordering::Relaxed)
+                + progress.failed.load(Ordering::Relaxed);
+            (done >= total).then_some(())
+        }
+    })
     .await;
     let connected = progress.connected.load(Ordering::Relaxed);
     println!(
@@ -179,7 +175,11 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         args.clients,
         connecting.elapsed().as_secs_f64(),
         progress.failed.load(Ordering::Relaxed),
-        if all_in.is_err() { " — gave up waiting" } else { "" }
+        if all_in.is_err() {
+            " — gave up waiting"
+        } else {
+            ""
+        }
     );
 
     // The measured window: from the load's start to its end.
@@ -255,11 +255,24 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut latencies = Vec::new();
+    // Per frame: its fastest and slowest delivery over the clients of its site.
+    let mut per_frame: HashMap<(usize, String, i64), (u64, u64)> = HashMap::new();
     let mut tally = Tally::default();
     for report in &mut reports {
         tally.add(report, expected[report.site]);
-        latencies.append(&mut report.latencies);
+        for ((device, ts_ms), latency) in report.latencies.drain(..) {
+            latencies.push(latency);
+            let span = per_frame
+                .entry((report.site, device, ts_ms))
+                .or_insert((latency, latency));
+            span.0 = span.0.min(latency);
+            span.1 = span.1.max(latency);
+        }
     }
+    let mut first: Vec<u64> = per_frame.values().map(|span| span.0).collect();
+    let mut spread: Vec<u64> = per_frame.values().map(|span| span.1 - span.0).collect();
+    let first = Percentiles::of(&mut first);
+    let spread = Percentiles::of(&mut spread);
     if let Some(error) = reports.iter().find_map(|r| r.error.as_ref()) {
         println!("first client error: {error}");
     }
@@ -300,6 +313,16 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         Millis(latency.p90),
         Millis(latency.p99),
         Millis(latency.max)
+    );
+    println!(
+        "| first client of each frame p50 / p99 (Kafka → COMMIT → first socket) | {} / {} |",
+        Millis(first.p50),
+        Millis(first.p99)
+    );
+    println!(
+        "| spread from first to last client of a frame p50 / p99 (fan-out) | {} / {} |",
+        Millis(spread.p50),
+        Millis(spread.p99)
     );
     println!(
         "| collector CPU over the {window_secs:.0} s load (% of one core) | {collector_cpu:.0} % |"
@@ -473,10 +496,10 @@ async fn client(
                     continue;
                 }
                 progress.frames.fetch_add(1, Ordering::Relaxed);
-                if report.frames.insert((frame.device, frame.ts_ms)) {
-                    report
-                        .latencies
-                        .push((arrived_us - received_ms * 1000).max(0) as u64);
+                let key = (frame.device, frame.ts_ms);
+                if report.frames.insert(key.clone()) {
+                    let latency = (arrived_us - received_ms * 1000).max(0) as u64;
+                    report.latencies.push((key, latency));
                 } else {
                     report.duplicates += 1;
                 }

@@ -149,7 +149,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut values: Vec<u64> = (1..=100).collect();
         let p = Percentiles::of(&mut values);
-        assert_eq!((p.count, p.p50, p.p90, p.p99, p.max), (100, 50, 90, 99, 100));
+        assert_eq!(
+            (p.count, p.p50, p.p90, p.p99, p.max),
+            (100, 50, 90, 99, 100)
+        );
         let mut one = vec![7];
         let p = Percentiles::of(&mut one);
         assert_eq!((p.p50, p.p99, p.max), (7, 7, 7));

@@ -39,10 +39,7 @@ impl Stack {
         let token = match auth {
             Auth::Disabled => None,
             Auth::Token => {
-                run_to_end(
-                    &collector_bin,
-                    &["migrate", "--database-url", &url],
-                )?;
+                run_to_end(&collector_bin, &["migrate", "--database-url", &url])?;
                 let out = run_to_end(
                     &collector_bin,
                     &[
@@ -137,7 +134,12 @@ impl Stack {
 /// Wait for a load generator to exit; its summary line.
 pub async fn finish_load(load: &mut Proc, duration: Duration) -> anyhow::Result<String> {
     let status = load.wait_exit(duration + Duration::from_secs(60)).await?;
-    anyhow::ensure!(status.success(), "{} failed\n{}", load.name, load.log_tail(20));
+    anyhow::ensure!(
+        status.success(),
+        "{} failed\n{}",
+        load.name,
+        load.log_tail(20)
+    );
     Ok(load
         .stdout_lines()
         .into_iter()
