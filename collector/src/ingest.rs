@@ -28,11 +28,11 @@ use rdkafka::TopicPartitionList;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetterProducer, RejectClass, Rejection};
-use crate::live::LiveMessage;
+use crate::live::{LiveHub, LiveMessage};
 use crate::writer::{decode_chunk, IngestMessage, PreparedChunk, SampleWriter};
 
 /// Messages queued between the consumer and the prepare stage.
@@ -98,7 +98,7 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 pub struct KafkaIngest {
     pub consumer: Arc<StreamConsumer>,
     pub writer: Arc<SampleWriter>,
-    pub live: broadcast::Sender<LiveMessage>,
+    pub live: LiveHub,
     pub dead_letters: Option<DeadLetterProducer>,
 }
 
@@ -113,7 +113,7 @@ impl KafkaIngest {
     pub fn new(
         settings: &KafkaSettings,
         writer: SampleWriter,
-        live: broadcast::Sender<LiveMessage>,
+        live: LiveHub,
     ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = consumer_config(settings).create()?;
         consumer.subscribe(&[&settings.topic])?;
@@ -184,6 +184,7 @@ async fn read_messages(
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().unwrap_or_default().to_vec(),
+                    received_ms: crate::writer::unix_ms_now(),
                 };
                 metrics::counter!("bess_collector_messages_received_total").increment(1);
                 if queue.send(owned).await.is_err() {
@@ -202,7 +203,7 @@ async fn read_messages(
 /// async workers, and pass it on.
 async fn prepare_chunks(
     writer: Arc<SampleWriter>,
-    live: broadcast::Sender<LiveMessage>,
+    live: LiveHub,
     mut queue: mpsc::Receiver<IngestMessage>,
     prepared: mpsc::Sender<PreparedChunk>,
     cancel: CancellationToken,
@@ -254,7 +255,7 @@ async fn prepare_chunks(
 
 async fn write_chunks(
     writer: &SampleWriter,
-    live: &broadcast::Sender<LiveMessage>,
+    live: &LiveHub,
     mut prepared: mpsc::Receiver<PreparedChunk>,
     acks: mpsc::Sender<Committed>,
     cancel: CancellationToken,
@@ -310,7 +311,7 @@ async fn write_chunks(
             );
         }
         for frame in &outcome.live {
-            let _ = live.send(LiveMessage::from(frame));
+            live.publish(LiveMessage::from(frame));
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &chunk.messages {

@@ -181,6 +181,7 @@ fn migrate(database_url: &str, storage: StoragePreference) -> anyhow::Result<()>
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing metrics recorder")?;
@@ -214,6 +215,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(shutdown_signal(cancel.clone()));
         service::run_with_access(settings, access, metrics, cancel).await
     })
+}
+
+/// Every API client holds a socket: raise the soft limit on open files to
+/// the hard limit, so the number of clients does not depend on the shell's
+/// `ulimit -n`. Logs the limit in force.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!("cannot read the open files limit: {e}");
+            return;
+        }
+    };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(soft, hard, "cannot raise the open files limit: {e}");
+            return;
+        }
+    }
+    tracing::info!(
+        open_files = hard,
+        "open files limit (API clients, database and broker connections)"
+    );
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -12,18 +12,15 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::{AccessControl, AccessSettings};
 use crate::api::{self, ApiState};
 use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
+use crate::live::LiveHub;
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
-
-/// Frames buffered for live clients before a slow one is told it lagged.
-const LIVE_CHANNEL: usize = 4096;
 
 pub struct CollectorSettings {
     pub database_url: String,
@@ -151,7 +148,7 @@ pub async fn run_with_access(
         }
     }
 
-    let (live, _) = broadcast::channel(LIVE_CHANNEL);
+    let live = LiveHub::default();
     let latest = Arc::new(api::LatestCache::default());
     let latest_feed = tokio::spawn(api::feed_latest(
         latest.clone(),

@@ -41,6 +41,8 @@ pub struct IngestMessage {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// When it was taken off the consumer (Unix epoch milliseconds).
+    pub received_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -521,6 +523,7 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
                     batch.site.as_str(),
                     layout,
                     frame.ts_ms,
+                    messages[index].received_ms,
                     &values,
                     &frame.values,
                 ));
@@ -550,6 +553,11 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
         batches: prepared,
         rejected,
     }
+}
+
+/// Now, in Unix epoch milliseconds.
+pub fn unix_ms_now() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 pub fn timestamp(ts_ms: i64) -> OffsetDateTime {

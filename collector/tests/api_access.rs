@@ -6,19 +6,18 @@ use anyhow::Context as _;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
 use bess_collector::api::auth::{AccessControl, AccessSettings, AuthMode, RateLimit};
 use bess_collector::api::{self, ApiState, LatestCache};
 use bess_collector::auth::{self, Role, SiteScope};
-use bess_collector::live::{LiveFrame, LiveMessage, LiveValue};
+use bess_collector::live::{LiveFrame, LiveHub, LiveMessage, LiveValue};
 use bess_collector::service;
 use bess_tests::TestDatabase;
 
 struct Api {
     url: String,
-    live: broadcast::Sender<LiveMessage>,
+    live: LiveHub,
     pool: deadpool_postgres::Pool,
     _database: TestDatabase,
 }
@@ -32,7 +31,7 @@ async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
         .await?
         .batch_execute("INSERT INTO sites (name) VALUES ('a'), ('b')")
         .await?;
-    let (live, _) = broadcast::channel(64);
+    let live = LiveHub::new(64, 64);
     let state = ApiState {
         pool: pool.clone(),
         live: live.clone(),
@@ -100,6 +99,7 @@ fn frame(site: &str, soc: f64) -> LiveMessage {
         group: "fast".into(),
         ts: "2026-01-01T00:00:00Z".into(),
         ts_ms: 1_767_225_600_000,
+        received_ms: 1_767_225_600_000,
         values: vec![
             LiveValue {
                 point: "soc".into(),
@@ -259,8 +259,8 @@ async fn a_websocket_client_never_receives_frames_of_sites_outside_its_scope() -
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["error"]["code"], "forbidden");
     // The subscription is in place once the reply came; send b first, then a.
-    api.live.send(frame("b", 10.0))?;
-    api.live.send(frame("a", 20.0))?;
+    api.live.publish(frame("b", 10.0));
+    api.live.publish(frame("a", 20.0));
     let first = next_json(&mut socket).await?;
     assert_eq!(first["type"], "frame", "{first}");
     assert_eq!(first["frame"]["site"], "a");
@@ -285,7 +285,7 @@ async fn a_subscription_starts_with_a_snapshot_of_current_values() -> anyhow::Re
         0,
         "no frames stored yet"
     );
-    api.live.send(frame("a", 30.0))?;
+    api.live.publish(frame("a", 30.0));
     let update = next_json(&mut socket).await?;
     assert_eq!(update["type"], "frame");
     assert_eq!(update["frame"]["values"][0]["value"], 30.0);

@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 use bess_collector::api::auth::{AccessControl, AccessSettings, AuthMode};
 use bess_collector::api::{self, ApiState, LatestCache};
 use bess_collector::auth::{self, Role, SiteScope};
+use bess_collector::live::LiveHub;
 use bess_collector::service;
 use bess_collector::writer::{IngestMessage, SampleWriter};
 use bess_protocol::*;
@@ -60,7 +60,7 @@ impl Fleet {
         let database = TestDatabase::create(test).await?;
         let pool = service::pool(&database.url(), 4)?;
         let storage = service::prepare_database(&pool, Duration::from_secs(10)).await?;
-        let (live, _) = broadcast::channel(64);
+        let live = LiveHub::new(64, 64);
         let latest = Arc::new(LatestCache::default());
         let state = ApiState {
             pool: pool.clone(),
@@ -130,6 +130,7 @@ impl Fleet {
                 offset,
                 key: Some(site.as_bytes().to_vec()),
                 payload: batch.encode(Codec::Zstd)?,
+                received_ms: 0,
             }])
             .await?;
         for frame in &outcome.live {

@@ -8,7 +8,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use bess_collector::dead_letter::*;
@@ -82,7 +81,7 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
         properties: vec![],
         dead_letter_topic: Some("bess.telemetry.dlq".into()),
     };
-    let (live, _) = broadcast::channel(16);
+    let live = bess_collector::live::LiveHub::default();
     let ingest =
         KafkaIngest::new(&settings, SampleWriter::new(pool.clone(), backend), live).unwrap();
     let cancel = CancellationToken::new();

@@ -131,6 +131,7 @@ async fn plain_postgresql_rollups() -> Vec<(String, Resolution, Vec<RollupRow>)>
             offset: i as i64,
             key: None,
             payload: b.encode(Codec::Zstd).unwrap(),
+            received_ms: 0,
         })
         .collect();
     writer.write(&messages).await.unwrap();
@@ -164,6 +165,7 @@ async fn plain_postgresql_partitions_frames_by_day_and_drops_them_past_retention
         offset: 0,
         key: None,
         payload: batch.encode(Codec::Zstd).unwrap(),
+        received_ms: 0,
     };
     writer.write(&[message]).await.unwrap();
     let client = database.client().await.unwrap();

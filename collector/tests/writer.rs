@@ -52,6 +52,7 @@ fn message(offset: i64, payload: Vec<u8>) -> IngestMessage {
         offset,
         key: Some(b"site-w".to_vec()),
         payload,
+        received_ms: 0,
     }
 }
 

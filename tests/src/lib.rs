@@ -26,9 +26,15 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// A binary of this workspace, from the target directory this test runs in.
+/// A binary of this workspace, from the target directory this test (or
+/// benchmark binary) runs from.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/<bench> -> target/<profile>/<name>
+    let beside = exe.parent().expect("executable dir").join(name);
+    if beside.exists() {
+        return beside;
+    }
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
         .parent()

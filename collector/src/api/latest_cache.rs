@@ -333,6 +333,7 @@ mod tests {
             group: "fast".into(),
             ts: String::new(),
             ts_ms,
+            received_ms: ts_ms,
             values: vec![LiveValue {
                 point: "soc".into(),
                 value: soc,

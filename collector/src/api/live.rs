@@ -14,7 +14,16 @@
 //! is behind: frames are coalesced — only the newest per (site, device,
 //! group) is kept — and counted (`bess_collector_live_coalesced_total`);
 //! they are sent as soon as the socket takes them. The broadcast feeding the
-//! clients never waits for one. A ping goes out every [`PING_EVERY`]; a
+//! clients never waits for one.
+//!
+//! A client that can see at most [`MAX_SITE_CHANNELS`] sites (the ones it
+//! subscribed to, or its token's) reads those sites' channels of the
+//! [`LiveHub`], so only their frames wake it; any other client reads the
+//! channel of all frames and filters. When a subscription changes, the
+//! frames already on their way under the old one are passed through the
+//! new filter after the snapshot, as if one channel had carried both.
+//!
+//! A ping goes out every [`PING_EVERY`]; a
 //! client that sends nothing (not even a pong) for [`IDLE_TIMEOUT`], or
 //! whose socket does not take a message for [`SEND_TIMEOUT`], is closed.
 
@@ -28,19 +37,26 @@ use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::auth::Access;
 use super::{bad_query, ApiState, AppError};
-use crate::live::{LiveFrame, LiveMessage};
+use crate::auth::SiteScope;
+use crate::live::{LiveFrame, LiveHub, LiveMessage, Subscription as Feeds};
 
 /// Messages waiting for one client's socket before frames are coalesced.
 pub const CLIENT_QUEUE: usize = 256;
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that can see more sites than this reads the all-sites channel.
+pub const MAX_SITE_CHANNELS: usize = 16;
+/// Read buffer of a client's socket. Clients send only small messages
+/// (subscriptions, pongs); the WebSocket library's default of 128 KiB is
+/// zeroed on every read and so stays resident, per client.
+pub const READ_BUFFER: usize = 4 * 1024;
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
@@ -83,6 +99,21 @@ impl Filter {
             sites,
             devices: subscription.devices,
             points: subscription.points,
+        }
+    }
+
+    /// The sites whose frames can pass, `None` for any site.
+    fn readable_sites(&self) -> Option<Vec<String>> {
+        match (&self.sites, self.access.scope()) {
+            (Some(sites), _) => Some(
+                sites
+                    .iter()
+                    .filter(|s| self.access.allows_site(s))
+                    .cloned()
+                    .collect(),
+            ),
+            (None, SiteScope::Only(sites)) => Some(sites.into_iter().collect()),
+            (None, SiteScope::All) => None,
         }
     }
 
@@ -166,8 +197,10 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 ///
 /// Upgrade to a WebSocket. Send `{"subscribe":{"sites":[..],"devices":[..],"points":["soc","cell_*"]}}`
 /// to get `{"type":"snapshot","points":[LatestPoint...]}`, then
-/// `{"type":"frame","frame":{site,device,group,ts,ts_ms,values:[{point,value,unit,quality}]}}`
-/// for each matching frame. Without a subscription every frame of the
+/// `{"type":"frame","frame":{site,device,group,ts,ts_ms,received_ms,values:[{point,value,unit,quality}]}}`
+/// for each matching frame, sent after its COMMIT (`received_ms`: Unix epoch
+/// milliseconds when the collector took the Kafka message carrying the
+/// frame off the topic). Without a subscription every frame of the
 /// token's sites (or of `?site=`) is sent. Other messages:
 /// `{"type":"lagged","missed":N}`, `{"type":"error","error":{code,message}}`.
 /// Pings every 20 s; clients silent for 60 s are closed.
@@ -201,14 +234,94 @@ pub async fn live(
         ..Subscription::default()
     };
     let filter = Filter::new(access, subscription);
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, filter)))
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| serve(socket, state, filter)))
 }
 
 type CoalesceKey = (Arc<str>, String, String);
 
+/// The channels carrying every frame this filter can pass.
+fn feeds_for(hub: &LiveHub, filter: &Filter) -> Feeds {
+    match filter.readable_sites() {
+        Some(sites) if sites.len() <= MAX_SITE_CHANNELS => {
+            hub.subscribe_sites(sites.iter().map(String::as_str))
+        }
+        _ => hub.subscribe_all(),
+    }
+}
+
+/// The next frame from any of the receivers (none: wait forever).
+async fn next_frame(
+    receivers: &mut [broadcast::Receiver<LiveMessage>],
+) -> Result<LiveMessage, RecvError> {
+    match receivers {
+        [] => std::future::pending().await,
+        [one] => one.recv().await,
+        many => {
+            futures::future::select_all(many.iter_mut().map(|r| Box::pin(r.recv())))
+                .await
+                .0
+        }
+    }
+}
+
+/// What the receivers already hold that was published before `before_seq`,
+/// in publication order.
+fn drain_before(
+    receivers: &mut [broadcast::Receiver<LiveMessage>],
+    before_seq: u64,
+) -> Vec<LiveMessage> {
+    let mut earlier = Vec::new();
+    for receiver in receivers {
+        loop {
+            match receiver.try_recv() {
+                Ok(message) if message.seq < before_seq => earlier.push(message),
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    metrics::counter!("bess_collector_live_lagged_total").increment(missed);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    earlier.sort_by_key(|m| m.seq);
+    earlier
+}
+
+/// Queue a frame the filter passes, or hold it back (coalesced) while the
+/// queue is full. `Err`: the client is gone.
+fn offer(
+    filter: &Filter,
+    message: &LiveMessage,
+    queue: &mpsc::Sender<Message>,
+    behind: &mut HashMap<CoalesceKey, Utf8Bytes>,
+) -> Result<(), ()> {
+    let Some(json) = filter.frame_json(message) else {
+        return Ok(());
+    };
+    let key = (
+        message.site.clone(),
+        message.frame.device.clone(),
+        message.frame.group.clone(),
+    );
+    if behind.is_empty() {
+        match queue.try_send(Message::Text(json)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Message::Text(json))) => {
+                behind.insert(key, json);
+            }
+            Err(_) => return Err(()),
+        }
+    } else if behind.insert(key, json).is_some() {
+        metrics::counter!("bess_collector_live_coalesced_total").increment(1);
+    }
+    Ok(())
+}
+
 async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     metrics::gauge!("bess_collector_live_clients").increment(1.0);
-    let mut frames = state.live.subscribe();
+    let mut feeds = feeds_for(&state.live, &filter).receivers;
     let (mut sink, mut stream) = socket.split();
     let (queue, mut outbox) = mpsc::channel::<Message>(CLIENT_QUEUE);
     let writer = tokio::spawn(async move {
@@ -231,20 +344,10 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     let mut heard = Instant::now();
     loop {
         tokio::select! {
-            received = frames.recv() => match received {
+            received = next_frame(&mut feeds) => match received {
                 Ok(message) => {
-                    let Some(json) = filter.frame_json(&message) else { continue };
-                    let key = (message.site.clone(), message.frame.device.clone(), message.frame.group.clone());
-                    if behind.is_empty() {
-                        match queue.try_send(Message::Text(json)) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(Message::Text(json))) => {
-                                behind.insert(key, json);
-                            }
-                            Err(_) => break,
-                        }
-                    } else if behind.insert(key, json).is_some() {
-                        metrics::counter!("bess_collector_live_coalesced_total").increment(1);
+                    if offer(&filter, &message, &queue, &mut behind).is_err() {
+                        break;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -269,11 +372,17 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
                         Ok(ClientMessage { subscribe }) => {
                             filter = Filter::new(filter.access.clone(), subscribe);
                             behind.clear();
+                            let next = feeds_for(&state.live, &filter);
+                            let earlier = drain_before(&mut feeds, next.from_seq);
+                            feeds = next.receivers;
                             let reply = match forbidden_sites(&filter) {
                                 Some(error) => error,
                                 None => snapshot(&state, &filter).await,
                             };
                             if queue.send(Message::Text(reply.into())).await.is_err() {
+                                break;
+                            }
+                            if earlier.iter().any(|m| offer(&filter, m, &queue, &mut behind).is_err()) {
                                 break;
                             }
                         }

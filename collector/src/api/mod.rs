@@ -22,17 +22,16 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::broadcast;
 
 pub use error::AppError;
 pub use latest_cache::{feed as feed_latest, LatestCache};
 
-use crate::live::LiveMessage;
+use crate::live::LiveHub;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: deadpool_postgres::Pool,
-    pub live: broadcast::Sender<LiveMessage>,
+    pub live: LiveHub,
     pub metrics: PrometheusHandle,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub storage: crate::storage::StorageBackend,
