@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use bess_collector::api::auth::{AccessSettings, AuthMode, RateLimit};
+use bess_collector::api::LiveTimings;
 use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
 use bess_collector::storage::StoragePreference;
@@ -116,6 +117,16 @@ struct RunArgs {
     #[arg(long, env = "BESS_RATE_LIMIT", default_value = "50/s:100", value_parser = parse_rate_limit)]
     // Spelled out so clap takes the parser's `Option` as the value.
     rate_limit: std::option::Option<RateLimit>,
+    /// How often live WebSocket clients are pinged.
+    #[arg(long, env = "BESS_LIVE_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    live_ping_interval: Duration,
+    /// A live client that sends nothing (not even a pong) for this long is
+    /// closed. Checked at each ping, so keep it above --live-ping-interval.
+    #[arg(long, env = "BESS_LIVE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    live_idle_timeout: Duration,
+    /// A live client whose socket takes no message for this long is closed.
+    #[arg(long, env = "BESS_LIVE_SEND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    live_send_timeout: Duration,
 }
 
 fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
@@ -208,6 +219,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             preference: args.storage,
             retention: args.retention,
             maintenance_interval: args.maintenance_interval,
+        },
+        live_timings: LiveTimings {
+            ping_every: args.live_ping_interval,
+            idle_timeout: args.live_idle_timeout,
+            send_timeout: args.live_send_timeout,
         },
     };
     runtime()?.block_on(async {

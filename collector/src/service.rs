@@ -31,6 +31,8 @@ pub struct CollectorSettings {
     pub listen: SocketAddr,
     pub database_wait: Duration,
     pub storage: StorageSettings,
+    /// Pings and timeouts of live WebSocket clients.
+    pub live_timings: api::LiveTimings,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +183,7 @@ pub async fn run_with_access(
         storage: backend,
         access: AccessControl::new(access),
         latest,
+        live_timings: settings.live_timings,
     });
     let server = tokio::spawn({
         let stop = api_stop.clone();

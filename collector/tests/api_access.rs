@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 use bess_collector::api::auth::{AccessControl, AccessSettings, AuthMode, RateLimit};
-use bess_collector::api::{self, ApiState, LatestCache};
+use bess_collector::api::{self, ApiState, LatestCache, LiveTimings};
 use bess_collector::auth::{self, Role, SiteScope};
 use bess_collector::live::{LiveFrame, LiveHub, LiveMessage, LiveValue};
 use bess_collector::service;
@@ -24,6 +24,14 @@ struct Api {
 
 /// An API server on a free port over a fresh database with sites `a` and `b`.
 async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
+    start_with(test, access, LiveTimings::default()).await
+}
+
+async fn start_with(
+    test: &str,
+    access: AccessSettings,
+    timings: LiveTimings,
+) -> anyhow::Result<Api> {
     let database = TestDatabase::create(test).await?;
     let pool = service::pool(&database.url(), 4)?;
     let storage = service::prepare_database(&pool, Duration::from_secs(10)).await?;
@@ -42,6 +50,7 @@ async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
         storage,
         access: AccessControl::new(access),
         latest: Arc::new(LatestCache::default()),
+        live_timings: timings,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -384,5 +393,49 @@ async fn a_client_that_stops_reading_is_coalesced_and_never_holds_back_the_other
         "frames held back were coalesced ({} of {FRAMES} delivered)",
         slow_seen.len()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_pings_is_closed_and_the_others_stay() -> anyhow::Result<()> {
+    let timings = LiveTimings {
+        ping_every: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(500),
+        send_timeout: Duration::from_secs(5),
+    };
+    let api = start_with("liveidle", AccessSettings::open(), timings).await?;
+    let ws = api.url.replace("http://", "ws://");
+    let (mut silent, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await?;
+    let (mut awake, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await?;
+    // The awake client reads (and so answers pings) for two seconds; the
+    // silent one reads nothing, so it sends no pongs.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut pings = 0;
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, awake.next()).await {
+        if matches!(message?, Message::Ping(_)) {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "pings every 100 ms, got {pings} in 2 s");
+    // The silent client finds a few pings, then the close.
+    let mut closed = false;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(5), silent.next()).await? {
+        match message {
+            Ok(Message::Ping(_)) => {}
+            Ok(Message::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(other) => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        closed || silent.next().await.is_none(),
+        "the silent client is closed"
+    );
+    // The awake client still gets frames.
+    api.live.publish(frame("a", 40.0));
+    let update = next_json(&mut awake).await?;
+    assert_eq!(update["frame"]["values"][0]["value"], 40.0);
     Ok(())
 }

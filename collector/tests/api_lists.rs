@@ -75,6 +75,7 @@ impl Fleet {
                 rate_limit: None,
             }),
             latest: latest.clone(),
+            live_timings: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);

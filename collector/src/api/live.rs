@@ -23,9 +23,10 @@
 //! frames already on their way under the old one are passed through the
 //! new filter after the snapshot, as if one channel had carried both.
 //!
-//! A ping goes out every [`PING_EVERY`]; a
-//! client that sends nothing (not even a pong) for [`IDLE_TIMEOUT`], or
-//! whose socket does not take a message for [`SEND_TIMEOUT`], is closed.
+//! A ping goes out every [`LiveTimings::ping_every`] (20 s by default); a
+//! client that sends nothing (not even a pong) for
+//! [`LiveTimings::idle_timeout`] (60 s), or whose socket does not take a
+//! message for [`LiveTimings::send_timeout`] (30 s), is closed.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -48,9 +49,27 @@ use crate::live::{LiveFrame, LiveHub, LiveMessage, Subscription as Feeds};
 
 /// Messages waiting for one client's socket before frames are coalesced.
 pub const CLIENT_QUEUE: usize = 256;
-pub const PING_EVERY: Duration = Duration::from_secs(20);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When the server pings live clients and gives up on silent or stuck ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveTimings {
+    /// A ping goes out this often.
+    pub ping_every: Duration,
+    /// A client that sends nothing, not even a pong, for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client whose socket does not take a message for this long is closed.
+    pub send_timeout: Duration,
+}
+
+impl Default for LiveTimings {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
 /// A client that can see more sites than this reads the all-sites channel.
 pub const MAX_SITE_CHANNELS: usize = 16;
 /// Read buffer of a client's socket. Clients send only small messages
@@ -323,10 +342,11 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     metrics::gauge!("bess_collector_live_clients").increment(1.0);
     let mut feeds = feeds_for(&state.live, &filter).receivers;
     let (mut sink, mut stream) = socket.split();
+    let timings = state.live_timings;
     let (queue, mut outbox) = mpsc::channel::<Message>(CLIENT_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(message) = outbox.recv().await {
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+            match tokio::time::timeout(timings.send_timeout, sink.send(message)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -339,7 +359,8 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     });
     // Frames held back while the queue is full: newest per (site, device, group).
     let mut behind: HashMap<CoalesceKey, Utf8Bytes> = HashMap::new();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + timings.ping_every, timings.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut heard = Instant::now();
     loop {
@@ -401,7 +422,7 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
                 Some(Ok(_)) => heard = Instant::now(),
             },
             _ = ping.tick() => {
-                if heard.elapsed() >= IDLE_TIMEOUT {
+                if heard.elapsed() >= timings.idle_timeout {
                     metrics::counter!("bess_collector_live_idle_closed_total").increment(1);
                     break;
                 }
@@ -417,7 +438,7 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     }
     drop(queue);
     // The writer ends when its queue is drained or the socket is gone.
-    let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
+    let _ = tokio::time::timeout(timings.send_timeout, writer).await;
     metrics::gauge!("bess_collector_live_clients").decrement(1.0);
 }
 

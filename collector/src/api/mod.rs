@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 pub use error::AppError;
 pub use latest_cache::{feed as feed_latest, LatestCache};
+pub use live::LiveTimings;
 
 use crate::live::LiveHub;
 
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub access: auth::AccessControl,
     /// Latest values, fed by the committed stream.
     pub latest: std::sync::Arc<LatestCache>,
+    /// Pings and timeouts of live WebSocket clients.
+    pub live_timings: LiveTimings,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -357,6 +357,7 @@ async fn run(
             retention: None,
             maintenance_interval: Duration::from_secs(3600),
         },
+        live_timings: Default::default(),
     };
     let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(1800);
