@@ -267,7 +267,7 @@ async fn write_chunks(
         };
         let Some(mut chunk) = chunk else { break };
         let mut delay = Duration::from_millis(100);
-        let outcome = loop {
+        let mut outcome = loop {
             match writer.commit(&chunk).await {
                 Ok(outcome) => break outcome,
                 Err(e) => {
@@ -310,8 +310,8 @@ async fn write_chunks(
                 "set aside messages that are not valid batches (see rejected_messages)"
             );
         }
-        for frame in &outcome.live {
-            live.publish(LiveMessage::from(frame));
+        for frame in std::mem::take(&mut outcome.live) {
+            live.publish(LiveMessage::new(frame));
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &chunk.messages {

@@ -7,9 +7,10 @@
 //! dropped once nobody reads it. A client of one site is then woken only by
 //! that site's frames, not by every frame of the fleet.
 
+use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 use bess_protocol::{MissingReason, Reading};
@@ -80,27 +81,55 @@ impl LiveFrame {
     }
 }
 
-/// A frame serialized once, shared by every subscriber, with the frame
-/// itself for subscribers that filter points or keep latest values.
+/// A committed frame as published to live readers: the frame itself (for
+/// the latest-value cache and clients that filter points), and its JSON
+/// message, serialized when the first client needs it and then shared by
+/// all (never, when no WebSocket client follows the site).
 #[derive(Debug, Clone)]
 pub struct LiveMessage {
     pub site: Arc<str>,
-    pub json: Arc<str>,
     pub frame: Arc<LiveFrame>,
+    json: Arc<OnceLock<Utf8Bytes>>,
     /// Publication order, set by [`LiveHub::publish`].
     pub seq: u64,
 }
 
-impl From<&LiveFrame> for LiveMessage {
-    fn from(frame: &LiveFrame) -> Self {
-        let json = serde_json::to_string(&serde_json::json!({ "type": "frame", "frame": frame }))
-            .expect("serializes");
+/// `{"type": "frame", "frame": {...}}`.
+#[derive(Serialize)]
+struct FrameMessage<'a> {
+    r#type: &'static str,
+    frame: &'a LiveFrame,
+}
+
+impl LiveMessage {
+    pub fn new(frame: LiveFrame) -> Self {
         Self {
             site: frame.site.as_str().into(),
-            json: json.into(),
-            frame: Arc::new(frame.clone()),
+            frame: Arc::new(frame),
+            json: Arc::default(),
             seq: 0,
         }
+    }
+
+    /// The message clients receive for this frame (cheap to clone).
+    pub fn json(&self) -> Utf8Bytes {
+        self.json
+            .get_or_init(|| {
+                let message = FrameMessage {
+                    r#type: "frame",
+                    frame: &self.frame,
+                };
+                serde_json::to_string(&message)
+                    .expect("a frame serializes")
+                    .into()
+            })
+            .clone()
+    }
+}
+
+impl From<&LiveFrame> for LiveMessage {
+    fn from(frame: &LiveFrame) -> Self {
+        Self::new(frame.clone())
     }
 }
 

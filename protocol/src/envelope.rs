@@ -115,8 +115,7 @@ impl Batch {
         let body = match header.codec {
             Codec::None => body,
             Codec::Zstd => {
-                plain = zstd::bulk::decompress(body, MAX_BODY_BYTES)
-                    .map_err(DecodeError::Decompress)?;
+                plain = decompress(body)?;
                 &plain[..]
             }
         };
@@ -200,6 +199,47 @@ impl Header {
             body_len,
         })
     }
+}
+
+thread_local! {
+    /// One decompression context per thread, reused: creating one per
+    /// message cost more than decoding the message.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompress a zstd body into a buffer of the size its frame header
+/// declares (the edge always writes it), at most [`MAX_BODY_BYTES`]; a body
+/// that declares no size gets the whole limit.
+fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let size = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(size)) => usize::try_from(size)
+            .ok()
+            .filter(|s| *s <= MAX_BODY_BYTES)
+            .ok_or_else(|| {
+                DecodeError::Decompress(std::io::Error::other(format!(
+                    "the body declares {size} bytes, over the {MAX_BODY_BYTES}-byte limit"
+                )))
+            })?,
+        Ok(None) => MAX_BODY_BYTES,
+        Err(_) => {
+            return Err(DecodeError::Decompress(std::io::Error::other(
+                "not a zstd frame",
+            )))
+        }
+    };
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(DecodeError::Decompress)?),
+        };
+        let mut plain = Vec::with_capacity(size);
+        decompressor
+            .decompress_to_buffer(body, &mut plain)
+            .map_err(DecodeError::Decompress)?;
+        Ok(plain)
+    })
 }
 
 #[cfg(test)]
@@ -327,6 +367,49 @@ mod tests {
             *b ^= 0x5a;
         }
         assert!(Batch::decode(&bytes).is_err());
+    }
+
+    /// `sample_batch()` with its body compressed by `compress`.
+    fn with_zstd_body(compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let plain = sample_batch().encode(Codec::None).unwrap();
+        let header = Header::parse(&plain).unwrap();
+        let mut bytes = plain[..header.body_start - 4].to_vec();
+        bytes[5] = Codec::Zstd as u8;
+        let body = compress(&plain[header.body_start..]);
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[test]
+    fn a_zstd_body_that_does_not_declare_its_size_still_decodes() {
+        let bytes = with_zstd_body(|body| zstd::stream::encode_all(body, 3).unwrap());
+        assert_eq!(Batch::decode(&bytes).unwrap(), sample_batch());
+    }
+
+    #[test]
+    fn a_zstd_body_that_expands_past_the_limit_is_refused() {
+        // Zeros, more than the limit, after the real body: a bomb that
+        // declares no size, and one that declares its true size.
+        let bomb = |declare: bool| {
+            move |body: &[u8]| {
+                let mut plain = body.to_vec();
+                plain.resize(MAX_BODY_BYTES + 1, 0);
+                if declare {
+                    zstd::bulk::compress(&plain, 1).unwrap()
+                } else {
+                    zstd::stream::encode_all(&plain[..], 1).unwrap()
+                }
+            }
+        };
+        for declare in [false, true] {
+            let bytes = with_zstd_body(bomb(declare));
+            assert!(bytes.len() < 64 * 1024, "a small message");
+            assert!(
+                matches!(Batch::decode(&bytes), Err(DecodeError::Decompress(_))),
+                "declared size: {declare}"
+            );
+        }
     }
 
     fn reading() -> impl Strategy<Value = Reading> {

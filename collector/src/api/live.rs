@@ -166,7 +166,7 @@ impl Filter {
             return None;
         }
         if self.points.is_empty() {
-            return Some(Utf8Bytes::from(&*message.json));
+            return Some(message.json());
         }
         let values: Vec<_> = frame
             .values
