@@ -12,8 +12,9 @@ use bess_protocol::{Catalog, CatalogHash};
 #[derive(Debug, Clone)]
 pub struct PointMeta {
     pub point_id: i32,
-    pub name: String,
-    pub unit: String,
+    /// Shared with every live frame and cached value of the point.
+    pub name: Arc<str>,
+    pub unit: Arc<str>,
     pub scale: f64,
     pub offset: f64,
 }
@@ -29,9 +30,9 @@ impl PointMeta {
 pub struct Layout {
     pub layout_id: i32,
     pub device_id: i32,
-    pub device: String,
+    pub device: Arc<str>,
     pub interval_ms: u32,
-    pub group: String,
+    pub group: Arc<str>,
     pub points: Vec<PointMeta>,
 }
 
@@ -128,8 +129,8 @@ impl CatalogRegistry {
                     .await?;
                 points.push(PointMeta {
                     point_id: row.get(0),
-                    name: point.name.clone(),
-                    unit: point.unit.clone(),
+                    name: point.name.as_str().into(),
+                    unit: point.unit.as_str().into(),
                     scale: point.scale,
                     offset: point.offset,
                 });
@@ -155,9 +156,12 @@ impl CatalogRegistry {
             layouts.push(Layout {
                 layout_id: row.get(0),
                 device_id,
-                device: catalog.devices[usize::from(group.device)].name.clone(),
+                device: catalog.devices[usize::from(group.device)]
+                    .name
+                    .as_str()
+                    .into(),
                 interval_ms: group.interval_ms,
-                group: group.name.clone(),
+                group: group.name.as_str().into(),
                 points,
             });
         }
@@ -278,17 +282,20 @@ async fn registered(
         groups.push(Layout {
             layout_id: row.get(1),
             device_id,
-            device: catalog.devices[usize::from(group.device)].name.clone(),
+            device: catalog.devices[usize::from(group.device)]
+                .name
+                .as_str()
+                .into(),
             interval_ms: group.interval_ms,
-            group: group.name.clone(),
+            group: group.name.as_str().into(),
             points: group
                 .points
                 .iter()
                 .zip(point_ids)
                 .map(|(point, point_id)| PointMeta {
                     point_id,
-                    name: point.name.clone(),
-                    unit: point.unit.clone(),
+                    name: point.name.as_str().into(),
+                    unit: point.unit.as_str().into(),
                     scale: point.scale,
                     offset: point.offset,
                 })

@@ -109,7 +109,7 @@ mod tests {
         PointMeta {
             point_id: 1,
             name: "p".into(),
-            unit: String::new(),
+            unit: "".into(),
             scale,
             offset: 0.0,
         }

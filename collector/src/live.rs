@@ -19,9 +19,9 @@ use crate::catalog::Layout;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveValue {
-    pub point: String,
+    pub point: Arc<str>,
     pub value: Option<f64>,
-    pub unit: String,
+    pub unit: Arc<str>,
     pub quality: &'static str,
     /// Why the value is missing (kept for `/latest`; not sent in frames).
     #[serde(skip)]
@@ -31,9 +31,9 @@ pub struct LiveValue {
 /// One frame as pushed to live clients.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveFrame {
-    pub site: String,
-    pub device: String,
-    pub group: String,
+    pub site: Arc<str>,
+    pub device: Arc<str>,
+    pub group: Arc<str>,
     pub ts: String,
     pub ts_ms: i64,
     /// When the collector took the Kafka message carrying this frame off the
@@ -55,7 +55,7 @@ impl LiveFrame {
         readings: &[Reading],
     ) -> Self {
         Self {
-            site: site.to_owned(),
+            site: site.into(),
             device: layout.device.clone(),
             group: layout.group.clone(),
             ts: crate::api::rfc3339(crate::writer::timestamp(ts_ms)),
@@ -104,7 +104,7 @@ struct FrameMessage<'a> {
 impl LiveMessage {
     pub fn new(frame: LiveFrame) -> Self {
         Self {
-            site: frame.site.as_str().into(),
+            site: frame.site.clone(),
             frame: Arc::new(frame),
             json: Arc::default(),
             seq: 0,

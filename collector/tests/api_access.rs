@@ -312,7 +312,7 @@ fn wide_frame(site: &str, ts_ms: i64) -> LiveMessage {
         received_ms: ts_ms,
         values: (0..60)
             .map(|i| LiveValue {
-                point: format!("cell_voltage_{i:02}"),
+                point: format!("cell_voltage_{i:02}").into(),
                 value: Some(3.3 + f64::from(i) / 1000.0),
                 unit: "V".into(),
                 quality: "good",

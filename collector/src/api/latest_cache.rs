@@ -37,7 +37,7 @@ pub const DB_REFRESH: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Latest {
     value: Option<f64>,
-    unit: String,
+    unit: Arc<str>,
     reason: Option<MissingReason>,
     ts: OffsetDateTime,
 }
@@ -45,7 +45,7 @@ struct Latest {
 #[derive(Default)]
 struct SiteLatest {
     /// (device, point name) → newest value.
-    points: BTreeMap<(String, String), Latest>,
+    points: BTreeMap<PointKey, Latest>,
     stream_fed_at: Option<Instant>,
     db_read_at: Option<Instant>,
 }
@@ -80,7 +80,10 @@ impl LatestCache {
     pub fn apply_frame(&self, frame: &LiveFrame) {
         let ts = crate::writer::timestamp(frame.ts_ms);
         let mut sites = self.sites.write().expect("latest cache lock");
-        let site = sites.entry(frame.site.clone()).or_default();
+        if !sites.contains_key(&*frame.site) {
+            sites.insert(frame.site.to_string(), SiteLatest::default());
+        }
+        let site = sites.get_mut(&*frame.site).expect("just inserted");
         site.stream_fed_at = Some(Instant::now());
         for v in &frame.values {
             merge(
@@ -166,7 +169,10 @@ impl LatestCache {
     }
 }
 
-fn merge(points: &mut BTreeMap<(String, String), Latest>, key: (String, String), latest: Latest) {
+/// (device, point name), shared with the catalog's names.
+type PointKey = (Arc<str>, Arc<str>);
+
+fn merge(points: &mut BTreeMap<PointKey, Latest>, key: PointKey, latest: Latest) {
     match points.get_mut(&key) {
         Some(old) if old.ts >= latest.ts => {}
         Some(old) => *old = latest,
@@ -181,10 +187,10 @@ fn points_of(site: &str, s: &SiteLatest) -> Vec<LatestPoint> {
         .iter()
         .map(|((device, name), l)| LatestPoint {
             point: format!("{site}/{device}/{name}"),
-            device: device.clone(),
-            name: name.clone(),
+            device: device.to_string(),
+            name: name.to_string(),
             value: l.value,
-            unit: l.unit.clone(),
+            unit: l.unit.to_string(),
             quality: l.reason.map_or("good", |r| r.quality().as_str()),
             reason: l.reason.map(MissingReason::describe),
             ts: rfc3339(l.ts),
@@ -208,24 +214,24 @@ fn newest_sql(filter: &str) -> String {
     )
 }
 
-fn row(r: &tokio_postgres::Row) -> (String, (String, String), Latest) {
+fn row(r: &tokio_postgres::Row) -> (String, PointKey, Latest) {
     let status: Option<i16> = r.get(6);
     let reason = status
         .filter(|s| *s != 0)
         .and_then(|s| MissingReason::from_code(s as u16));
     (
         r.get(0),
-        (r.get(1), r.get(2)),
+        (r.get::<_, &str>(1).into(), r.get::<_, &str>(2).into()),
         Latest {
             value: r.get(5),
-            unit: r.get(3),
+            unit: r.get::<_, &str>(3).into(),
             reason,
             ts: r.get(4),
         },
     )
 }
 
-type SiteRows = Vec<((String, String), Latest)>;
+type SiteRows = Vec<(PointKey, Latest)>;
 
 /// One site's newest values from the database; `None` if there is no such site.
 async fn read_site(

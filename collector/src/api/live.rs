@@ -258,7 +258,7 @@ pub async fn live(
         .on_upgrade(move |socket| serve(socket, state, filter)))
 }
 
-type CoalesceKey = (Arc<str>, String, String);
+type CoalesceKey = (Arc<str>, Arc<str>, Arc<str>);
 
 /// The channels carrying every frame this filter can pass.
 fn feeds_for(hub: &LiveHub, filter: &Filter) -> Feeds {
