@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::GenericClient;
 
-use bess_protocol::{Catalog, CatalogHash};
+use bess_protocol::{Catalog, CatalogHash, GroupInfo};
 
 #[derive(Debug, Clone)]
 pub struct PointMeta {
@@ -117,7 +117,7 @@ impl CatalogRegistry {
         let mut layouts = Vec::with_capacity(catalog.groups.len());
         for (index, group) in catalog.groups.iter().enumerate() {
             let device_id = device_ids[usize::from(group.device)];
-            let mut points = Vec::with_capacity(group.points.len());
+            let mut point_ids = Vec::with_capacity(group.points.len());
             for point in &group.points {
                 let row = tx
                     .query_one(
@@ -127,15 +127,8 @@ impl CatalogRegistry {
                         &[&device_id, &point.name, &point.unit, &point.kind.as_str()],
                     )
                     .await?;
-                points.push(PointMeta {
-                    point_id: row.get(0),
-                    name: point.name.as_str().into(),
-                    unit: point.unit.as_str().into(),
-                    scale: point.scale,
-                    offset: point.offset,
-                });
+                point_ids.push(row.get::<_, i32>(0));
             }
-            let point_ids: Vec<i32> = points.iter().map(|p| p.point_id).collect();
             let row = tx
                 .query_one(
                     "INSERT INTO layouts (site_id, catalog_hash, group_index, device_id, group_name, interval_ms, point_ids)
@@ -153,17 +146,7 @@ impl CatalogRegistry {
                     ],
                 )
                 .await?;
-            layouts.push(Layout {
-                layout_id: row.get(0),
-                device_id,
-                device: catalog.devices[usize::from(group.device)]
-                    .name
-                    .as_str()
-                    .into(),
-                interval_ms: group.interval_ms,
-                group: group.name.as_str().into(),
-                points,
-            });
+            layouts.push(layout_of(catalog, group, row.get(0), device_id, &point_ids));
         }
         tx.commit().await?;
         Ok(self.remember(
@@ -279,28 +262,39 @@ async fn registered(
         {
             return Ok(None);
         }
-        groups.push(Layout {
-            layout_id: row.get(1),
-            device_id,
-            device: catalog.devices[usize::from(group.device)]
-                .name
-                .as_str()
-                .into(),
-            interval_ms: group.interval_ms,
-            group: group.name.as_str().into(),
-            points: group
-                .points
-                .iter()
-                .zip(point_ids)
-                .map(|(point, point_id)| PointMeta {
-                    point_id,
-                    name: point.name.as_str().into(),
-                    unit: point.unit.as_str().into(),
-                    scale: point.scale,
-                    offset: point.offset,
-                })
-                .collect(),
-        });
+        groups.push(layout_of(catalog, group, row.get(1), device_id, &point_ids));
     }
     Ok(Some(CatalogLayouts { groups, device_ids }))
+}
+
+/// One poll group of a catalog as a [`Layout`], given the ids it was registered under.
+fn layout_of(
+    catalog: &Catalog,
+    group: &GroupInfo,
+    layout_id: i32,
+    device_id: i32,
+    point_ids: &[i32],
+) -> Layout {
+    Layout {
+        layout_id,
+        device_id,
+        device: catalog.devices[usize::from(group.device)]
+            .name
+            .as_str()
+            .into(),
+        interval_ms: group.interval_ms,
+        group: group.name.as_str().into(),
+        points: group
+            .points
+            .iter()
+            .zip(point_ids)
+            .map(|(point, &point_id)| PointMeta {
+                point_id,
+                name: point.name.as_str().into(),
+                unit: point.unit.as_str().into(),
+                scale: point.scale,
+                offset: point.offset,
+            })
+            .collect(),
+    }
 }
