@@ -44,8 +44,8 @@ struct Latest {
 
 #[derive(Default)]
 struct SiteLatest {
-    /// (device, point name) → newest value.
-    points: BTreeMap<PointKey, Latest>,
+    /// Device → point name → newest value (names shared with the catalog).
+    devices: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Latest>>,
     stream_fed_at: Option<Instant>,
     db_read_at: Option<Instant>,
 }
@@ -85,10 +85,11 @@ impl LatestCache {
         }
         let site = sites.get_mut(&*frame.site).expect("just inserted");
         site.stream_fed_at = Some(Instant::now());
+        let points = site.device(&frame.device);
         for v in &frame.values {
             merge(
-                &mut site.points,
-                (frame.device.clone(), v.point.clone()),
+                points,
+                &v.point,
                 Latest {
                     value: v.value,
                     unit: v.unit.clone(),
@@ -143,7 +144,7 @@ impl LatestCache {
                     let entry = sites.entry(site.to_owned()).or_default();
                     entry.db_read_at = Some(Instant::now());
                     for (key, latest) in rows {
-                        merge(&mut entry.points, key, latest);
+                        merge(entry.device(&key.0), &key.1, latest);
                     }
                 }
             }
@@ -163,7 +164,7 @@ impl LatestCache {
             let (site, key, latest) = row(r);
             let entry = sites.entry(site).or_default();
             entry.db_read_at = Some(now);
-            merge(&mut entry.points, key, latest);
+            merge(entry.device(&key.0), &key.1, latest);
         }
         Ok(rows.len())
     }
@@ -172,28 +173,41 @@ impl LatestCache {
 /// (device, point name), shared with the catalog's names.
 type PointKey = (Arc<str>, Arc<str>);
 
-fn merge(points: &mut BTreeMap<PointKey, Latest>, key: PointKey, latest: Latest) {
-    match points.get_mut(&key) {
+impl SiteLatest {
+    /// The points of one device, added on first sight.
+    fn device(&mut self, device: &Arc<str>) -> &mut BTreeMap<Arc<str>, Latest> {
+        if !self.devices.contains_key(&**device) {
+            self.devices.insert(device.clone(), BTreeMap::new());
+        }
+        self.devices.get_mut(&**device).expect("just added")
+    }
+}
+
+/// Keep the newer of the stored and the offered value of one point.
+fn merge(points: &mut BTreeMap<Arc<str>, Latest>, point: &Arc<str>, latest: Latest) {
+    match points.get_mut(&**point) {
         Some(old) if old.ts >= latest.ts => {}
         Some(old) => *old = latest,
         None => {
-            points.insert(key, latest);
+            points.insert(point.clone(), latest);
         }
     }
 }
 
 fn points_of(site: &str, s: &SiteLatest) -> Vec<LatestPoint> {
-    s.points
+    s.devices
         .iter()
-        .map(|((device, name), l)| LatestPoint {
-            point: format!("{site}/{device}/{name}"),
-            device: device.to_string(),
-            name: name.to_string(),
-            value: l.value,
-            unit: l.unit.to_string(),
-            quality: l.reason.map_or("good", |r| r.quality().as_str()),
-            reason: l.reason.map(MissingReason::describe),
-            ts: rfc3339(l.ts),
+        .flat_map(|(device, points)| {
+            points.iter().map(move |(name, l)| LatestPoint {
+                point: format!("{site}/{device}/{name}"),
+                device: device.to_string(),
+                name: name.to_string(),
+                value: l.value,
+                unit: l.unit.to_string(),
+                quality: l.reason.map_or("good", |r| r.quality().as_str()),
+                reason: l.reason.map(MissingReason::describe),
+                ts: rfc3339(l.ts),
+            })
         })
         .collect()
 }
