@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use bess_protocol::{Batch, GapReason};
+use bess_protocol::Batch;
 
 use crate::catalog::{CatalogRegistry, Layouts};
 use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
@@ -100,9 +100,6 @@ pub fn decode_chunk(messages: Vec<IngestMessage>) -> DecodedChunk {
         .collect();
     DecodedChunk { messages, batches }
 }
-
-/// Device index of a gap that concerns the whole site (`SPEC.md`).
-const WHOLE_SITE: u16 = u16::MAX;
 
 /// A gap record ready to insert.
 #[derive(Debug, Clone)]
@@ -459,7 +456,7 @@ fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
         }
     }
     for gap in &batch.gaps {
-        if gap.device != WHOLE_SITE && usize::from(gap.device) >= layouts.device_ids.len() {
+        if !gap.is_whole_site() && usize::from(gap.device) >= layouts.device_ids.len() {
             return Err(format!(
                 "gap names device {} but the catalog has {}",
                 gap.device,
@@ -534,16 +531,11 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             .gaps
             .iter()
             .map(|g| GapRow {
-                device_id: (g.device != WHOLE_SITE)
-                    .then(|| layouts.device_ids[usize::from(g.device)]),
+                device_id: (!g.is_whole_site()).then(|| layouts.device_ids[usize::from(g.device)]),
                 first_ts_ms: g.first_ts_ms,
                 last_ts_ms: g.last_ts_ms,
                 samples: g.samples.min(i64::MAX as u64) as i64,
-                reason: match g.reason {
-                    GapReason::DiskCap => "disk_cap",
-                    GapReason::BufferCorrupt => "buffer_corrupt",
-                    GapReason::Downsampled => "downsampled",
-                },
+                reason: g.reason.as_str(),
             })
             .collect();
         prepared.push(out);

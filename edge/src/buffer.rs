@@ -23,9 +23,6 @@ use std::sync::{Arc, Mutex};
 
 use bess_protocol::{Batch, BatchSeq, Catalog, CatalogHash, Codec, Gap, GapReason, PointKind};
 
-/// Device index of a gap that concerns the whole site.
-pub const WHOLE_SITE: u16 = u16::MAX;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("buffer database: {0}")]
@@ -218,7 +215,7 @@ impl SqliteBuffer {
         tx.execute(
             "INSERT INTO pending_gaps (device, first_ts_ms, last_ts_ms, samples, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
-                WHOLE_SITE,
+                Gap::WHOLE_SITE,
                 salvage.first_ts_ms.unwrap_or(0),
                 salvage.last_ts_ms.unwrap_or(now_ms),
                 lost_samples as i64,
@@ -808,7 +805,7 @@ fn count_into_gap(
 ) {
     let device = catalog
         .and_then(|c| c.groups.get(usize::from(frame.group.0)))
-        .map_or(WHOLE_SITE, |g| g.device);
+        .map_or(Gap::WHOLE_SITE, |g| g.device);
     let gap = per_device.entry(device).or_insert(Gap {
         device,
         first_ts_ms: frame.ts_ms,
@@ -868,20 +865,18 @@ pub fn content_of(frames: &[bess_protocol::Frame], event_groups: &HashSet<u16>) 
     }
 }
 
+/// The number a gap reason is kept as in `pending_gaps` (the wire code).
 fn gap_reason_code(reason: GapReason) -> i64 {
-    match reason {
-        GapReason::DiskCap => 0,
-        GapReason::BufferCorrupt => 1,
-        GapReason::Downsampled => 2,
-    }
+    i64::from(reason.code())
 }
 
+/// The gap reason kept as `code`; a code no reason has (a newer agent's
+/// buffer opened by an older one) reads as a disk-cap drop.
 fn gap_reason(code: i64) -> GapReason {
-    match code {
-        1 => GapReason::BufferCorrupt,
-        2 => GapReason::Downsampled,
-        _ => GapReason::DiskCap,
-    }
+    u8::try_from(code)
+        .ok()
+        .and_then(GapReason::from_code)
+        .unwrap_or(GapReason::DiskCap)
 }
 
 /// Indices of the frames to keep when thinning one measurement group to, per
@@ -1285,7 +1280,7 @@ mod tests {
         let batch = &decode_all(&buffer)[0];
         assert_eq!(batch.gaps.len(), 1);
         assert_eq!(batch.gaps[0].reason, GapReason::BufferCorrupt);
-        assert_eq!(batch.gaps[0].device, WHOLE_SITE);
+        assert_eq!(batch.gaps[0].device, Gap::WHOLE_SITE);
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub struct Frame {
 /// is missing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
-    /// Index into the catalog's `devices`; 65535 means the whole site (e.g.
-    /// a corrupt buffer whose contents could not be attributed).
+    /// Index into the catalog's `devices`; [`Gap::WHOLE_SITE`] (65535) means
+    /// the whole site (e.g. a corrupt buffer whose contents could not be
+    /// attributed).
     pub device: u16,
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
@@ -30,6 +31,20 @@ pub struct Gap {
     pub reason: GapReason,
 }
 
+impl Gap {
+    /// The `device` of a gap that concerns the whole site rather than one
+    /// device of the catalog.
+    pub const WHOLE_SITE: u16 = u16::MAX;
+
+    /// Whether this gap concerns the whole site rather than one device.
+    pub fn is_whole_site(&self) -> bool {
+        self.device == Self::WHOLE_SITE
+    }
+}
+
+/// Why readings were dropped. On the wire a reason is its postcard variant
+/// index, which is also its [`GapReason::code`]: the number stores outside
+/// the wire (the edge's buffer, say) keep for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GapReason {
     /// The buffer's disk cap was reached during an outage.
@@ -40,6 +55,44 @@ pub enum GapReason {
     /// frames holding each minute's minimum, maximum and last values, to make
     /// room before anything had to be dropped outright.
     Downsampled,
+}
+
+impl GapReason {
+    /// Every reason, in code order.
+    pub const ALL: [GapReason; 3] = [
+        GapReason::DiskCap,
+        GapReason::BufferCorrupt,
+        GapReason::Downsampled,
+    ];
+
+    /// The reason's number: its variant index on the wire (SPEC: `GapReason`).
+    pub const fn code(self) -> u8 {
+        match self {
+            GapReason::DiskCap => 0,
+            GapReason::BufferCorrupt => 1,
+            GapReason::Downsampled => 2,
+        }
+    }
+
+    /// The reason of a code, `None` for a code no reason has.
+    pub const fn from_code(code: u8) -> Option<GapReason> {
+        match code {
+            0 => Some(GapReason::DiskCap),
+            1 => Some(GapReason::BufferCorrupt),
+            2 => Some(GapReason::Downsampled),
+            _ => None,
+        }
+    }
+
+    /// The reason's name in APIs, metrics and the database (`disk_cap`,
+    /// `buffer_corrupt`, `downsampled`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GapReason::DiskCap => "disk_cap",
+            GapReason::BufferCorrupt => "buffer_corrupt",
+            GapReason::Downsampled => "downsampled",
+        }
+    }
 }
 
 /// A run of frames from one site, sealed with a sequence number.
@@ -160,5 +213,20 @@ impl WireBody {
             })
             .collect();
         (self.catalog, frames, self.gaps)
+    }
+}
+
+#[cfg(test)]
+mod gap_reason_tests {
+    use super::GapReason;
+
+    #[test]
+    fn each_reason_code_is_its_variant_index_on_the_wire() {
+        for reason in GapReason::ALL {
+            let wire = postcard::to_stdvec(&reason).unwrap();
+            assert_eq!(wire, vec![reason.code()], "{reason:?}");
+            assert_eq!(GapReason::from_code(reason.code()), Some(reason));
+        }
+        assert_eq!(GapReason::from_code(3), None);
     }
 }
