@@ -71,6 +71,12 @@ pub enum MigrationError {
     Database(#[from] tokio_postgres::Error),
     #[error("TimescaleDB was requested but the extension is not available on this server")]
     TimescaleUnavailable,
+    #[error(
+        "TimescaleDB was requested and is installed on this server but not preloaded: \
+         add `timescaledb` to shared_preload_libraries in postgresql.conf (or run \
+         `timescaledb-tune`) and restart PostgreSQL"
+    )]
+    TimescaleNotPreloaded,
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
         version: i32,
@@ -150,11 +156,23 @@ async fn apply_locked(
             found
         }
         None => {
-            let available = timescale_available(client).await?;
+            let timescale = timescale_state(client).await?;
+            let available = timescale == TimescaleState::Usable;
             let wanted = match preference {
                 StoragePreference::PostgreSql => StorageBackend::PostgreSql,
+                StoragePreference::TimescaleDb if timescale == TimescaleState::NotPreloaded => {
+                    return Err(MigrationError::TimescaleNotPreloaded)
+                }
                 StoragePreference::TimescaleDb if !available => {
                     return Err(MigrationError::TimescaleUnavailable)
+                }
+                StoragePreference::Auto if timescale == TimescaleState::NotPreloaded => {
+                    tracing::warn!(
+                        "TimescaleDB is installed but not in shared_preload_libraries; \
+                         using plain PostgreSQL (preload it, e.g. with timescaledb-tune, \
+                         before the first start to store in TimescaleDB)"
+                    );
+                    StorageBackend::PostgreSql
                 }
                 StoragePreference::TimescaleDb => StorageBackend::TimescaleDb,
                 StoragePreference::Auto if available => StorageBackend::TimescaleDb,
@@ -199,15 +217,33 @@ fn storage_migration(backend: StorageBackend) -> &'static Migration {
         .expect("a storage migration per backend")
 }
 
-async fn timescale_available(client: &Client) -> Result<bool, tokio_postgres::Error> {
+/// What this server offers of TimescaleDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimescaleState {
+    /// Created in this database, or installed and preloaded.
+    Usable,
+    /// Installed (listed in `pg_available_extensions`) but not in
+    /// `shared_preload_libraries`: `CREATE EXTENSION` would fail with a
+    /// FATAL error that closes the connection, so it is never tried.
+    NotPreloaded,
+    Missing,
+}
+
+async fn timescale_state(client: &Client) -> Result<TimescaleState, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
-                 OR EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    current_setting('shared_preload_libraries') ~ '(^|[[:space:],/])timescaledb'",
             &[],
         )
         .await?;
-    Ok(row.get(0))
+    let (created, available, preloaded): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(match (created, available, preloaded) {
+        (true, _, _) | (false, true, true) => TimescaleState::Usable,
+        (false, true, false) => TimescaleState::NotPreloaded,
+        (false, false, _) => TimescaleState::Missing,
+    })
 }
 
 /// Apply one migration in its own transaction unless its version is
