@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use bess_edge::agent::{self, RunOptions};
-use bess_edge::config::{Endpoint, LinkPlan, Parity, SerialSettings, UplinkConfig, ValidConfig};
+use bess_edge::config::{UplinkConfig, ValidConfig};
 use bess_edge::link::{links_for, ModbusLink, RequestOutcome};
-use bess_edge::plan::ReadRequest;
 use bess_edge::poller::read_group;
 use bess_edge::register::{set_flags, DataType, Decoded, PointCodec, RegisterTable, WordOrder};
+use bess_edge::site_plan::{Endpoint, LinkPlan, Parity, ReadRequest, SerialSettings};
 use bess_edge::sunspec;
 use bess_protocol::{engineering_value, Reading};
 
