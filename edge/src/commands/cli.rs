@@ -230,3 +230,46 @@ impl TargetArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unit_ids_are_given_as_lists_and_ranges() {
+        assert_eq!(parse_units("1,3-5").unwrap().0, vec![1, 3, 4, 5]);
+        assert_eq!(parse_units("7").unwrap().0, vec![7]);
+        assert!(parse_units("5-3").is_err());
+        assert!(parse_units("1-248").is_err());
+        assert!(parse_units("x").is_err());
+    }
+
+    #[test]
+    fn a_target_is_a_host_or_a_serial_port() {
+        let cli = Cli::try_parse_from([
+            "bess-edge",
+            "read",
+            "--serial",
+            "/dev/ttyUSB0",
+            "--parity",
+            "e",
+        ])
+        .unwrap();
+        let Command::Read(args) = cli.command else {
+            panic!("not read");
+        };
+        let link = args.target.link(args.unit).unwrap();
+        assert_eq!(link.endpoint.to_string(), "rtu:/dev/ttyUSB0 9600 8E1");
+        let cli = Cli::try_parse_from(["bess-edge", "scan"]).unwrap();
+        let Command::Scan(args) = cli.command else {
+            panic!("not scan");
+        };
+        assert!(args.target.link(1).is_err());
+    }
+}

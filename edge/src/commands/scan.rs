@@ -183,3 +183,15 @@ async fn candidates(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_unit_ids_is_shown_as_a_range() {
+        assert_eq!(describe_units(&[1, 2, 3]), "1-3");
+        assert_eq!(describe_units(&[1, 3, 4]), "1,3,4");
+        assert_eq!(describe_units(&[]), "");
+    }
+}
