@@ -20,9 +20,8 @@ use tokio_modbus::Slave;
 
 use bess_protocol::MissingReason;
 
-use crate::config::{DevicePlan, Endpoint, Parity, SerialSettings};
-use crate::plan::ReadRequest;
 use crate::register::RegisterTable;
+use crate::site_plan::{DevicePlan, Endpoint, Parity, ReadRequest, SerialSettings};
 
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use bess_protocol::{Frame, GroupIndex, MissingReason, Quality, Reading};
 
 use crate::clock::FrameClock;
-use crate::config::{DevicePlan, GroupPlan, LinkPlan};
 use crate::link::{ModbusLink, RequestOutcome};
 use crate::register::{apply_scale_factor, DataType, Decoded, PointCodec};
+use crate::site_plan::{DevicePlan, GroupPlan, LinkPlan};
 use crate::status::{AgentStatus, PollOutcome, Totals};
 
 pub struct ModbusPoller {
@@ -162,7 +162,7 @@ pub async fn read_group(link: &ModbusLink, plan: &LinkPlan, group: &GroupPlan) -
 /// Each point's value from the requests' outcomes: a point whose request
 /// (or whose scale-factor register's request) failed carries that reason.
 pub fn decode_group(group: &GroupPlan, outcomes: &[RequestOutcome]) -> Vec<Decoded> {
-    let words_at = |slot: crate::plan::Slot, width: u16| -> Result<&[u16], MissingReason> {
+    let words_at = |slot: crate::site_plan::Slot, width: u16| -> Result<&[u16], MissingReason> {
         match &outcomes[slot.request] {
             RequestOutcome::Words(words) => {
                 Ok(&words[slot.offset..slot.offset + usize::from(width)])

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use bess_protocol::PointKind;
 
-use crate::config::{plan_points, GroupPlan, LinkPlan, PointSpec};
 use crate::link::{ModbusLink, RequestOutcome};
-use crate::plan::ReadRequest;
 use crate::register::{DataType, Decoded, PointCodec, RegisterTable};
+use crate::site_plan::{plan_points, GroupPlan, LinkPlan, PointSpec, ReadRequest};
 
 /// "SunS" as two registers.
 pub const MARKER: [u16; 2] = [0x5375, 0x6E53];

@@ -11,6 +11,9 @@ use std::fmt;
 
 use crate::register::RegisterTable;
 
+/// The most registers one Modbus read request may ask for.
+pub const MAX_REGISTERS_PER_READ: u16 = 125;
+
 /// One read request: `count` registers (or bits) from `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadRequest {

@@ -1,0 +1,109 @@
+//! The agent's configuration file: loading it, its serde schema, and the
+//! checks that turn it into the `ValidConfig` the agent runs with.
+//!
+//! A file is read in two passes. serde parses the TOML into the schema
+//! (`schema`, `devices`, `size`), refusing unknown keys and wrong types at
+//! the first such error; `validate` then checks what types cannot say (one
+//! uplink, unique names, transport settings, point options against their
+//! types, requests within protocol limits) and collects every problem at
+//! once. Either way each problem names its line and field (`spans`) and is
+//! shown as `file:line:column: field: message` (`error`). Only a file with
+//! no problem becomes a `ValidConfig`, whose devices are already a site
+//! plan (`crate::site_plan`): requests planned, catalog built.
+
+mod devices;
+mod error;
+#[cfg(test)]
+mod fixtures;
+mod group;
+mod schema;
+mod size;
+mod spans;
+mod transport;
+mod validate;
+
+use std::path::Path;
+
+use bess_protocol::{Catalog, SiteId};
+
+pub use devices::{
+    DeviceConfig, GroupConfig, KindConfig, PointConfig, RegisterMap, TransportKind, SUNSPEC_MAP,
+};
+pub use error::{ConfigError, ConfigProblem};
+pub use schema::{
+    default_topic, BatchConfig, BufferConfig, ClockConfig, DownsampleConfig, DrainConfig,
+    EdgeConfig, KafkaConfig, MqttMirrorConfig, MqttUplinkConfig, StatusConfig,
+};
+pub use size::ByteSize;
+
+use crate::site_plan::{build_catalog, DevicePlan};
+use spans::LineIndex;
+
+/// Which uplink carries the batches.
+#[derive(Debug)]
+pub enum UplinkConfig {
+    Kafka(KafkaConfig),
+    Mqtt(MqttUplinkConfig),
+}
+
+/// The checked configuration the agent runs with.
+#[derive(Debug)]
+pub struct ValidConfig {
+    pub site: SiteId,
+    pub buffer: BufferConfig,
+    pub batch: BatchConfig,
+    pub uplink: UplinkConfig,
+    pub mqtt_mirror: Option<MqttMirrorConfig>,
+    pub status: StatusConfig,
+    pub clock: ClockConfig,
+    pub devices: Vec<DevicePlan>,
+    pub catalog: Catalog,
+}
+
+impl ValidConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Vec<ConfigProblem>> {
+        let lines = LineIndex::new(text);
+        let raw: EdgeConfig = toml::from_str(text)
+            .map_err(|e| vec![spans::problem_of_toml_error(&e, text, &lines)])?;
+        raw.validate(&lines)
+    }
+
+    /// The Kafka settings, if Kafka is the uplink.
+    pub fn kafka(&self) -> Option<&KafkaConfig> {
+        match &self.uplink {
+            UplinkConfig::Kafka(k) => Some(k),
+            UplinkConfig::Mqtt(_) => None,
+        }
+    }
+
+    /// Rebuild the catalog after SunSpec discovery filled in groups.
+    pub fn rebuild_catalog(&mut self) {
+        self.catalog = build_catalog(&mut self.devices);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::EXAMPLE;
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let config = ValidConfig::parse(EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(config.site.as_str(), "site-001");
+        assert_eq!(config.devices.len(), 3);
+        assert!(config.catalog.point_count() > 10);
+        assert_eq!(config.devices[0].groups[0].requests[0].start, 0);
+    }
+}
