@@ -130,7 +130,8 @@ pub async fn run(
                 status.clone(),
                 sealed.clone(),
             )
-            .context("creating MQTT uplink")?;
+            .context("creating MQTT uplink")?
+            .with_drain_order(config.buffer.drain_order());
             tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
         }
     };

@@ -1,6 +1,7 @@
 //! `MqttUplink`: the alternative to `KafkaUplink` for sites where only MQTT
 //! may leave the network (e.g. an IoT broker that forwards to Kafka). It
-//! publishes the same batch bytes, oldest first, with QoS 1 on a persistent
+//! publishes the same batch bytes, in the same drain order as
+//! `KafkaUplink` (live first by default), with QoS 1 on a persistent
 //! session (`clean_session = false`) to `bess/{site}/batches`, and deletes a
 //! batch from the buffer only after the broker's PubAck for that packet id.
 //!
@@ -26,6 +27,7 @@ use crate::buffer::BufferHandle;
 use crate::clock::now_ms;
 use crate::config::MqttUplinkConfig;
 use crate::status::{AgentStatus, Totals};
+use crate::uplink::DrainOrder;
 
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(250);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(10);
@@ -72,6 +74,7 @@ pub struct MqttUplink {
     buffer: BufferHandle,
     status: Arc<AgentStatus>,
     sealed: Arc<Notify>,
+    drain: DrainOrder,
 }
 
 impl MqttUplink {
@@ -110,7 +113,16 @@ impl MqttUplink {
             buffer,
             status,
             sealed,
+            drain: DrainOrder::LiveFirst {
+                window: Duration::from_secs(10),
+            },
         })
+    }
+
+    /// Choose the drain order (default: live first with a 10 s window).
+    pub fn with_drain_order(mut self, drain: DrainOrder) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// Send until `stop` fires and then until the buffer is empty or
@@ -188,9 +200,13 @@ impl MqttUplink {
             }
             if connected && queued.len() + in_flight.len() < self.window {
                 // Taking marks the batches in flight, so the disk cap leaves them alone.
+                let live_since = self
+                    .drain
+                    .live_window()
+                    .map(|w| now_ms() - w.as_millis() as i64);
                 match self
                     .buffer
-                    .take_for_sending(None, self.window - queued.len() - in_flight.len())
+                    .take_for_sending(live_since, self.window - queued.len() - in_flight.len())
                     .await
                 {
                     Ok(batches) => {

@@ -47,7 +47,7 @@ pub enum DrainOrder {
 }
 
 impl DrainOrder {
-    fn live_window(self) -> Option<Duration> {
+    pub(crate) fn live_window(self) -> Option<Duration> {
         match self {
             DrainOrder::OldestFirst => None,
             DrainOrder::LiveFirst { window } => Some(window),

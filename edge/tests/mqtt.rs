@@ -170,6 +170,65 @@ async fn batches_leave_the_buffer_only_after_their_mqtt_puback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_uplink_sends_the_live_window_before_the_backlog_by_default() {
+    let scratch = Scratch::new("mqtt-live-first");
+    let buffer = BufferHandle::new(SqliteBuffer::open(&scratch.path("buffer.sqlite"), 1).unwrap());
+    // A backlog sealed long ago, then three batches sealed just now.
+    seal(&buffer, 20).await;
+    let now = bess_edge::clock::now_ms();
+    for i in 0..3 {
+        let summary = SealSummary {
+            sealed_at_ms: now,
+            ..SealSummary::default()
+        };
+        buffer
+            .seal(summary, move |seq, _gaps| {
+                Ok(format!("live {i} seq {}", seq.0).into_bytes())
+            })
+            .await
+            .unwrap();
+    }
+    let status = Arc::new(AgentStatus::new("site-l".into(), Vec::new()));
+    let topic = format!("{}/batches", unique("bess-test"));
+    let mut received = subscribe(&topic).await;
+    let uplink = MqttUplink::new(
+        &uplink_config(MOSQUITTO.1, &topic),
+        &SiteId::new("site-l").unwrap(),
+        buffer.clone(),
+        status.clone(),
+        Arc::new(Notify::new()),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(uplink.run(stop.clone(), Duration::from_secs(5)));
+    wait_for("an empty buffer", Duration::from_secs(60), || {
+        let buffer = buffer.clone();
+        async move { (buffer.stats().await.unwrap().batches == 0).then_some(()) }
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    task.await.unwrap();
+
+    let mut payloads = Vec::new();
+    while payloads.len() < 23 {
+        let publish = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("message")
+            .unwrap();
+        payloads.push(String::from_utf8(publish.payload.to_vec()).unwrap());
+    }
+    let expected: Vec<String> = (0..3)
+        .map(|i| format!("live {i} seq {}", 1020 + i))
+        .chain((0..20).map(|i| format!("batch {i} seq {}", 1000 + i)))
+        .collect();
+    assert_eq!(
+        payloads, expected,
+        "the live window first, then the backlog oldest first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_publishes_latest_values_as_retained_json() {
     let prefix = unique("bess-mirror");
     let catalog = Catalog {
