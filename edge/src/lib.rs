@@ -6,6 +6,7 @@
 //! See `docs/architecture.md` for the task graph.
 
 pub mod agent;
+pub mod backoff;
 pub mod buffer;
 pub mod clock;
 pub mod config;

@@ -20,6 +20,7 @@ use tokio_modbus::Slave;
 
 use bess_protocol::MissingReason;
 
+use crate::backoff::Backoff;
 use crate::config::{DevicePlan, Endpoint, Parity, SerialSettings};
 use crate::plan::ReadRequest;
 use crate::register::RegisterTable;
@@ -62,7 +63,7 @@ pub enum RequestOutcome {
 struct LinkState {
     ctx: Option<Context>,
     next_connect_at: Instant,
-    reconnect_delay: Duration,
+    reconnect: Backoff,
     last_request_end: Option<Instant>,
     last_error: Option<String>,
 }
@@ -81,7 +82,7 @@ impl ModbusLink {
             state: Mutex::new(LinkState {
                 ctx: None,
                 next_connect_at: Instant::now(),
-                reconnect_delay: MIN_RECONNECT_DELAY,
+                reconnect: Backoff::new(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY),
                 last_request_end: None,
                 last_error: None,
             }),
@@ -140,14 +141,14 @@ impl ModbusLink {
                 Ok(ctx) => {
                     tracing::info!(endpoint = %self.endpoint, "connected");
                     state.ctx = Some(ctx);
-                    state.reconnect_delay = MIN_RECONNECT_DELAY;
+                    state.reconnect.reset();
                     state.last_error = None;
                 }
                 Err(e) => {
-                    tracing::warn!(retry_in = ?state.reconnect_delay, "cannot connect: {e}");
+                    let wait = state.reconnect.next_delay();
+                    tracing::warn!(retry_in = ?wait, "cannot connect: {e}");
                     state.last_error = Some(e.to_string());
-                    state.next_connect_at = Instant::now() + state.reconnect_delay;
-                    state.reconnect_delay = (state.reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
+                    state.next_connect_at = Instant::now() + wait;
                     return RequestOutcome::Missing(MissingReason::Disconnected);
                 }
             }
