@@ -12,7 +12,6 @@ pub mod clock;
 pub mod config;
 pub mod link;
 pub mod mirror;
-pub mod mqtt;
 pub mod plan;
 pub mod poller;
 pub mod recorder;
@@ -21,3 +20,7 @@ pub mod sealer;
 pub mod status;
 pub mod sunspec;
 pub mod uplink;
+
+/// The MQTT client options and uplink, where the binary and older callers
+/// look for them.
+pub use uplink::mqtt;

@@ -20,7 +20,7 @@ use bess_protocol::{Catalog, Frame, Reading, SiteId};
 
 use crate::backoff::Backoff;
 use crate::config::MqttMirrorConfig;
-use crate::mqtt::{mqtt_options, MqttError};
+use crate::uplink::mqtt::{mqtt_options, MqttError};
 
 const QUEUE: usize = 10_000;
 /// Pause after a connection error before the next attempt.
