@@ -30,12 +30,11 @@ use crate::clock::{ntp_synchronized, ClockGate};
 use crate::config::{UplinkConfig, ValidConfig};
 use crate::link::links_for;
 use crate::mirror::MqttMirror;
-use crate::mqtt::MqttUplink;
 use crate::poller::ModbusPoller;
 use crate::recorder::FrameRecorder;
 use crate::sealer::BatchSealer;
 use crate::status::{AgentStatus, StatusServer, Totals};
-use crate::uplink::KafkaUplink;
+use crate::uplink::{DrainOrder, KafkaUplink, MqttUplink};
 
 /// Frames waiting between the pollers and the sealer.
 const FRAME_QUEUE: usize = 4096;
@@ -109,6 +108,7 @@ pub async fn run(
 
     let sealed = Arc::new(Notify::new());
     let uplink_stop = CancellationToken::new();
+    let drain = DrainOrder::from(&config.buffer);
     let uplink_task = match &config.uplink {
         UplinkConfig::Kafka(kafka) => {
             let uplink = KafkaUplink::new(
@@ -119,7 +119,7 @@ pub async fn run(
                 sealed.clone(),
             )
             .context("creating Kafka producer")?
-            .with_drain_order(config.buffer.drain_order());
+            .with_drain_order(drain);
             tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
         }
         UplinkConfig::Mqtt(mqtt) => {
@@ -130,7 +130,8 @@ pub async fn run(
                 status.clone(),
                 sealed.clone(),
             )
-            .context("creating MQTT uplink")?;
+            .context("creating MQTT uplink")?
+            .with_drain_order(drain);
             tokio::spawn(uplink.run(uplink_stop.clone(), options.shutdown_grace))
         }
     };

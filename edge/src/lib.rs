@@ -6,12 +6,12 @@
 //! See `docs/architecture.md` for the task graph.
 
 pub mod agent;
+pub mod backoff;
 pub mod buffer;
 pub mod clock;
 pub mod config;
 pub mod link;
 pub mod mirror;
-pub mod mqtt;
 pub mod poller;
 pub mod recorder;
 pub mod register;

@@ -20,6 +20,7 @@ use tokio_modbus::Slave;
 
 use bess_protocol::MissingReason;
 
+use crate::backoff::Backoff;
 use crate::register::RegisterTable;
 use crate::site_plan::{DevicePlan, Endpoint, Parity, ReadRequest, SerialSettings};
 
@@ -61,7 +62,7 @@ pub enum RequestOutcome {
 struct LinkState {
     ctx: Option<Context>,
     next_connect_at: Instant,
-    reconnect_delay: Duration,
+    reconnect: Backoff,
     last_request_end: Option<Instant>,
     last_error: Option<String>,
 }
@@ -80,7 +81,7 @@ impl ModbusLink {
             state: Mutex::new(LinkState {
                 ctx: None,
                 next_connect_at: Instant::now(),
-                reconnect_delay: MIN_RECONNECT_DELAY,
+                reconnect: Backoff::new(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY),
                 last_request_end: None,
                 last_error: None,
             }),
@@ -139,14 +140,14 @@ impl ModbusLink {
                 Ok(ctx) => {
                     tracing::info!(endpoint = %self.endpoint, "connected");
                     state.ctx = Some(ctx);
-                    state.reconnect_delay = MIN_RECONNECT_DELAY;
+                    state.reconnect.reset();
                     state.last_error = None;
                 }
                 Err(e) => {
-                    tracing::warn!(retry_in = ?state.reconnect_delay, "cannot connect: {e}");
+                    let wait = state.reconnect.next_delay();
+                    tracing::warn!(retry_in = ?wait, "cannot connect: {e}");
                     state.last_error = Some(e.to_string());
-                    state.next_connect_at = Instant::now() + state.reconnect_delay;
-                    state.reconnect_delay = (state.reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
+                    state.next_connect_at = Instant::now() + wait;
                     return RequestOutcome::Missing(MissingReason::Disconnected);
                 }
             }

@@ -18,10 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use bess_protocol::{Catalog, Frame, Reading, SiteId};
 
+use crate::backoff::Backoff;
 use crate::config::MqttMirrorConfig;
-use crate::mqtt::{mqtt_options, MqttError};
+use crate::uplink::mqtt::{mqtt_options, MqttError};
 
 const QUEUE: usize = 10_000;
+/// Pause after a connection error before the next attempt.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
 
 pub struct MqttMirror {
     client: AsyncClient,
@@ -126,6 +129,7 @@ impl MqttMirror {
 /// next poll after an error, so errors only pause it.
 pub async fn drive(mut eventloop: EventLoop, stop: CancellationToken) {
     let mut logged = false;
+    let mut backoff = Backoff::new(RETRY_DELAY, RETRY_DELAY);
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -135,6 +139,7 @@ pub async fn drive(mut eventloop: EventLoop, stop: CancellationToken) {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("mqtt mirror connected");
                 logged = false;
+                backoff.reset();
             }
             Ok(_) => {}
             Err(e) => {
@@ -144,7 +149,7 @@ pub async fn drive(mut eventloop: EventLoop, stop: CancellationToken) {
                 }
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }

@@ -102,15 +102,6 @@ impl BufferConfig {
         (self.downsample == DownsampleConfig::MinMaxLast && !self.downsample_bucket.is_zero())
             .then_some(self.downsample_bucket)
     }
-
-    pub fn drain_order(&self) -> crate::uplink::DrainOrder {
-        match self.drain {
-            DrainConfig::LiveFirst => crate::uplink::DrainOrder::LiveFirst {
-                window: self.live_window,
-            },
-            DrainConfig::OldestFirst => crate::uplink::DrainOrder::OldestFirst,
-        }
-    }
 }
 
 fn default_buffer_path() -> PathBuf {
