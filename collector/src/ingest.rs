@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetterProducer, RejectClass, Rejection};
 use crate::live::{LiveHub, LiveMessage};
-use crate::writer::{decode_chunk, IngestMessage, PreparedChunk, SampleWriter};
+use crate::message::IngestMessage;
+use crate::writer::{decode_chunk, PreparedChunk, SampleWriter};
 
 /// Messages queued between the consumer and the prepare stage.
 pub const QUEUE: usize = 1024;
@@ -184,7 +185,7 @@ async fn read_messages(
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().unwrap_or_default().to_vec(),
-                    received_ms: crate::writer::unix_ms_now(),
+                    received_ms: crate::time::unix_ms_now(),
                 };
                 metrics::counter!("bess_collector_messages_received_total").increment(1);
                 if queue.send(owned).await.is_err() {
