@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
-use crate::writer::IngestMessage;
+use crate::message::IngestMessage;
 
 /// Header names on a dead-letter message.
 pub const HEADER_REASON_CLASS: &str = "bess-reason-class";

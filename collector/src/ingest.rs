@@ -21,6 +21,7 @@
 //! written; plus the rejected messages of `ACKS` committed chunks; plus
 //! librdkafka's prefetch (`queued.max.messages.kbytes`, 16 MiB here).
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -33,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetterProducer, RejectClass, Rejection};
 use crate::live::{LiveHub, LiveMessage};
-use crate::writer::{decode_chunk, IngestMessage, PreparedChunk, SampleWriter};
+use crate::message::IngestMessage;
+use crate::writer::{decode_chunk, PreparedChunk, SampleWriter};
 
 /// Messages queued between the consumer and the prepare stage.
 pub const QUEUE: usize = 1024;
@@ -43,6 +45,24 @@ pub const MAX_CHUNK: usize = 256;
 const PREPARED: usize = 2;
 /// Committed chunks waiting for dead-letter acks and offset storage.
 const ACKS: usize = 8;
+/// First wait before retrying a failed database step.
+const DATABASE_RETRY: Duration = Duration::from_millis(100);
+/// First wait before retrying a dead letter the broker did not acknowledge.
+const DEAD_LETTER_RETRY: Duration = Duration::from_millis(200);
+/// Longest wait between retries.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// Waits between retries of one failed step: `first`, doubling up to
+/// [`MAX_RETRY`], without end (a step is retried until it succeeds or the
+/// ingest stops). Each step builds its own, so a success resets it.
+fn retry_delays(first: Duration) -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(first)
+        .with_max_delay(MAX_RETRY)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
 
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -184,7 +204,7 @@ async fn read_messages(
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().unwrap_or_default().to_vec(),
-                    received_ms: crate::writer::unix_ms_now(),
+                    received_ms: crate::time::unix_ms_now(),
                 };
                 metrics::counter!("bess_collector_messages_received_total").increment(1);
                 if queue.send(owned).await.is_err() {
@@ -227,7 +247,7 @@ async fn prepare_chunks(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         let mut decoded = Some(decoded);
-        let mut delay = Duration::from_millis(100);
+        let mut delays = retry_delays(DATABASE_RETRY);
         let chunk = loop {
             let want_live = live.receiver_count() > 0;
             match writer
@@ -238,12 +258,12 @@ async fn prepare_chunks(
                 Err((e, back)) => {
                     decoded = Some(back);
                     metrics::counter!("bess_collector_write_failures_total").increment(1);
+                    let delay = delays.next().unwrap_or(MAX_RETRY);
                     tracing::error!(retry_in = ?delay, "resolving catalogs failed: {e}");
                     if cancel.is_cancelled() {
                         return;
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };
@@ -266,12 +286,13 @@ async fn write_chunks(
             () = cancel.cancelled() => None,
         };
         let Some(mut chunk) = chunk else { break };
-        let mut delay = Duration::from_millis(100);
+        let mut delays = retry_delays(DATABASE_RETRY);
         let mut outcome = loop {
             match writer.commit(&chunk).await {
                 Ok(outcome) => break outcome,
                 Err(e) => {
                     metrics::counter!("bess_collector_write_failures_total").increment(1);
+                    let delay = delays.next().unwrap_or(MAX_RETRY);
                     tracing::error!(retry_in = ?delay, messages = chunk.messages.len(), "write failed: {e}");
                     // At shutdown, give up: the chunk's offsets were never stored,
                     // so it is redelivered to whichever instance runs next.
@@ -280,7 +301,6 @@ async fn write_chunks(
                         return;
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };
@@ -353,7 +373,7 @@ async fn acknowledge(
     while let Some(committed) = acks.recv().await {
         if let Some(producer) = &producer {
             for (message, rejection) in &committed.dead_letters {
-                let mut delay = Duration::from_millis(200);
+                let mut delays = retry_delays(DEAD_LETTER_RETRY);
                 loop {
                     match producer
                         .deliver(message, rejection.class, &rejection.reason)
@@ -366,6 +386,7 @@ async fn acknowledge(
                         Err(e) => {
                             metrics::counter!("bess_collector_dead_letter_failures_total")
                                 .increment(1);
+                            let delay = delays.next().unwrap_or(MAX_RETRY);
                             tracing::error!(retry_in = ?delay, topic = producer.topic(), "{e}");
                             if cancel.is_cancelled() {
                                 // Offsets of this chunk and later ones stay unstored:
@@ -374,7 +395,6 @@ async fn acknowledge(
                                 return;
                             }
                             tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(10));
                         }
                     }
                 }
@@ -398,5 +418,31 @@ fn store_offsets(consumer: &StreamConsumer, next: &BTreeMap<(String, i32), i64>)
     // last commit and the ledger skips what this instance already wrote.
     if let Err(e) = consumer.store_offsets(&list) {
         tracing::debug!("storing offsets: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(delays: ExponentialBackoff, n: usize) -> Vec<u128> {
+        // The builder multiplies in f32: compare to the nearest millisecond.
+        delays
+            .take(n)
+            .map(|d| (d.as_secs_f64() * 1000.0).round() as u128)
+            .collect()
+    }
+
+    #[test]
+    fn retries_double_from_the_first_wait_up_to_ten_seconds_without_end() {
+        assert_eq!(
+            millis(retry_delays(DATABASE_RETRY), 10),
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        assert_eq!(
+            millis(retry_delays(DEAD_LETTER_RETRY), 8),
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        assert_eq!(retry_delays(DATABASE_RETRY).nth(1_000), Some(MAX_RETRY));
     }
 }

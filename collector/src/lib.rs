@@ -4,14 +4,24 @@
 //!
 //! See `docs/architecture.md` for the task graph.
 
+//!
+//! Layers: `api` (HTTP) reads the domain modules — `auth`, `latest`,
+//! `live`, `storage`, `catalog` — and none of them imports `api`. The
+//! ingest path (`ingest` → `writer` → `copy`, `catalog`, `storage`,
+//! `dead_letter`) shares `message` and `time` and hands committed frames
+//! to `live`. `service` wires everything together.
+
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod copy;
 pub mod dead_letter;
 pub mod ingest;
+pub mod latest;
 pub mod live;
+pub mod message;
 pub mod migrations;
 pub mod service;
 pub mod storage;
+pub mod time;
 pub mod writer;

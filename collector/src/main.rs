@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use bess_collector::api::auth::{AccessSettings, AuthMode, RateLimit};
 use bess_collector::api::LiveTimings;
+use bess_collector::auth::{AccessSettings, AuthMode, RateLimit};
 use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
 use bess_collector::storage::StoragePreference;
@@ -135,7 +135,7 @@ fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
     }
     s.parse()
         .map(Some)
-        .map_err(|e: bess_collector::api::auth::RateLimitParseError| e.to_string())
+        .map_err(|e: bess_collector::auth::RateLimitParseError| e.to_string())
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {

@@ -15,9 +15,10 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::auth::{AccessControl, AccessSettings};
 use crate::api::{self, ApiState};
+use crate::auth::{AccessControl, AccessSettings};
 use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
+use crate::latest::LatestCache;
 use crate::live::LiveHub;
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
@@ -151,8 +152,8 @@ pub async fn run_with_access(
     }
 
     let live = LiveHub::default();
-    let latest = Arc::new(api::LatestCache::default());
-    let latest_feed = tokio::spawn(api::feed_latest(
+    let latest = Arc::new(LatestCache::default());
+    let latest_feed = tokio::spawn(crate::latest::feed(
         latest.clone(),
         live.subscribe(),
         pool.clone(),

@@ -183,7 +183,7 @@ pub async fn maintain_partitions(
     let rows = client
         .query(
             "SELECT bess_drop_frames_partitions($1)",
-            &[&crate::writer::timestamp(cutoff_ms)],
+            &[&crate::time::timestamp(cutoff_ms)],
         )
         .await?;
     partitions.forget_before(day_of(cutoff_ms));
@@ -235,7 +235,7 @@ pub async fn refresh_rollups(
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .collect();
         for (lo, hi) in ranges(&minute_ms, MS_PER_MINUTE) {
-            let (lo, hi) = (crate::writer::timestamp(lo), crate::writer::timestamp(hi));
+            let (lo, hi) = (crate::time::timestamp(lo), crate::time::timestamp(hi));
             tx.execute(
                 "DELETE FROM rollup_1m WHERE bucket >= $1 AND bucket < $2",
                 &[&lo, &hi],
@@ -251,7 +251,7 @@ pub async fn refresh_rollups(
             .into_iter()
             .collect();
         for (lo, hi) in ranges(&hour_ms, 60 * MS_PER_MINUTE) {
-            let (lo, hi) = (crate::writer::timestamp(lo), crate::writer::timestamp(hi));
+            let (lo, hi) = (crate::time::timestamp(lo), crate::time::timestamp(hi));
             tx.execute(
                 "DELETE FROM rollup_1h WHERE bucket >= $1 AND bucket < $2",
                 &[&lo, &hi],

@@ -91,7 +91,7 @@ pub fn token(args: TokenArgs, runtime: tokio::runtime::Runtime) -> anyhow::Resul
                     "id", "name", "role", "state", "created"
                 );
                 for t in auth::list(&client).await? {
-                    let created = bess_collector::api::rfc3339(t.created_at);
+                    let created = bess_collector::time::rfc3339(t.created_at);
                     let state = if t.revoked_at.is_some() {
                         "revoked"
                     } else {

@@ -14,6 +14,9 @@
 //!
 //! The caller stores Kafka offsets only after `commit` returns `Ok`, i.e.
 //! after COMMIT (and after the dead-letter deliveries, see `ingest.rs`).
+//! `commit` hands the new frames back as [`CommittedFrame`]s (layout,
+//! timestamp, raw readings, arrival time) for the live hub; what clients
+//! see of them is the live module's business, never the writer's.
 
 use bytes::Bytes;
 use futures::{pin_mut, SinkExt};
@@ -26,24 +29,14 @@ use bess_protocol::Batch;
 use crate::catalog::{CatalogRegistry, Layouts};
 use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
 use crate::dead_letter::{RejectClass, Rejection};
-use crate::live::LiveFrame;
+use crate::live::CommittedFrame;
+use crate::message::IngestMessage;
 use crate::storage::{self, FramePartitions, StorageBackend};
+use crate::time::timestamp;
 
 /// Frame timestamps outside 1970..10000 are refused (PostgreSQL could store
 /// more, but no edge clock is that wrong on purpose).
 const MAX_TS_MS: i64 = 253_402_300_799_999;
-
-/// One message as taken off the topic.
-#[derive(Debug, Clone)]
-pub struct IngestMessage {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    /// When it was taken off the consumer (Unix epoch milliseconds).
-    pub received_ms: i64,
-}
 
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
@@ -53,8 +46,8 @@ pub struct WriteOutcome {
     pub frames_written: u64,
     pub samples_written: u64,
     pub gaps_written: u64,
-    /// New frames for live clients (empty unless asked for).
-    pub live: Vec<LiveFrame>,
+    /// The new frames, committed, for the live hub (empty unless asked for).
+    pub live: Vec<CommittedFrame>,
     /// Messages set aside, to be dead-lettered.
     pub rejected: Vec<Rejection>,
 }
@@ -126,7 +119,7 @@ pub struct PreparedBatch {
     days: BTreeSet<i64>,
     minutes: BTreeSet<i64>,
     gaps: Vec<GapRow>,
-    live: Vec<LiveFrame>,
+    live: Vec<CommittedFrame>,
 }
 
 /// A chunk ready for [`SampleWriter::commit`]; a failed commit can be retried
@@ -504,26 +497,22 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             gaps: Vec::new(),
             live: Vec::new(),
         };
+        let site: Option<Arc<str>> = live.then(|| batch.site.as_str().into());
         for frame in &batch.frames {
-            let layout = &layouts[usize::from(frame.group.0)];
+            let group = usize::from(frame.group.0);
+            let layout = &layouts[group];
             encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
             out.days.insert(storage::day_of(frame.ts_ms));
             out.minutes.insert(storage::minute_of(frame.ts_ms));
-            if live {
-                let values: Vec<Option<f64>> = layout
-                    .points
-                    .iter()
-                    .zip(&frame.values)
-                    .map(|(p, r)| r.raw().map(|raw| p.engineering(raw)))
-                    .collect();
-                out.live.push(LiveFrame::new(
-                    batch.site.as_str(),
-                    layout,
-                    frame.ts_ms,
-                    messages[index].received_ms,
-                    &values,
-                    &frame.values,
-                ));
+            if let Some(site) = &site {
+                out.live.push(CommittedFrame {
+                    site: site.clone(),
+                    layouts: layouts.clone(),
+                    group,
+                    ts_ms: frame.ts_ms,
+                    received_ms: messages[index].received_ms,
+                    readings: frame.values.clone(),
+                });
             }
         }
         out.rows = Bytes::from(encoder.buf);
@@ -545,14 +534,4 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
         batches: prepared,
         rejected,
     }
-}
-
-/// Now, in Unix epoch milliseconds.
-pub fn unix_ms_now() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub fn timestamp(ts_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

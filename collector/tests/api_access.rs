@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-use bess_collector::api::auth::{AccessControl, AccessSettings, AuthMode, RateLimit};
-use bess_collector::api::{self, ApiState, LatestCache, LiveTimings};
-use bess_collector::auth::{self, Role, SiteScope};
-use bess_collector::live::{LiveFrame, LiveHub, LiveMessage, LiveValue};
+use bess_collector::api::{self, ApiState, LiveTimings};
+use bess_collector::auth::{
+    self, AccessControl, AccessSettings, AuthMode, RateLimit, Role, SiteScope,
+};
+use bess_collector::catalog::{CatalogLayouts, Layout, PointMeta};
+use bess_collector::latest::LatestCache;
+use bess_collector::live::{CommittedFrame, LiveHub, LiveMessage};
 use bess_collector::service;
+use bess_protocol::Reading;
 use bess_tests::TestDatabase;
 
 struct Api {
@@ -101,31 +105,47 @@ fn only(site: &str) -> SiteScope {
     SiteScope::Only([site.to_owned()].into())
 }
 
-fn frame(site: &str, soc: f64) -> LiveMessage {
-    LiveMessage::from(&LiveFrame {
-        site: site.into(),
+/// A committed frame of `site`, device `bms-1`, group `fast`: these
+/// points (name, unit) with these engineering values (scale 1).
+fn committed(site: &str, ts_ms: i64, points: &[(&str, &str)], values: &[f64]) -> LiveMessage {
+    let layout = Layout {
+        layout_id: 1,
+        device_id: 1,
         device: "bms-1".into(),
+        interval_ms: 1000,
         group: "fast".into(),
-        ts: "2026-01-01T00:00:00Z".into(),
-        ts_ms: 1_767_225_600_000,
-        received_ms: 1_767_225_600_000,
-        values: vec![
-            LiveValue {
-                point: "soc".into(),
-                value: Some(soc),
-                unit: "%".into(),
-                quality: "good",
-                reason: None,
-            },
-            LiveValue {
-                point: "power".into(),
-                value: Some(1.0),
-                unit: "kW".into(),
-                quality: "good",
-                reason: None,
-            },
-        ],
+        points: points
+            .iter()
+            .enumerate()
+            .map(|(i, (name, unit))| PointMeta {
+                point_id: i as i32 + 1,
+                name: (*name).into(),
+                unit: (*unit).into(),
+                scale: 1.0,
+                offset: 0.0,
+            })
+            .collect(),
+    };
+    LiveMessage::new(CommittedFrame {
+        site: site.into(),
+        layouts: Arc::new(CatalogLayouts {
+            groups: vec![layout],
+            device_ids: vec![1],
+        }),
+        group: 0,
+        ts_ms,
+        received_ms: ts_ms,
+        readings: values.iter().map(|v| Reading::Float(*v)).collect(),
     })
+}
+
+fn frame(site: &str, soc: f64) -> LiveMessage {
+    committed(
+        site,
+        1_767_225_600_000,
+        &[("soc", "%"), ("power", "kW")],
+        &[soc, 1.0],
+    )
 }
 
 #[tokio::test]
@@ -303,23 +323,10 @@ async fn a_subscription_starts_with_a_snapshot_of_current_values() -> anyhow::Re
 
 /// A frame of `site` at `ts_ms` with 60 values (about 4 KB of JSON).
 fn wide_frame(site: &str, ts_ms: i64) -> LiveMessage {
-    LiveMessage::from(&LiveFrame {
-        site: site.into(),
-        device: "bms-1".into(),
-        group: "fast".into(),
-        ts: String::new(),
-        ts_ms,
-        received_ms: ts_ms,
-        values: (0..60)
-            .map(|i| LiveValue {
-                point: format!("cell_voltage_{i:02}").into(),
-                value: Some(3.3 + f64::from(i) / 1000.0),
-                unit: "V".into(),
-                quality: "good",
-                reason: None,
-            })
-            .collect(),
-    })
+    let names: Vec<String> = (0..60).map(|i| format!("cell_voltage_{i:02}")).collect();
+    let points: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "V")).collect();
+    let values: Vec<f64> = (0..60).map(|i| 3.3 + f64::from(i) / 1000.0).collect();
+    committed(site, ts_ms, &points, &values)
 }
 
 #[tokio::test]

@@ -9,12 +9,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bess_collector::api::auth::{AccessControl, AccessSettings, AuthMode};
-use bess_collector::api::{self, ApiState, LatestCache};
-use bess_collector::auth::{self, Role, SiteScope};
+use bess_collector::api::{self, ApiState};
+use bess_collector::auth::{self, AccessControl, AccessSettings, AuthMode, Role, SiteScope};
+use bess_collector::latest::LatestCache;
 use bess_collector::live::LiveHub;
+use bess_collector::message::IngestMessage;
 use bess_collector::service;
-use bess_collector::writer::{IngestMessage, SampleWriter};
+use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
 

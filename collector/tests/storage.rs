@@ -9,10 +9,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use bess_collector::catalog::CatalogRegistry;
+use bess_collector::message::IngestMessage;
 use bess_collector::storage::{
     self, FramePartitions, Resolution, RollupRow, StorageBackend, StoragePreference,
 };
-use bess_collector::writer::{timestamp, IngestMessage, SampleWriter};
+use bess_collector::time::timestamp;
+use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::{workspace_root, TestDatabase};
 

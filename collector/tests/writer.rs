@@ -1,8 +1,9 @@
 //! `SampleWriter` against a real PostgreSQL: exactly-once writes through the
 //! ledger, and bad messages set aside with their reason.
 
+use bess_collector::message::IngestMessage;
 use bess_collector::storage::StorageBackend;
-use bess_collector::writer::{IngestMessage, SampleWriter};
+use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
 

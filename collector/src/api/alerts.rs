@@ -16,13 +16,14 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::auth::Access;
+use super::error::{bad_query, AppError};
+use super::error::{ApiErrors, Conflict, NotFound};
 use super::inventory::site_id;
-use super::latest_cache::LatestPoint;
-use super::openapi::{ApiErrors, Conflict, NotFound};
 use super::page::{Page, PageQuery};
-use super::{bad_query, rfc3339, ApiState, AppError};
-use crate::auth::Role;
+use super::state::ApiState;
+use crate::auth::{Access, Role};
+use crate::latest::LatestPoint;
+use crate::time::rfc3339;
 
 /// The SQL condition that makes a point (`p`) an alarm point.
 const ALARM_POINT: &str =

@@ -1,11 +1,20 @@
 //! `AppError`: every API failure becomes a JSON body
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status;
-//! internal details are logged, not sent.
+//! internal details are logged, not sent. The same shape is documented
+//! here for the OpenAPI document ([`ErrorBody`], [`ApiErrors`],
+//! [`NotFound`], [`Conflict`]), and [`json_errors`] gives it to the
+//! responses axum makes itself, so every 4xx/5xx reads alike.
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
+
+use crate::auth::AccessError;
+use crate::latest::LatestError;
 
 /// Largest plain-text error body turned into a JSON message.
 const PLAIN_ERROR_LIMIT: usize = 64 << 10;
@@ -33,6 +42,11 @@ impl AppError {
     }
 }
 
+/// A query string that does not parse becomes a JSON 400.
+pub(crate) fn bad_query(rejection: QueryRejection) -> AppError {
+    AppError::BadRequest(rejection.body_text())
+}
+
 impl From<tokio_postgres::Error> for AppError {
     fn from(e: tokio_postgres::Error) -> Self {
         AppError::internal(e)
@@ -44,6 +58,73 @@ impl From<deadpool_postgres::PoolError> for AppError {
         AppError::internal(e)
     }
 }
+
+impl From<LatestError> for AppError {
+    fn from(e: LatestError) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<AccessError> for AppError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::RoleTooLow { .. } => AppError::Forbidden(e.to_string()),
+            AccessError::RateLimited { retry_after } => AppError::TooManyRequests {
+                retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            AccessError::Lookup(_) | AccessError::Pool(_) => AppError::internal(e),
+        }
+    }
+}
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited or internal.
+    #[schema(example = "not_found")]
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+}
+
+/// The errors any `/api/v1` operation can answer with. Documentation only:
+/// the responses themselves come from [`AppError`].
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum ApiErrors {
+    /// A parameter or body that does not parse (`bad_request`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing, unknown or revoked token (`unauthorized`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token may not access this site, or its role is too low (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The token's rate limit is used up (`rate_limited`); `Retry-After` says for how many seconds.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(ErrorBody),
+    /// Something failed inside the collector (`internal`); details are in its log.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
+/// A named site, device, point or token that does not exist (`not_found`).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(ErrorBody);
+
+/// The request does not fit the current state (`conflict`).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct Conflict(ErrorBody);
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {

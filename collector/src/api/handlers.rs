@@ -7,7 +7,8 @@ use axum::Json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{ApiState, AppError};
+use super::error::AppError;
+use super::state::ApiState;
 
 /// Liveness and database check.
 #[utoipa::path(
@@ -17,7 +18,7 @@ use super::{ApiState, AppError};
     tag = "service",
     responses(
         (status = 200, description = "`{\"status\":\"ok\",\"database\":\"ok\",\"storage\":\"timescaledb|postgresql\"}`", body = Object),
-        (status = 500, description = "The database does not answer", body = super::openapi::ErrorBody),
+        (status = 500, description = "The database does not answer", body = super::error::ErrorBody),
     )
 )]
 pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {

@@ -10,10 +10,12 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::auth::Access;
-use super::openapi::NotFound;
+use super::error::NotFound;
+use super::error::{bad_query, AppError};
 use super::page::{Page, PageQuery};
-use super::{bad_query, rfc3339, ApiState, AppError};
+use super::state::ApiState;
+use crate::auth::Access;
+use crate::time::rfc3339;
 
 /// The id of a site by name; 404 when there is none.
 pub(crate) async fn site_id(client: &tokio_postgres::Client, site: &str) -> Result<i32, AppError> {
@@ -53,7 +55,7 @@ pub struct SitesPage {
     tag = "fleet",
     params(PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A page of sites", body = SitesPage), super::openapi::ApiErrors)
+    responses((status = 200, description = "A page of sites", body = SitesPage), super::error::ApiErrors)
 )]
 pub async fn sites(
     State(state): State<ApiState>,
@@ -111,7 +113,7 @@ pub struct DevicesPage {
     tag = "fleet",
     params(("site" = String, Path, description = "Site name, e.g. site-001"), PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A page of devices", body = DevicesPage), NotFound, super::openapi::ApiErrors)
+    responses((status = 200, description = "A page of devices", body = DevicesPage), NotFound, super::error::ApiErrors)
 )]
 pub async fn devices(
     State(state): State<ApiState>,
@@ -186,7 +188,7 @@ pub struct PointsPage {
     tag = "fleet",
     params(("site" = String, Path, description = "Site name, e.g. site-001"), PointsQuery, PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A page of points", body = PointsPage), NotFound, super::openapi::ApiErrors)
+    responses((status = 200, description = "A page of points", body = PointsPage), NotFound, super::error::ApiErrors)
 )]
 pub async fn points(
     State(state): State<ApiState>,

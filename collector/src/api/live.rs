@@ -1,4 +1,6 @@
 //! `GET /api/v1/live`: a WebSocket that pushes committed frames as JSON.
+//! The frames, their view and its JSON come from [`crate::live`]; this
+//! handler only filters, queues and sends them.
 //!
 //! Without a message from the client it sends every frame of the sites the
 //! token may see (or of one site with `?site=...`), as before. A client may
@@ -23,10 +25,10 @@
 //! frames already on their way under the old one are passed through the
 //! new filter after the snapshot, as if one channel had carried both.
 //!
-//! A ping goes out every [`LiveTimings::ping_every`] (20 s by default); a
+//! A ping goes out every [`super::LiveTimings::ping_every`] (20 s by default); a
 //! client that sends nothing (not even a pong) for
-//! [`LiveTimings::idle_timeout`] (60 s), or whose socket does not take a
-//! message for [`LiveTimings::send_timeout`] (30 s), is closed.
+//! [`super::LiveTimings::idle_timeout`] (60 s), or whose socket does not take a
+//! message for [`super::LiveTimings::send_timeout`] (30 s), is closed.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -37,39 +39,18 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::auth::Access;
-use super::{bad_query, ApiState, AppError};
-use crate::auth::SiteScope;
+use super::error::{bad_query, AppError};
+use super::state::ApiState;
+use crate::auth::{Access, SiteScope};
 use crate::live::{LiveFrame, LiveHub, LiveMessage, Subscription as Feeds};
 
 /// Messages waiting for one client's socket before frames are coalesced.
 pub const CLIENT_QUEUE: usize = 256;
 
-/// When the server pings live clients and gives up on silent or stuck ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveTimings {
-    /// A ping goes out this often.
-    pub ping_every: Duration,
-    /// A client that sends nothing, not even a pong, for this long is closed.
-    pub idle_timeout: Duration,
-    /// A client whose socket does not take a message for this long is closed.
-    pub send_timeout: Duration,
-}
-
-impl Default for LiveTimings {
-    fn default() -> Self {
-        Self {
-            ping_every: Duration::from_secs(20),
-            idle_timeout: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(30),
-        }
-    }
-}
 /// A client that can see more sites than this reads the all-sites channel.
 pub const MAX_SITE_CHANNELS: usize = 16;
 /// Read buffer of a client's socket. Clients send only small messages
@@ -161,13 +142,14 @@ impl Filter {
 
     /// The JSON to send for this frame, if any.
     fn frame_json(&self, message: &LiveMessage) -> Option<Utf8Bytes> {
-        let frame = &message.frame;
-        if !self.wants_site(&frame.site) || !self.wants_device(&frame.site, &frame.device) {
+        let device = &message.frame.layout().device;
+        if !self.wants_site(&message.site) || !self.wants_device(&message.site, device) {
             return None;
         }
         if self.points.is_empty() {
             return Some(message.json());
         }
+        let frame = message.view();
         let values: Vec<_> = frame
             .values
             .iter()
@@ -179,7 +161,7 @@ impl Filter {
         }
         let filtered = LiveFrame {
             values,
-            ..(**frame).clone()
+            ..frame.clone()
         };
         Some(
             serde_json::json!({ "type": "frame", "frame": filtered })
@@ -233,7 +215,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         ("access_token" = Option<String>, Query, description = "The API token, for clients that cannot set headers"),
     ),
     security(("bearer" = [])),
-    responses((status = 101, description = "Switching protocols"), super::openapi::ApiErrors)
+    responses((status = 101, description = "Switching protocols"), super::error::ApiErrors)
 )]
 pub async fn live(
     State(state): State<ApiState>,
@@ -319,10 +301,11 @@ fn offer(
     let Some(json) = filter.frame_json(message) else {
         return Ok(());
     };
+    let layout = message.frame.layout();
     let key = (
         message.site.clone(),
-        message.frame.device.clone(),
-        message.frame.group.clone(),
+        layout.device.clone(),
+        layout.group.clone(),
     );
     if behind.is_empty() {
         match queue.try_send(Message::Text(json)) {

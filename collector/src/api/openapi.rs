@@ -1,17 +1,17 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of the API,
-//! generated from the handlers' `#[utoipa::path]` annotations and the
-//! response types (utoipa). Tests check that it lists exactly the router's
+//! assembled from the handlers' `#[utoipa::path]` annotations, their
+//! response types and the error schema of `error.rs` (utoipa); this module
+//! only lists them. Tests check that it lists exactly the router's
 //! routes and that `docs/openapi.json`, the copy for readers and client
 //! generators, is current (`BESS_UPDATE_OPENAPI=1` rewrites it).
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Serialize;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use super::{alerts, handlers, inventory, latest_cache, live, reports, series, tokens};
+use super::{alerts, handlers, inventory, latest, live, reports, series, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,7 +29,7 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
         inventory::sites,
         inventory::devices,
         inventory::points,
-        latest_cache::latest,
+        latest::latest,
         series::series,
         alerts::list,
         alerts::acknowledge,
@@ -70,55 +70,6 @@ impl Modify for BearerToken {
         );
     }
 }
-
-/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited or internal.
-    #[schema(example = "not_found")]
-    code: String,
-    /// What went wrong, for people.
-    message: String,
-}
-
-/// The errors any `/api/v1` operation can answer with. Documentation only:
-/// the responses themselves come from [`super::AppError`].
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum ApiErrors {
-    /// A parameter or body that does not parse (`bad_request`).
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Missing, unknown or revoked token (`unauthorized`).
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// The token may not access this site, or its role is too low (`forbidden`).
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// The token's rate limit is used up (`rate_limited`); `Retry-After` says for how many seconds.
-    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    RateLimited(ErrorBody),
-    /// Something failed inside the collector (`internal`); details are in its log.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-}
-
-/// A named site, device, point or token that does not exist (`not_found`).
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-#[response(status = 404)]
-pub struct NotFound(ErrorBody);
-
-/// The request does not fit the current state (`conflict`).
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-#[response(status = 409)]
-pub struct Conflict(ErrorBody);
 
 fn rendered() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use serde::Deserialize;
 
-use super::{bad_query, AppError};
+use super::error::{bad_query, AppError};
 
 /// Items per page when the client does not say.
 pub const DEFAULT_LIMIT: usize = 100;

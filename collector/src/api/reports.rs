@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
+use super::error::{bad_query, AppError};
 use super::handlers::parse_time;
 use super::inventory::site_id;
 use super::page::{Page, PageQuery};
-use super::{bad_query, rfc3339, ApiState, AppError};
+use super::state::ApiState;
+use crate::time::rfc3339;
 
 const MS_PER_DAY: i64 = 86_400_000;
 /// Longest completeness range in one request.
@@ -77,7 +79,7 @@ fn ms(t: OffsetDateTime) -> i64 {
     tag = "reports",
     params(("site" = String, Path, description = "Site name, e.g. site-001"), RangeQuery, PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A page of gap records", body = GapsPage), super::openapi::NotFound, super::openapi::ApiErrors)
+    responses((status = 200, description = "A page of gap records", body = GapsPage), super::error::NotFound, super::error::ApiErrors)
 )]
 pub async fn gaps(
     State(state): State<ApiState>,
@@ -220,7 +222,7 @@ pub fn gap_share(first: i64, last: i64, samples: i64, lo: i64, hi: i64) -> i64 {
         ("by" = Option<String>, Query, description = "`day` (default, per UTC day) or `range` (one total)"),
     ),
     security(("bearer" = [])),
-    responses((status = 200, description = "Completeness per device", body = Object), super::openapi::NotFound, super::openapi::ApiErrors)
+    responses((status = 200, description = "Completeness per device", body = Object), super::error::NotFound, super::error::ApiErrors)
 )]
 pub async fn completeness(
     State(state): State<ApiState>,
@@ -362,9 +364,9 @@ pub async fn completeness(
             total.add(&tally);
             if by_day {
                 let mut day = tally.json();
-                day["from"] = rfc3339(crate::writer::timestamp(lo)).into();
-                day["to"] = rfc3339(crate::writer::timestamp(hi)).into();
-                day["day"] = rfc3339(crate::writer::timestamp(
+                day["from"] = rfc3339(crate::time::timestamp(lo)).into();
+                day["to"] = rfc3339(crate::time::timestamp(hi)).into();
+                day["day"] = rfc3339(crate::time::timestamp(
                     lo.div_euclid(MS_PER_DAY) * MS_PER_DAY,
                 ))[..10]
                     .into();

@@ -14,9 +14,11 @@ use time::OffsetDateTime;
 
 use bess_protocol::MissingReason;
 
+use super::error::{bad_query, AppError};
 use super::handlers::parse_time;
-use super::{bad_query, rfc3339, ApiState, AppError};
+use super::state::ApiState;
 use crate::storage::{rollup_series, Resolution};
+use crate::time::rfc3339;
 
 /// Most samples or buckets one series returns.
 const MAX_POINTS: i64 = 100_000;
@@ -157,8 +159,8 @@ pub fn choose_resolution(range_ms: i64, interval_ms: i64, max_points: i64) -> Re
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The series", body = Object),
-        super::openapi::NotFound,
-        super::openapi::ApiErrors,
+        super::error::NotFound,
+        super::error::ApiErrors,
     )
 )]
 pub async fn series(

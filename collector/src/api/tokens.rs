@@ -14,11 +14,12 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-use super::auth::Access;
-use super::openapi::{ApiErrors, Conflict, NotFound};
+use super::error::AppError;
+use super::error::{ApiErrors, Conflict, NotFound};
 use super::page::{Page, PageQuery};
-use super::{rfc3339, ApiState, AppError};
-use crate::auth::{self, Role, SiteScope, TokenError, TokenRecord};
+use super::state::ApiState;
+use crate::auth::{self, Access, Role, SiteScope, TokenError, TokenRecord};
+use crate::time::rfc3339;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenView {

@@ -497,7 +497,7 @@ async fn run(
         sink.finish().await?;
         tx.execute(
             "INSERT INTO rollup_pending SELECT generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') ON CONFLICT DO NOTHING",
-            &[&bess_collector::writer::timestamp(day_start), &bess_collector::writer::timestamp(day_start + 86_400_000)],
+            &[&bess_collector::time::timestamp(day_start), &bess_collector::time::timestamp(day_start + 86_400_000)],
         )
         .await?;
         tx.commit().await?;
@@ -514,7 +514,7 @@ async fn run(
 
     let http = reqwest::Client::new();
     let fmt = |ms: i64| {
-        bess_collector::api::rfc3339(bess_collector::writer::timestamp(ms)).replace('+', "%2B")
+        bess_collector::time::rfc3339(bess_collector::time::timestamp(ms)).replace('+', "%2B")
     };
     let mut latency = Vec::new();
     for resolution in ["raw", "1m", "1h"] {

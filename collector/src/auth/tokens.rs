@@ -1,10 +1,10 @@
-//! API tokens: creation, listing, revocation and lookup.
+//! The token store: creation, listing, revocation and lookup of API tokens.
 //!
 //! A token is `bess_` followed by 64 hex digits (32 random bytes). Only its
 //! SHA-256 is stored (`api_tokens`, migration 4), so a database dump does
 //! not reveal usable tokens; the token itself is printed once by
 //! `bess-collector token create`. Each token has a [`Role`] and a
-//! [`SiteScope`]; the API enforces both (`api/auth.rs`).
+//! [`SiteScope`]; `access.rs` decides with both.
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;

@@ -1,5 +1,6 @@
-//! Latest values in memory: `GET /api/v1/sites/{site}/latest` and the live
-//! snapshots are served from here, not from a database query per request.
+//! `LatestCache`: the newest value of every point in memory. The API's
+//! `GET /api/v1/sites/{site}/latest`, the alerts and the live snapshots
+//! read it instead of querying the database per request.
 //!
 //! [`LatestCache`] is fed by the committed stream (the live broadcast, so a
 //! value is visible here only after its COMMIT) and seeded at start from the
@@ -12,8 +13,6 @@
 //! instance owns its partition, or the site is quiet) is read from the
 //! database instead, at most once per [`DB_REFRESH`], and merged in.
 
-use axum::extract::{Path, State};
-use axum::Json;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -23,15 +22,23 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use bess_protocol::MissingReason;
+use bess_protocol::{MissingReason, Reading};
 
-use super::{rfc3339, ApiState, AppError};
-use crate::live::{LiveFrame, LiveMessage};
+use crate::live::{CommittedFrame, LiveMessage};
+use crate::time::{rfc3339, timestamp};
 
 /// A site fed by this instance's stream within this long is served from memory alone.
 pub const STREAM_FRESH: Duration = Duration::from_secs(30);
 /// Otherwise the database is asked at most this often per site.
 pub const DB_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LatestError {
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
 
 /// The newest value of one point.
 #[derive(Debug, Clone)]
@@ -77,23 +84,26 @@ pub struct LatestCache {
 
 impl LatestCache {
     /// Merge one committed frame.
-    pub fn apply_frame(&self, frame: &LiveFrame) {
-        let ts = crate::writer::timestamp(frame.ts_ms);
+    pub fn apply_frame(&self, frame: &CommittedFrame) {
+        let ts = timestamp(frame.ts_ms);
         let mut sites = self.sites.write().expect("latest cache lock");
         if !sites.contains_key(&*frame.site) {
             sites.insert(frame.site.to_string(), SiteLatest::default());
         }
         let site = sites.get_mut(&*frame.site).expect("just inserted");
         site.stream_fed_at = Some(Instant::now());
-        let points = site.device(&frame.device);
-        for v in &frame.values {
+        let points = site.device(&frame.layout().device);
+        for (point, value, reading) in frame.values() {
             merge(
                 points,
-                &v.point,
+                &point.name,
                 Latest {
-                    value: v.value,
-                    unit: v.unit.clone(),
-                    reason: v.reason,
+                    value,
+                    unit: point.unit.clone(),
+                    reason: match reading {
+                        Reading::Missing(reason) => Some(*reason),
+                        _ => None,
+                    },
                     ts,
                 },
             );
@@ -134,7 +144,7 @@ impl LatestCache {
         &self,
         pool: &deadpool_postgres::Pool,
         site: &str,
-    ) -> Result<Option<Vec<LatestPoint>>, AppError> {
+    ) -> Result<Option<Vec<LatestPoint>>, LatestError> {
         if self.needs_database(site) {
             let client = pool.get().await?;
             match read_site(&client, site).await? {
@@ -251,7 +261,7 @@ type SiteRows = Vec<(PointKey, Latest)>;
 async fn read_site(
     client: &tokio_postgres::Client,
     site: &str,
-) -> Result<Option<SiteRows>, AppError> {
+) -> Result<Option<SiteRows>, tokio_postgres::Error> {
     if client
         .query_opt("SELECT 1 FROM sites WHERE name = $1", &[&site])
         .await?
@@ -308,60 +318,17 @@ async fn reseed(cache: &LatestCache, pool: &deadpool_postgres::Pool) {
     }
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct LatestValues {
-    site: String,
-    points: Vec<LatestPoint>,
-}
-
-/// Latest value of every point of a site, from memory.
-///
-/// The newest value of every point, over all catalog versions, as the
-/// committed stream fed it (no database query per request).
-#[utoipa::path(
-    get,
-    path = "/api/v1/sites/{site}/latest",
-    operation_id = "latest_values",
-    tag = "fleet",
-    params(("site" = String, Path, description = "Site name, e.g. site-001"),),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Latest values", body = LatestValues),
-        super::openapi::NotFound,
-        super::openapi::ApiErrors,
-    )
-)]
-pub async fn latest(
-    State(state): State<ApiState>,
-    Path(site): Path<String>,
-) -> Result<Json<LatestValues>, AppError> {
-    match state.latest.fetch(&state.pool, &site).await? {
-        Some(points) => Ok(Json(LatestValues { site, points })),
-        None => Err(AppError::NotFound(format!("no site named {site:?}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::LiveValue;
+    use crate::live::committed;
 
-    fn frame(ts_ms: i64, soc: Option<f64>) -> LiveFrame {
-        LiveFrame {
-            site: "s".into(),
-            device: "bms-1".into(),
-            group: "fast".into(),
-            ts: String::new(),
-            ts_ms,
-            received_ms: ts_ms,
-            values: vec![LiveValue {
-                point: "soc".into(),
-                value: soc,
-                unit: "%".into(),
-                quality: if soc.is_some() { "good" } else { "comm-loss" },
-                reason: soc.is_none().then_some(MissingReason::Timeout),
-            }],
-        }
+    fn frame(ts_ms: i64, soc: Option<f64>) -> CommittedFrame {
+        let reading = match soc {
+            Some(soc) => Reading::Float(soc * 2.0),
+            None => Reading::Missing(MissingReason::Timeout),
+        };
+        committed("s", ts_ms, &[("soc", "%", reading)])
     }
 
     #[test]
@@ -392,5 +359,18 @@ mod tests {
         assert!(cache.needs_database("s"));
         cache.apply_frame(&frame(1_000, Some(1.0)));
         assert!(!cache.needs_database("s"));
+    }
+
+    #[test]
+    fn a_cached_value_shares_the_catalogs_names() {
+        let cache = LatestCache::default();
+        let frame = frame(1_000, Some(1.0));
+        cache.apply_frame(&frame);
+        let sites = cache.sites.read().unwrap();
+        let (device, points) = sites["s"].devices.iter().next().unwrap();
+        let (name, latest) = points.iter().next().unwrap();
+        assert!(Arc::ptr_eq(device, &frame.layout().device));
+        assert!(Arc::ptr_eq(name, &frame.layout().points[0].name));
+        assert!(Arc::ptr_eq(&latest.unit, &frame.layout().points[0].unit));
     }
 }

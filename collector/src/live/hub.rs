@@ -1,5 +1,5 @@
-//! Live frames: each frame, once committed, is published through the
-//! [`LiveHub`] to the WebSocket clients and the latest-value cache.
+//! `LiveHub`: where committed frames are published to the WebSocket
+//! clients and the latest-value cache.
 //!
 //! The hub has one broadcast channel carrying every frame (the latest-value
 //! cache and clients that follow all sites read it) and one channel per
@@ -7,131 +7,11 @@
 //! dropped once nobody reads it. A client of one site is then woken only by
 //! that site's frames, not by every frame of the fleet.
 
-use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-use bess_protocol::{MissingReason, Reading};
-
-use crate::catalog::Layout;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveValue {
-    pub point: Arc<str>,
-    pub value: Option<f64>,
-    pub unit: Arc<str>,
-    pub quality: &'static str,
-    /// Why the value is missing (kept for `/latest`; not sent in frames).
-    #[serde(skip)]
-    pub reason: Option<MissingReason>,
-}
-
-/// One frame as pushed to live clients.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveFrame {
-    pub site: Arc<str>,
-    pub device: Arc<str>,
-    pub group: Arc<str>,
-    pub ts: String,
-    pub ts_ms: i64,
-    /// When the collector took the Kafka message carrying this frame off the
-    /// consumer (Unix epoch milliseconds, the collector's clock). The frame
-    /// reaches clients only after its transaction committed, so the time
-    /// from here to a client's receipt covers decoding, the database write
-    /// and the fan-out.
-    pub received_ms: i64,
-    pub values: Vec<LiveValue>,
-}
-
-impl LiveFrame {
-    pub fn new(
-        site: &str,
-        layout: &Layout,
-        ts_ms: i64,
-        received_ms: i64,
-        values: &[Option<f64>],
-        readings: &[Reading],
-    ) -> Self {
-        Self {
-            site: site.into(),
-            device: layout.device.clone(),
-            group: layout.group.clone(),
-            ts: crate::api::rfc3339(crate::writer::timestamp(ts_ms)),
-            ts_ms,
-            received_ms,
-            values: layout
-                .points
-                .iter()
-                .zip(values)
-                .zip(readings)
-                .map(|((point, value), reading)| LiveValue {
-                    point: point.name.clone(),
-                    value: *value,
-                    unit: point.unit.clone(),
-                    quality: reading.quality().as_str(),
-                    reason: match reading {
-                        Reading::Missing(reason) => Some(*reason),
-                        _ => None,
-                    },
-                })
-                .collect(),
-        }
-    }
-}
-
-/// A committed frame as published to live readers: the frame itself (for
-/// the latest-value cache and clients that filter points), and its JSON
-/// message, serialized when the first client needs it and then shared by
-/// all (never, when no WebSocket client follows the site).
-#[derive(Debug, Clone)]
-pub struct LiveMessage {
-    pub site: Arc<str>,
-    pub frame: Arc<LiveFrame>,
-    json: Arc<OnceLock<Utf8Bytes>>,
-    /// Publication order, set by [`LiveHub::publish`].
-    pub seq: u64,
-}
-
-/// `{"type": "frame", "frame": {...}}`.
-#[derive(Serialize)]
-struct FrameMessage<'a> {
-    r#type: &'static str,
-    frame: &'a LiveFrame,
-}
-
-impl LiveMessage {
-    pub fn new(frame: LiveFrame) -> Self {
-        Self {
-            site: frame.site.clone(),
-            frame: Arc::new(frame),
-            json: Arc::default(),
-            seq: 0,
-        }
-    }
-
-    /// The message clients receive for this frame (cheap to clone).
-    pub fn json(&self) -> Utf8Bytes {
-        self.json
-            .get_or_init(|| {
-                let message = FrameMessage {
-                    r#type: "frame",
-                    frame: &self.frame,
-                };
-                serde_json::to_string(&message)
-                    .expect("a frame serializes")
-                    .into()
-            })
-            .clone()
-    }
-}
-
-impl From<&LiveFrame> for LiveMessage {
-    fn from(frame: &LiveFrame) -> Self {
-        Self::new(frame.clone())
-    }
-}
+use super::message::LiveMessage;
 
 /// Frames buffered in the all-sites channel before a slow reader lags.
 pub const ALL_SITES_CHANNEL: usize = 4096;
@@ -255,15 +135,7 @@ mod tests {
     use super::*;
 
     fn message(site: &str, ts_ms: i64) -> LiveMessage {
-        LiveMessage::from(&LiveFrame {
-            site: site.into(),
-            device: "bms-1".into(),
-            group: "fast".into(),
-            ts: String::new(),
-            ts_ms,
-            received_ms: ts_ms,
-            values: vec![],
-        })
+        LiveMessage::new(crate::live::frame::tests::committed(site, ts_ms, &[]))
     }
 
     #[test]

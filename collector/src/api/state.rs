@@ -1,0 +1,48 @@
+//! `ApiState`: what every handler shares — the database pool, the domain
+//! services the API reads (access control, the live hub, the latest-value
+//! cache), the metrics handle, the shutdown signal — and the WebSocket
+//! timings. Handlers import it from here; the router in `mod.rs` is the
+//! only place that knows every handler.
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::time::Duration;
+
+use crate::auth::AccessControl;
+use crate::latest::LatestCache;
+use crate::live::LiveHub;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: deadpool_postgres::Pool,
+    pub live: LiveHub,
+    pub metrics: PrometheusHandle,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub storage: crate::storage::StorageBackend,
+    /// Tokens, site scopes and rate limits for `/api/v1`.
+    pub access: AccessControl,
+    /// Latest values, fed by the committed stream.
+    pub latest: std::sync::Arc<LatestCache>,
+    /// Pings and timeouts of live WebSocket clients.
+    pub live_timings: LiveTimings,
+}
+
+/// When the server pings live clients and gives up on silent or stuck ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveTimings {
+    /// A ping goes out this often.
+    pub ping_every: Duration,
+    /// A client that sends nothing, not even a pong, for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client whose socket does not take a message for this long is closed.
+    pub send_timeout: Duration,
+}
+
+impl Default for LiveTimings {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
