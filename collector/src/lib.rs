@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod ingest;
 pub mod live;
 pub mod migrations;
+pub mod series;
 pub mod service;
 pub mod storage;
 pub mod writer;

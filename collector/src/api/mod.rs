@@ -14,6 +14,7 @@ mod openapi;
 pub mod page;
 mod reports;
 mod series;
+mod series_render;
 mod tokens;
 
 use axum::extract::rejection::QueryRejection;
