@@ -241,16 +241,18 @@ async function loadHistory() {
   const from = new Date($("#history-from").value).toISOString();
   const to = new Date($("#history-to").value).toISOString();
   const points = keys.map((k) => `${site}/${k}`).join(",");
-  const body = await api(`/api/v1/series?point=${encodeURIComponent(points)}&from=${from}&to=${to}&max_points=10000`);
+  // Columns: one array of epoch-millisecond times and one of values per
+  // point, which is what uPlot takes.
+  const body = await api(`/api/v1/series?point=${encodeURIComponent(points)}&from=${from}&to=${to}&max_points=10000&format=columns`);
   const series = body.series || [body];
-  const times = [...new Set(series.flatMap((s) => s.samples.map((x) => Date.parse(x.ts) / 1000)))].sort((a, b) => a - b);
-  const data = [times, ...series.map((s) => {
-    const byT = new Map(s.samples.map((x) => [Date.parse(x.ts) / 1000, x.value]));
+  const times = [...new Set(series.flatMap((s) => s.ts_ms))].sort((a, b) => a - b);
+  const data = [times.map((t) => t / 1000), ...series.map((s) => {
+    const byT = new Map(s.ts_ms.map((t, i) => [t, s.value[i]]));
     return times.map((t) => (byT.has(t) ? byT.get(t) : null));
   })];
   historyChart = new uPlot(chartOpts("history", keys, chartWidth(el)), data, el);
   el.dataset.samples = String(times.length);
-  $("#history-info").textContent = `${times.length} samples, ${series[0].resolution || "raw"}`;
+  $("#history-info").textContent = `${times.length} samples, ${body.resolution || "raw"}`;
 }
 
 function currentSite() {

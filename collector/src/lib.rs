@@ -21,6 +21,7 @@ pub mod latest;
 pub mod live;
 pub mod message;
 pub mod migrations;
+pub mod series;
 pub mod service;
 pub mod storage;
 pub mod time;

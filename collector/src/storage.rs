@@ -316,7 +316,8 @@ impl Resolution {
         }
     }
 
-    fn table(self) -> Option<&'static str> {
+    /// The rollup relation of this resolution (`None` for raw).
+    pub fn table(self) -> Option<&'static str> {
         match self {
             Resolution::Raw => None,
             Resolution::Minute => Some("rollup_1m"),
@@ -347,25 +348,20 @@ pub async fn rollup_series(
     to: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<RollupRow>, tokio_postgres::Error> {
-    let table = resolution.table().unwrap_or("rollup_1m");
-    let sql = format!(
-        "SELECT r.bucket, min(r.min), max(r.max), sum(r.sum) / sum(r.count), (array_agg(r.last ORDER BY r.last_ts DESC))[1],
-                sum(r.count)::int8
-         FROM (SELECT layout_id, array_position(point_ids, $1) AS slot FROM layouts WHERE point_ids @> ARRAY[$1]) l
-         JOIN {table} r ON r.layout_id = l.layout_id AND r.slot = l.slot
-         WHERE r.bucket >= $2 AND r.bucket < $3
-         GROUP BY r.bucket ORDER BY r.bucket LIMIT $4"
-    );
-    let rows = client.query(&sql, &[&point_id, &from, &to, &limit]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| RollupRow {
-            bucket: r.get(0),
-            min: r.get(1),
-            max: r.get(2),
-            avg: r.get(3),
-            last: r.get(4),
-            count: r.get(5),
+    let mut series =
+        crate::series::rollups(client, &[point_id], resolution, from, to, limit).await?;
+    let columns = series.pop().unwrap_or_default();
+    Ok((0..columns.len())
+        .map(|i| RollupRow {
+            bucket: OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(columns.bucket_ms[i]) * 1_000_000,
+            )
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            min: columns.min[i],
+            max: columns.max[i],
+            avg: columns.avg[i],
+            last: columns.last[i],
+            count: columns.count[i],
         })
         .collect())
 }

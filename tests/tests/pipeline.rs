@@ -280,6 +280,49 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
     assert_eq!(code, 200, "{series}");
     assert_eq!(series["count"].as_u64(), Some(soc.len() as u64), "{series}");
     assert_eq!(series["unit"], "%");
+    let samples = series["samples"].as_array().expect("samples");
+    let ts_ms: Vec<i64> = samples
+        .iter()
+        .map(|s| {
+            let ts = time::OffsetDateTime::parse(s["ts"].as_str().unwrap(), fmt).unwrap();
+            (ts.unix_timestamp_nanos() / 1_000_000) as i64
+        })
+        .collect();
+    assert_eq!(ts_ms, soc, "the stored timestamps, in order");
+
+    // The columnar and CSV answers hold the same samples.
+    let (code, columns) = get_json(&format!("{url}&format=columns")).await?;
+    assert_eq!(code, 200, "{columns}");
+    let column_ts: Vec<i64> = serde_json::from_value(columns["ts_ms"].clone())?;
+    assert_eq!(column_ts, soc);
+    let values: Vec<&serde_json::Value> = samples.iter().map(|s| &s["value"]).collect();
+    let column_values: Vec<&serde_json::Value> = columns["value"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .collect();
+    assert_eq!(column_values, values);
+    let csv = get_text(&format!("{url}&format=csv")).await?;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("point,ts,value,quality"));
+    let csv_rows: Vec<(String, String)> = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (fields[1].to_owned(), fields[2].to_owned())
+        })
+        .collect();
+    let json_rows: Vec<(String, String)> = samples
+        .iter()
+        .map(|s| {
+            let value = if s["value"].is_null() {
+                String::new()
+            } else {
+                s["value"].to_string()
+            };
+            (s["ts"].as_str().unwrap().to_owned(), value)
+        })
+        .collect();
+    assert_eq!(csv_rows, json_rows);
 
     // Bad requests get JSON 4xx errors.
     let (code, body) = get_json(&format!(

@@ -19,6 +19,7 @@ mod openapi;
 pub mod page;
 mod reports;
 mod series;
+mod series_render;
 mod state;
 mod tokens;
 

@@ -8,17 +8,16 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::Json;
-use serde::Serialize;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
-
-use bess_protocol::MissingReason;
 
 use super::error::{bad_query, AppError};
 use super::handlers::parse_time;
+use super::series_render::{render, Envelope, RenderedSeries, SeriesData, SeriesFormat};
 use super::state::ApiState;
-use crate::storage::{rollup_series, Resolution};
-use crate::time::rfc3339;
+use crate::series;
+use crate::storage::Resolution;
 
 /// Most samples or buckets one series returns.
 const MAX_POINTS: i64 = 100_000;
@@ -28,26 +27,6 @@ const DEFAULT_MAX_POINTS: i64 = 10_000;
 /// Most points in one request.
 const MAX_SERIES: usize = 50;
 
-#[derive(Serialize)]
-struct RawSample {
-    ts: String,
-    value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    quality: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct RollupSample {
-    ts: String,
-    /// The average, so a chart can plot `value` at any resolution.
-    value: f64,
-    min: f64,
-    max: f64,
-    avg: f64,
-    last: f64,
-    count: i64,
-}
-
 struct Request {
     points: Vec<String>,
     from: OffsetDateTime,
@@ -55,12 +34,13 @@ struct Request {
     max_points: i64,
     limit: Option<i64>,
     resolution: Option<Resolution>,
+    format: Option<SeriesFormat>,
 }
 
 fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
     let mut points = Vec::new();
-    let (mut from, mut to, mut max_points, mut limit, mut resolution) =
-        (None, None, None, None, None);
+    let (mut from, mut to, mut max_points, mut limit, mut resolution, mut format) =
+        (None, None, None, None, None, None);
     let number = |field: &str, v: &str| -> Result<i64, AppError> {
         let n: i64 = v
             .parse()
@@ -95,6 +75,13 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
                     })?),
                 }
             }
+            "format" => {
+                format = Some(SeriesFormat::parse(&value).ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "`format` must be json, columns or csv, got {value:?}"
+                    ))
+                })?)
+            }
             _ => {} // ignored, as before (e.g. cache busters)
         }
     }
@@ -122,6 +109,7 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Request, AppError> {
         max_points: max_points.unwrap_or(DEFAULT_MAX_POINTS),
         limit,
         resolution,
+        format,
     })
 }
 
@@ -141,37 +129,56 @@ pub fn choose_resolution(range_ms: i64, interval_ms: i64, max_points: i64) -> Re
 ///
 /// Raw, or rolled up (1-minute or 1-hour buckets with min, max, avg, last
 /// and count) so that each series stays within `max_points`. One point
-/// answers `{point, unit, count, truncated, resolution, samples: [{ts, value,
-/// quality?}]}`; several answer `{series: [...]}` with that shape each.
+/// answers `{point, unit, count, truncated, resolution, from, to, samples:
+/// [{ts, value, quality?}]}`; several answer `{resolution, from, to, series:
+/// [...]}` with that shape each. `format=columns` (or `Accept:
+/// application/vnd.bess.series-columns+json`) gives one array per field
+/// instead of `samples` (`ts_ms`, `value`, and `quality` where some sample
+/// is not good; rollups `min`, `max`, `avg`, `last`, `count`);
+/// `format=csv` (or `Accept: text/csv`) gives CSV.
 #[utoipa::path(
     get,
     path = "/api/v1/series",
     operation_id = "series",
     tag = "fleet",
     params(
-        ("point" = String, Query, pattern = "^[^/]+/[^/]+/.+$", description = "SITE/DEVICE/POINT; repeat or comma-separate for several (up to 20)"),
+        ("point" = String, Query, pattern = "^[^/]+/[^/]+/.+$", description = "SITE/DEVICE/POINT; repeat or comma-separate for several (up to 50)"),
         ("from" = String, Query, format = DateTime, description = "Start (RFC 3339), inclusive"),
         ("to" = String, Query, format = DateTime, description = "End (RFC 3339), exclusive"),
         ("max_points" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most samples or buckets per series (default 10000)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Raw samples per series"),
         ("resolution" = Option<String>, Query, description = "auto (default), raw, 1m or 1h"),
+        ("format" = Option<String>, Query, description = "json (default: one object per sample), columns (one array per field, epoch-millisecond `ts_ms`) or csv; overrides `Accept`"),
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The series", body = Object),
+        (status = 200, description = "The series", content(
+            (Object = "application/json"),
+            (String = "text/csv"),
+        )),
         super::error::NotFound,
         super::error::ApiErrors,
     )
 )]
 pub async fn series(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Response, AppError> {
     let Query(pairs) = query.map_err(bad_query)?;
     let request = parse(pairs)?;
+    let format = request
+        .format
+        .or_else(|| {
+            headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(SeriesFormat::from_accept)
+        })
+        .unwrap_or(SeriesFormat::Rows);
     let client = state.pool.get().await?;
 
-    let mut resolved = Vec::with_capacity(request.points.len());
+    let mut names = Vec::with_capacity(request.points.len());
     for name in &request.points {
         let mut parts = name.splitn(3, '/');
         let (Some(site), Some(device), Some(point)) = (parts.next(), parts.next(), parts.next())
@@ -180,28 +187,23 @@ pub async fn series(
                 "`point` must be site/device/point, e.g. site-001/bms-1/soc".into(),
             ));
         };
-        let row = client
-            .query_opt(
-                "SELECT p.point_id, p.unit,
-                        (SELECT min(interval_ms) FROM layouts WHERE point_ids @> ARRAY[p.point_id])
-                 FROM points p
-                 JOIN devices d ON d.device_id = p.device_id
-                 JOIN sites s ON s.site_id = d.site_id
-                 WHERE s.name = $1 AND d.name = $2 AND p.name = $3",
-                &[&site, &device, &point],
-            )
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no point {name:?}")))?;
-        let interval: Option<i32> = row.get(2);
-        resolved.push((
-            name.clone(),
-            row.get::<_, i32>(0),
-            row.get::<_, String>(1),
-            i64::from(interval.unwrap_or(1000)),
-        ));
+        names.push((site, device, point));
     }
+    let resolved = resolve(&client, &names).await?;
+    let point_ids: Vec<i32> = resolved
+        .iter()
+        .zip(&request.points)
+        .map(|(point, name)| {
+            point
+                .as_ref()
+                .map(|p| p.point_id)
+                .ok_or_else(|| AppError::NotFound(format!("no point {name:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let resolved: Vec<ResolvedPoint> = resolved.into_iter().flatten().collect();
+
     let range_ms = ((request.to - request.from).whole_milliseconds()) as i64;
-    let fastest = resolved.iter().map(|r| r.3).min().unwrap_or(1000);
+    let fastest = resolved.iter().map(|r| r.interval_ms).min().unwrap_or(1000);
     let resolution = request
         .resolution
         .unwrap_or_else(|| choose_resolution(range_ms, fastest, request.max_points));
@@ -210,87 +212,101 @@ pub async fn series(
         _ => request.max_points,
     };
 
-    let mut series = Vec::with_capacity(resolved.len());
-    for (name, point_id, unit, _) in resolved {
-        let (count, truncated, samples) = match resolution {
-            Resolution::Raw => {
-                let rows = client
-                    .query(
-                        "SELECT f.ts, f.vals[l.slot], f.status[l.slot]
-                         FROM (SELECT layout_id, array_position(point_ids, $1) AS slot FROM layouts WHERE point_ids @> ARRAY[$1]) l
-                         JOIN frames f ON f.layout_id = l.layout_id AND f.ts >= $2 AND f.ts < $3
-                         ORDER BY f.ts
-                         LIMIT $4",
-                        &[&point_id, &request.from, &request.to, &(limit + 1)],
-                    )
-                    .await?;
-                let samples: Vec<RawSample> = rows
-                    .iter()
-                    .take(limit as usize)
-                    .map(|r| {
-                        let status: Option<i16> = r.get(2);
-                        RawSample {
-                            ts: rfc3339(r.get(0)),
-                            value: r.get(1),
-                            quality: status
-                                .filter(|s| *s != 0)
-                                .and_then(|s| MissingReason::from_code(s as u16))
-                                .map(|reason| reason.quality().as_str()),
-                        }
-                    })
-                    .collect();
-                (
-                    samples.len(),
-                    rows.len() as i64 > limit,
-                    serde_json::to_value(samples).map_err(AppError::internal)?,
-                )
+    // One more than shown per series tells whether there were more.
+    let data: Vec<SeriesData> = match resolution {
+        Resolution::Raw => series::raw(&**client, &point_ids, request.from, request.to, limit + 1)
+            .await?
+            .into_iter()
+            .map(SeriesData::Raw)
+            .collect(),
+        rollup => series::rollups(
+            &**client,
+            &point_ids,
+            rollup,
+            request.from,
+            request.to,
+            limit + 1,
+        )
+        .await?
+        .into_iter()
+        .map(SeriesData::Rollup)
+        .collect(),
+    };
+    drop(client);
+    let limit = limit as usize;
+    let rendered: Vec<RenderedSeries<'_>> = request
+        .points
+        .iter()
+        .zip(&resolved)
+        .zip(data)
+        .map(|((name, point), mut data)| {
+            let truncated = data.len() > limit;
+            if truncated {
+                match &mut data {
+                    SeriesData::Raw(raw) => raw.truncate(limit),
+                    SeriesData::Rollup(rollup) => rollup.truncate(limit),
+                }
             }
-            rollup => {
-                let rows = rollup_series(
-                    &**client,
-                    point_id,
-                    rollup,
-                    request.from,
-                    request.to,
-                    limit + 1,
-                )
-                .await?;
-                let samples: Vec<RollupSample> = rows
-                    .iter()
-                    .take(limit as usize)
-                    .map(|r| RollupSample {
-                        ts: rfc3339(r.bucket),
-                        value: r.avg,
-                        min: r.min,
-                        max: r.max,
-                        avg: r.avg,
-                        last: r.last,
-                        count: r.count,
-                    })
-                    .collect();
-                (
-                    samples.len(),
-                    rows.len() as i64 > limit,
-                    serde_json::to_value(samples).map_err(AppError::internal)?,
-                )
+            RenderedSeries {
+                point: name,
+                unit: &point.unit,
+                truncated,
+                data,
             }
-        };
-        series.push(serde_json::json!({
-            "point": name, "unit": unit, "count": count, "truncated": truncated, "samples": samples,
-        }));
-    }
+        })
+        .collect();
+    let envelope = Envelope {
+        resolution: resolution.as_str(),
+        from_ms: unix_ms(request.from),
+        to_ms: unix_ms(request.to),
+    };
+    let body = render(format, &envelope, &rendered);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
 
-    let (from, to) = (rfc3339(request.from), rfc3339(request.to));
-    if series.len() == 1 {
-        let mut one = series.pop().expect("one");
-        one["resolution"] = resolution.as_str().into();
-        one["from"] = from.into();
-        one["to"] = to.into();
-        return Ok(Json(one));
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A requested point as stored.
+struct ResolvedPoint {
+    point_id: i32,
+    unit: String,
+    /// The fastest poll interval of the groups that hold it.
+    interval_ms: i64,
+}
+
+/// Every requested point in one query, in request order (`None`: no such
+/// point).
+async fn resolve(
+    client: &deadpool_postgres::Client,
+    names: &[(&str, &str, &str)],
+) -> Result<Vec<Option<ResolvedPoint>>, AppError> {
+    let sites: Vec<&str> = names.iter().map(|n| n.0).collect();
+    let devices: Vec<&str> = names.iter().map(|n| n.1).collect();
+    let points: Vec<&str> = names.iter().map(|n| n.2).collect();
+    let rows = client
+        .query(
+            "SELECT q.ord::int4, p.point_id, p.unit,
+                    (SELECT min(interval_ms) FROM layouts WHERE point_ids @> ARRAY[p.point_id])
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(site, device, point, ord)
+             JOIN sites s ON s.name = q.site
+             JOIN devices d ON d.site_id = s.site_id AND d.name = q.device
+             JOIN points p ON p.device_id = d.device_id AND p.name = q.point",
+            &[&sites, &devices, &points],
+        )
+        .await?;
+    let mut out: Vec<Option<ResolvedPoint>> = names.iter().map(|_| None).collect();
+    for row in rows {
+        let ord: i32 = row.get(0);
+        let interval: Option<i32> = row.get(3);
+        out[ord as usize - 1] = Some(ResolvedPoint {
+            point_id: row.get(1),
+            unit: row.get(2),
+            interval_ms: i64::from(interval.unwrap_or(1000)),
+        });
     }
-    Ok(Json(
-        serde_json::json!({ "resolution": resolution.as_str(), "from": from, "to": to, "series": series }),
-    ))
+    Ok(out)
 }
 
 #[cfg(test)]
