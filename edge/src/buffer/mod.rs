@@ -25,6 +25,8 @@ mod schema;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod model_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
