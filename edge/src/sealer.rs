@@ -158,3 +158,92 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::fixtures::{catalog, decode_all, frames};
+    use crate::buffer::SqliteBuffer;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    /// Run a sealer over `frames` (two per batch) into `buffer`, under `cap_bytes`.
+    async fn seal_all(
+        buffer: &BufferHandle,
+        frames: Vec<Frame>,
+        cap_bytes: Option<u64>,
+    ) -> Arc<AgentStatus> {
+        let status = Arc::new(AgentStatus::new("s".into(), Vec::new()));
+        let sealer = BatchSealer {
+            site: SiteId::new("s").unwrap(),
+            catalog: catalog(),
+            buffer: buffer.clone(),
+            config: BatchConfig {
+                max_frames: NonZeroU32::new(2).unwrap(),
+                max_age: Duration::from_secs(3600),
+                catalog_every: Duration::from_secs(3600),
+            },
+            recorder: None,
+            sealed: Arc::new(Notify::new()),
+            status: status.clone(),
+            cap_bytes,
+        };
+        let (tx, rx) = mpsc::channel(frames.len().max(1));
+        for frame in frames {
+            tx.send(frame).await.unwrap();
+        }
+        drop(tx);
+        sealer.run(rx).await.unwrap();
+        status
+    }
+
+    #[tokio::test]
+    async fn frames_are_sealed_in_numbered_batches_and_only_the_first_carries_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.sqlite");
+        let buffer = BufferHandle::new(SqliteBuffer::open(&path, 1).unwrap());
+        let sent: Vec<Frame> = (0..5).flat_map(|i| frames(&[0], 1_000 * i)).collect();
+        let status = seal_all(&buffer, sent.clone(), None).await;
+
+        let batches = decode_all(&SqliteBuffer::open(&path, 1).unwrap());
+        assert_eq!(
+            batches.iter().map(|b| b.seq.0).collect::<Vec<_>>(),
+            vec![1000, 1001, 1002]
+        );
+        assert_eq!(
+            batches
+                .iter()
+                .map(|b| b.catalog.is_some())
+                .collect::<Vec<_>>(),
+            vec![true, false, false]
+        );
+        let sealed: Vec<Frame> = batches.into_iter().flat_map(|b| b.frames).collect();
+        assert_eq!(sealed, sent);
+        assert_eq!(Totals::get(&status.totals.batches_sealed), 3);
+        assert_eq!(Totals::get(&status.totals.samples_sealed), 10);
+    }
+
+    #[tokio::test]
+    async fn samples_the_disk_cap_dropped_are_reported_before_the_sealer_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.sqlite");
+        let buffer = BufferHandle::new(SqliteBuffer::open(&path, 1).unwrap());
+        let sent: Vec<Frame> = (0..6).flat_map(|i| frames(&[0], 1_000 * i)).collect();
+        let status = seal_all(&buffer, sent, Some(0)).await;
+
+        assert_eq!(buffer.stats().await.unwrap().pending_gaps, 0);
+        let dropped = Totals::get(&status.totals.samples_dropped);
+        assert_eq!(dropped, 12, "a cap of zero keeps no measurement");
+        let batches = decode_all(&SqliteBuffer::open(&path, 1).unwrap());
+        let reported: u64 = batches
+            .iter()
+            .flat_map(|b| &b.gaps)
+            .map(|g| g.samples)
+            .sum();
+        assert_eq!(
+            reported, dropped,
+            "every dropped sample is in a sealed gap record"
+        );
+        assert!(batches.iter().all(|b| b.frames.is_empty()));
+    }
+}

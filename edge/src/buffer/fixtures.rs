@@ -12,7 +12,7 @@ use bess_protocol::{
 use super::{SealRequest, SqliteBuffer};
 
 /// Two devices; group 0 (device 0) measures, group 1 (device 1) holds an alarm word.
-pub(super) fn catalog() -> Catalog {
+pub(crate) fn catalog() -> Catalog {
     let analog = |n: &str| PointInfo::new(n, "V", PointKind::Analog, 1.0, 0.0);
     Catalog {
         devices: vec![
@@ -42,7 +42,7 @@ pub(super) fn catalog() -> Catalog {
     }
 }
 
-pub(super) fn frames(groups: &[u16], ts: i64) -> Vec<Frame> {
+pub(crate) fn frames(groups: &[u16], ts: i64) -> Vec<Frame> {
     groups
         .iter()
         .enumerate()
@@ -59,7 +59,7 @@ pub(super) fn frames(groups: &[u16], ts: i64) -> Vec<Frame> {
 }
 
 /// Seal frames as the sealer does; returns the sequence.
-pub(super) fn seal_frames(
+pub(crate) fn seal_frames(
     buffer: &mut SqliteBuffer,
     catalog: &Catalog,
     frames: Vec<Frame>,
@@ -77,7 +77,7 @@ pub(super) fn seal_frames(
         .seq()
 }
 
-pub(super) fn decode_all(buffer: &SqliteBuffer) -> Vec<Batch> {
+pub(crate) fn decode_all(buffer: &SqliteBuffer) -> Vec<Batch> {
     buffer
         .oldest(None, 10_000)
         .unwrap()

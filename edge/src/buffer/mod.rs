@@ -24,7 +24,7 @@ mod recovery;
 mod schema;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod model_tests;
 
