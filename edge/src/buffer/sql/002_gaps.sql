@@ -5,7 +5,7 @@ CREATE TABLE IF NOT EXISTS pending_gaps (
     first_ts_ms INTEGER NOT NULL,
     last_ts_ms  INTEGER NOT NULL,
     samples     INTEGER NOT NULL,
-    reason      INTEGER NOT NULL    -- 0 disk cap, 1 buffer corrupt
+    reason      INTEGER NOT NULL    -- GapReason::code(): 0 disk cap, 1 buffer corrupt, 2 downsampled
 ) STRICT;
 
 -- Catalogs the buffered batches were written against, so dropped batches
