@@ -460,16 +460,22 @@ impl TestDatabase {
     }
 
     pub async fn create(test: &str) -> anyhow::Result<Self> {
+        Self::create_on(&Self::admin_url(), test).await
+    }
+
+    /// A fresh database on the server of `admin_url` (e.g. the TimescaleDB
+    /// test server), dropped afterwards.
+    pub async fn create_on(admin_url: &str, test: &str) -> anyhow::Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "bess_test_{test}_{}_{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let admin_url = Self::admin_url();
-        let client = connect(&admin_url)
-            .await
-            .context("connecting to the test PostgreSQL (is it running?)")?;
+        let admin_url = admin_url.to_owned();
+        let client = connect(&admin_url).await.with_context(|| {
+            format!("connecting to the test server {admin_url} (is it running?)")
+        })?;
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
             .await?;
