@@ -73,23 +73,50 @@ wait_ready() {
     return 1
 }
 
+# The policies' jobs run as background workers: one scheduler per database
+# plus one per running job. PostgreSQL's default of 8 runs out when the
+# tests create databases in parallel; raise it on the cluster this script
+# started, restarting it only while nobody else is connected.
+enough_workers() {
+    local port="$1" workers
+    workers="$(query "$port" "SHOW max_worker_processes")"
+    if [[ -z "$workers" || "$workers" -ge 32 ]]; then
+        return 0
+    fi
+    query "$port" "ALTER SYSTEM SET max_worker_processes = 32" >/dev/null
+    query "$port" "ALTER SYSTEM SET timescaledb.max_background_workers = 24" >/dev/null
+    local others
+    others="$(query "$port" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")"
+    if [[ "$others" == "0" ]]; then
+        say "restarting cluster $major/$CLUSTER for max_worker_processes = 32"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$major" "$CLUSTER" restart
+        wait_ready "$port"
+    else
+        say "max_worker_processes = 32 takes effect when cluster $major/$CLUSTER restarts ($others clients connected now)"
+    fi
+}
+
 if ! command -v psql >/dev/null 2>&1 || ! command -v pg_config >/dev/null 2>&1; then
     say "no PostgreSQL client or pg_config on this machine; no TimescaleDB server"
     exit 0
 fi
 
+major="$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
+
 # 1. A running, preloaded server.
 if command -v pg_lsclusters >/dev/null 2>&1; then
-    while read -r _ _ port status _; do
+    while read -r version name port status _; do
         if [[ "$status" == online* ]] && preloaded_on "$port"; then
             say "preloaded server on 127.0.0.1:$port"
+            if [[ "$version" == "$major" && "$name" == "$CLUSTER" ]]; then
+                enough_workers "$port"
+            fi
             url_for "$port"
             exit 0
         fi
     done < <(pg_lsclusters --no-header 2>/dev/null)
 fi
 
-major="$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
 extdir="$(pg_config --sharedir)/extension"
 
 # 2. Installed for the local PostgreSQL (a package, or files installed earlier):
@@ -104,6 +131,8 @@ listen_addresses = '127.0.0.1'
 shared_preload_libraries = 'timescaledb'
 timescaledb.telemetry_level = off
 max_connections = 200
+max_worker_processes = 32
+timescaledb.max_background_workers = 24
 CONF
         as_root sed -i -E 's/^(host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1\/32[[:space:]]+).*/\1trust/' "$conf/pg_hba.conf"
         as_root sed -i -E 's/^(host[[:space:]]+all[[:space:]]+all[[:space:]]+::1\/128[[:space:]]+).*/\1trust/' "$conf/pg_hba.conf"
@@ -114,6 +143,7 @@ CONF
         as_root pg_ctlcluster --skip-systemctl-redirect "$major" "$CLUSTER" start
     fi
     wait_ready "$port"
+    enough_workers "$port"
     if preloaded_on "$port"; then
         say "cluster $major/$CLUSTER on 127.0.0.1:$port"
         url_for "$port"
@@ -129,6 +159,7 @@ if [[ -d "$SHARED_DIR" ]]; then
     as_root bash "$SHARED_DIR/install.sh" >&2
     as_root bash "$SHARED_DIR/start-cluster.sh" "$PORT" >&2
     wait_ready "$PORT"
+    enough_workers "$PORT"
     if preloaded_on "$PORT"; then
         url_for "$PORT"
         exit 0
