@@ -608,11 +608,11 @@ async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_store
     refresh_rollups(backend, &pool, &database).await;
     let client = database.client().await.unwrap();
     client
-        .batch_execute(&format!(
+        .batch_execute(
             "SELECT compress_chunk(c) FROM show_chunks('frames') c;
              ALTER MATERIALIZED VIEW rollup_1m SET (timescaledb.materialized_only = true);
-             ALTER MATERIALIZED VIEW rollup_1h SET (timescaledb.materialized_only = true)"
-        ))
+             ALTER MATERIALIZED VIEW rollup_1h SET (timescaledb.materialized_only = true)",
+        )
         .await
         .unwrap();
     assert!(chunk_compressed(&client, t0).await);
