@@ -683,7 +683,7 @@ async fn installed_but_not_preloaded(test: &str) -> Option<String> {
     }
     support::skip_or_fail(
         test,
-        "TimescaleDB files installed but not preloaded on BESS_TEST_DATABASE_URL",
+        "the server in BESS_TEST_DATABASE_URL does not have the TimescaleDB files installed without preloading them",
     );
     None
 }
