@@ -255,6 +255,23 @@ async fn refresh_rollups(backend: Backend, pool: &Pool, database: &TestDatabase)
     }
 }
 
+/// Wait (up to [`JOB_WAIT`]) on a condition a TimescaleDB background job
+/// brings about; on time-out, fail with the jobs' recorded errors.
+async fn wait_for_job<F, Fut>(client: &tokio_postgres::Client, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    if let Err(e) = wait_for(what, JOB_WAIT, check).await {
+        let errors = names(
+            client,
+            "SELECT DISTINCT proc_name || ': ' || coalesce(err_message, '') FROM timescaledb_information.job_errors",
+        )
+        .await;
+        panic!("{e}; job errors: {errors:?} (too few max_worker_processes? see deploy/tools/ensure-timescaledb.sh)");
+    }
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -336,13 +353,12 @@ async fn retention_drops_old_frames_and_keeps_their_rollups(backend: Backend) {
                 .await
                 .unwrap();
             run_job_soon(&client, "policy_retention", "frames").await;
-            wait_for(
+            wait_for_job(
+                &client,
                 "the retention policy to drop the old chunk",
-                JOB_WAIT,
                 || async { (count(&client, &old_frames).await == 0).then_some(()) },
             )
-            .await
-            .unwrap();
+            .await;
         }
     }
     assert_eq!(count(&client, &old_frames).await, 0);
@@ -540,13 +556,12 @@ async fn compression_and_rollup_refresh_policies_run_on_their_own_schedule(backe
 
     run_job_soon(&client, "policy_compression", "frames").await;
     run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1m").await;
-    wait_for(
+    wait_for_job(
+        &client,
         "the compression policy to compress the old chunk",
-        JOB_WAIT,
         || async { chunk_compressed(&client, old_t0).await.then_some(()) },
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         !chunk_compressed(&client, recent_t0).await,
         "recent chunks stay uncompressed"
@@ -562,9 +577,9 @@ async fn compression_and_rollup_refresh_policies_run_on_their_own_schedule(backe
             .filter(|(_, resolution, _)| *resolution == Resolution::Minute)
             .collect::<Rollups>()
     };
-    wait_for(
+    wait_for_job(
+        &client,
         "the refresh policy to materialize rollup_1m",
-        JOB_WAIT,
         || async {
             let got = minutes().await;
             (got.iter()
@@ -573,8 +588,7 @@ async fn compression_and_rollup_refresh_policies_run_on_their_own_schedule(backe
             .then_some(())
         },
     )
-    .await
-    .unwrap();
+    .await;
     assert_rollups_eq(&minutes().await, &expected, backend);
     assert_eq!(
         count(&client, "SELECT count(*) FROM frames").await,
@@ -640,9 +654,9 @@ async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_store
     run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1m").await;
     run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1h").await;
     let expected = expected_rollups(&all);
-    wait_for(
+    wait_for_job(
+        &client,
         "the refresh policies to fold the backlog in",
-        JOB_WAIT,
         || async {
             let got = rollups(&client, window.0, window.1).await;
             got.iter()
@@ -653,8 +667,7 @@ async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_store
                 .then_some(())
         },
     )
-    .await
-    .unwrap();
+    .await;
     assert_rollups_eq(
         &rollups(&client, window.0, window.1).await,
         &expected,
