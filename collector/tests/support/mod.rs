@@ -15,9 +15,6 @@
 use bess_collector::storage::{StorageBackend, StoragePreference};
 use bess_tests::TestDatabase;
 
-/// The environment variable naming the TimescaleDB test server.
-pub const TIMESCALEDB_URL: &str = "BESS_TEST_TIMESCALEDB_URL";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     PostgreSql,
@@ -31,13 +28,7 @@ impl Backend {
     pub fn admin_url(self, test: &str) -> Option<String> {
         match self {
             Backend::PostgreSql => Some(TestDatabase::admin_url()),
-            Backend::TimescaleDb => match std::env::var(TIMESCALEDB_URL) {
-                Ok(url) if !url.is_empty() => Some(url),
-                _ => {
-                    skip_or_fail(test, &format!("{TIMESCALEDB_URL} is not set"));
-                    None
-                }
-            },
+            Backend::TimescaleDb => TestDatabase::timescaledb_admin_url(test),
         }
     }
 
@@ -87,15 +78,7 @@ impl Backend {
 
 /// A test whose server is missing (`why`): a loud line, or a failure under `CI`.
 pub fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {why}, and CI must run every backend (deploy/tools/ensure-timescaledb.sh)");
-    }
-    // Straight to the process's stderr: the test harness captures `eprintln!`.
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED (no TimescaleDB): {test} ({why})"
-    );
+    bess_tests::skip_without_timescaledb(test, why);
 }
 
 /// Two tests from one body: `$name::on_postgresql` and `$name::on_timescaledb`.
