@@ -53,7 +53,7 @@ else
 ################################################################################
 #  NO TIMESCALEDB: the TimescaleDB variants are SKIPPED                        #
 #  (`...::on_timescaledb` in collector/tests/storage.rs, writer.rs,            #
-#  api_lists.rs, api_access.rs, tests/tests/pipeline.rs `..._on_timescaledb`, #
+#  api_lists.rs, api_access.rs, tests/tests/pipeline.rs `..._on_timescaledb`,  #
 #  and the not-preloaded start-up tests in collector/tests/storage.rs).        #
 #  Only plain PostgreSQL is tested. Install timescaledb-2-postgresql-NN and    #
 #  run timescaledb-tune, or set BESS_TEST_TIMESCALEDB_URL. Under CI these      #
