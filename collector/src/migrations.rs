@@ -6,6 +6,17 @@
 //! extension is available (and the operator did not ask for plain
 //! PostgreSQL), `003_postgresql_storage.sql` otherwise. Which one was applied
 //! is recorded in `schema_migrations`, so later starts keep that backend.
+//!
+//! "Available" means installed *and* preloaded: on a server where the
+//! extension's files are installed but `timescaledb` is not in
+//! `shared_preload_libraries`, `CREATE EXTENSION timescaledb` is a FATAL
+//! error that closes the connection. So the probe never tries it: it reads
+//! the catalog and whether the extension's loader has registered its
+//! settings (`timescaledb.*` in `pg_settings`, visible to any role). Such a
+//! server is plain PostgreSQL for `--storage auto` and a clear refusal,
+//! naming the fix, for `--storage timescaledb`. Should setting it up still
+//! end the connection, `apply` says so ([`MigrationError::ConnectionLost`])
+//! and the caller continues on a fresh connection.
 
 use tokio_postgres::Client;
 
@@ -72,11 +83,13 @@ pub enum MigrationError {
     #[error("TimescaleDB was requested but the extension is not available on this server")]
     TimescaleUnavailable,
     #[error(
-        "TimescaleDB was requested and is installed on this server but not preloaded: \
-         add `timescaledb` to shared_preload_libraries in postgresql.conf (or run \
-         `timescaledb-tune`) and restart PostgreSQL"
+        "TimescaleDB was requested but it is installed on this server without being preloaded: \
+         add 'timescaledb' to shared_preload_libraries in postgresql.conf (timescaledb-tune does this) \
+         and restart PostgreSQL, or start with --storage postgresql"
     )]
     TimescaleNotPreloaded,
+    #[error("the database closed the connection while setting up TimescaleDB ({source}); plain PostgreSQL needs a fresh connection")]
+    ConnectionLost { source: Box<MigrationError> },
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
         version: i32,
@@ -116,6 +129,10 @@ pub async fn apply(
         Ok(()) => apply_locked(client, preference).await,
         Err(e) => Err(e.into()),
     };
+    if client.is_closed() {
+        // The session ended, and its advisory lock with it.
+        return result;
+    }
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -156,34 +173,43 @@ async fn apply_locked(
             found
         }
         None => {
-            let timescale = timescale_state(client).await?;
-            let available = timescale == TimescaleState::Usable;
-            let wanted = match preference {
-                StoragePreference::PostgreSql => StorageBackend::PostgreSql,
-                StoragePreference::TimescaleDb if timescale == TimescaleState::NotPreloaded => {
+            let support = if preference == StoragePreference::PostgreSql {
+                TimescaleSupport::Missing
+            } else {
+                timescale_support(client).await?
+            };
+            let wanted = match (preference, support) {
+                (StoragePreference::PostgreSql, _) => StorageBackend::PostgreSql,
+                (StoragePreference::TimescaleDb, TimescaleSupport::Ready) => {
+                    StorageBackend::TimescaleDb
+                }
+                (StoragePreference::TimescaleDb, TimescaleSupport::NotPreloaded) => {
                     return Err(MigrationError::TimescaleNotPreloaded)
                 }
-                StoragePreference::TimescaleDb if !available => {
+                (StoragePreference::TimescaleDb, TimescaleSupport::Missing) => {
                     return Err(MigrationError::TimescaleUnavailable)
                 }
-                StoragePreference::Auto if timescale == TimescaleState::NotPreloaded => {
+                (StoragePreference::Auto, TimescaleSupport::Ready) => StorageBackend::TimescaleDb,
+                (StoragePreference::Auto, TimescaleSupport::NotPreloaded) => {
                     tracing::warn!(
-                        "TimescaleDB is installed but not in shared_preload_libraries; \
-                         using plain PostgreSQL (preload it, e.g. with timescaledb-tune, \
-                         before the first start to store in TimescaleDB)"
+                        "TimescaleDB is installed on this server but not preloaded; using plain PostgreSQL \
+                         (to use TimescaleDB on a new database: add 'timescaledb' to shared_preload_libraries, \
+                         e.g. with timescaledb-tune, and restart PostgreSQL)"
                     );
                     StorageBackend::PostgreSql
                 }
-                StoragePreference::TimescaleDb => StorageBackend::TimescaleDb,
-                StoragePreference::Auto if available => StorageBackend::TimescaleDb,
-                StoragePreference::Auto => StorageBackend::PostgreSql,
+                (StoragePreference::Auto, TimescaleSupport::Missing) => StorageBackend::PostgreSql,
             };
             let chosen = match (wanted, preference) {
                 (StorageBackend::TimescaleDb, StoragePreference::Auto) => {
                     match run(client, storage_migration(StorageBackend::TimescaleDb)).await {
                         Ok(_) => StorageBackend::TimescaleDb,
+                        Err(e) if client.is_closed() => {
+                            return Err(MigrationError::ConnectionLost {
+                                source: Box::new(e),
+                            })
+                        }
                         Err(e) => {
-                            // e.g. installed but not in shared_preload_libraries.
                             tracing::warn!("TimescaleDB is installed but could not be set up ({e}); using plain PostgreSQL");
                             run(client, storage_migration(StorageBackend::PostgreSql)).await?;
                             StorageBackend::PostgreSql
@@ -217,32 +243,31 @@ fn storage_migration(backend: StorageBackend) -> &'static Migration {
         .expect("a storage migration per backend")
 }
 
-/// What this server offers of TimescaleDB.
+/// What a server offers for TimescaleDB, found without trying `CREATE
+/// EXTENSION` (which is FATAL where the library is not preloaded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimescaleState {
-    /// Created in this database, or installed and preloaded.
-    Usable,
-    /// Installed (listed in `pg_available_extensions`) but not in
-    /// `shared_preload_libraries`: `CREATE EXTENSION` would fail with a
-    /// FATAL error that closes the connection, so it is never tried.
+enum TimescaleSupport {
+    /// Created in this database already, or installed and preloaded.
+    Ready,
+    /// Installed, but `timescaledb` is not in `shared_preload_libraries`.
     NotPreloaded,
     Missing,
 }
 
-async fn timescale_state(client: &Client) -> Result<TimescaleState, tokio_postgres::Error> {
+async fn timescale_support(client: &Client) -> Result<TimescaleSupport, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
                     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                    current_setting('shared_preload_libraries') ~ '(^|[[:space:],/])timescaledb'",
+                    EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%')",
             &[],
         )
         .await?;
-    let (created, available, preloaded): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    Ok(match (created, available, preloaded) {
-        (true, _, _) | (false, true, true) => TimescaleState::Usable,
-        (false, true, false) => TimescaleState::NotPreloaded,
-        (false, false, _) => TimescaleState::Missing,
+    let (created, installed, loaded): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(match (created || installed, created || loaded) {
+        (true, true) => TimescaleSupport::Ready,
+        (true, false) => TimescaleSupport::NotPreloaded,
+        (false, _) => TimescaleSupport::Missing,
     })
 }
 

@@ -20,6 +20,7 @@ use crate::auth::{AccessControl, AccessSettings};
 use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
 use crate::latest::LatestCache;
 use crate::live::LiveHub;
+use crate::migrations::MigrationError;
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
 
@@ -81,21 +82,37 @@ pub async fn prepare_database_with(
     preference: StoragePreference,
 ) -> anyhow::Result<StorageBackend> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut client = loop {
+    let mut client = connect_until(pool, deadline).await?;
+    let applied = match crate::migrations::apply(&mut client, preference).await {
+        Err(MigrationError::ConnectionLost { source }) if preference == StoragePreference::Auto => {
+            // Setting up TimescaleDB ended the session (e.g. not preloaded):
+            // plain PostgreSQL, on a new connection.
+            tracing::warn!("TimescaleDB could not be set up ({source}); using plain PostgreSQL");
+            drop(client);
+            let mut fresh = connect_until(pool, deadline).await?;
+            crate::migrations::apply(&mut fresh, StoragePreference::PostgreSql).await
+        }
+        applied => applied,
+    }
+    .context("applying migrations")?;
+    Ok(applied.backend)
+}
+
+/// A pooled connection, retrying once a second until `deadline`.
+async fn connect_until(
+    pool: &Pool,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<deadpool_postgres::Object> {
+    loop {
         match pool.get().await {
-            Ok(client) => break client,
+            Ok(client) => return Ok(client),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!("database not reachable yet: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e).context("connecting to the database"),
         }
-    };
-    let client: &mut tokio_postgres::Client = &mut client;
-    let applied = crate::migrations::apply(client, preference)
-        .await
-        .context("applying migrations")?;
-    Ok(applied.backend)
+    }
 }
 
 async fn ensure_topic(settings: &KafkaSettings, name: &str, partitions: i32) -> anyhow::Result<()> {

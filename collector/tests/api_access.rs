@@ -1,6 +1,11 @@
 //! Access control on the API against a real database: 401 without a valid
 //! token, 403 outside the token's sites (REST and WebSocket), 429 past the
 //! rate limit, open health and metrics; and the live subscribe protocol.
+//! The bodies that read stored data (latest values, series) run on plain
+//! PostgreSQL and on TimescaleDB.
+
+#[macro_use]
+mod support;
 
 use anyhow::Context as _;
 use futures::{SinkExt, StreamExt};
@@ -15,9 +20,9 @@ use bess_collector::auth::{
 use bess_collector::catalog::{CatalogLayouts, Layout, PointMeta};
 use bess_collector::latest::LatestCache;
 use bess_collector::live::{CommittedFrame, LiveHub, LiveMessage};
-use bess_collector::service;
 use bess_protocol::Reading;
 use bess_tests::TestDatabase;
+use support::Backend;
 
 struct Api {
     url: String,
@@ -28,17 +33,22 @@ struct Api {
 
 /// An API server on a free port over a fresh database with sites `a` and `b`.
 async fn start(test: &str, access: AccessSettings) -> anyhow::Result<Api> {
-    start_with(test, access, LiveTimings::default()).await
+    start_with(Backend::PostgreSql, test, access, LiveTimings::default()).await
+}
+
+/// The same on `backend`.
+async fn start_on(backend: Backend, test: &str, access: AccessSettings) -> anyhow::Result<Api> {
+    start_with(backend, test, access, LiveTimings::default()).await
 }
 
 async fn start_with(
+    backend: Backend,
     test: &str,
     access: AccessSettings,
     timings: LiveTimings,
 ) -> anyhow::Result<Api> {
-    let database = TestDatabase::create(test).await?;
-    let pool = service::pool(&database.url(), 4)?;
-    let storage = service::prepare_database(&pool, Duration::from_secs(10)).await?;
+    let database = backend.database(test).await;
+    let (pool, storage) = backend.prepare(&database, 4).await;
     pool.get()
         .await?
         .batch_execute("INSERT INTO sites (name) VALUES ('a'), ('b')")
@@ -148,9 +158,11 @@ fn frame(site: &str, soc: f64) -> LiveMessage {
     )
 }
 
-#[tokio::test]
-async fn requests_without_a_valid_token_get_401_and_health_stays_open() -> anyhow::Result<()> {
-    let api = start("auth401", required()).await?;
+on_both_backends!(requests_without_a_valid_token_get_401_and_health_stays_open -> anyhow::Result<()>);
+async fn requests_without_a_valid_token_get_401_and_health_stays_open(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let api = start_on(backend, "auth401", required()).await?;
     let (code, body, headers) = api.get("/api/v1/sites", None).await?;
     assert_eq!(code, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -178,9 +190,11 @@ async fn requests_without_a_valid_token_get_401_and_health_stays_open() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn a_token_for_one_site_gets_403_on_another_and_sees_only_its_own() -> anyhow::Result<()> {
-    let api = start("auth403", required()).await?;
+on_both_backends!(a_token_for_one_site_gets_403_on_another_and_sees_only_its_own -> anyhow::Result<()>);
+async fn a_token_for_one_site_gets_403_on_another_and_sees_only_its_own(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let api = start_on(backend, "auth403", required()).await?;
     let token = api.token(only("a"), Role::Read).await?;
 
     let (code, body, _) = api.get("/api/v1/sites/a/latest", Some(&token)).await?;
@@ -410,7 +424,13 @@ async fn a_client_that_answers_no_pings_is_closed_and_the_others_stay() -> anyho
         idle_timeout: Duration::from_millis(500),
         send_timeout: Duration::from_secs(5),
     };
-    let api = start_with("liveidle", AccessSettings::open(), timings).await?;
+    let api = start_with(
+        Backend::PostgreSql,
+        "liveidle",
+        AccessSettings::open(),
+        timings,
+    )
+    .await?;
     let ws = api.url.replace("http://", "ws://");
     let (mut silent, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await?;
     let (mut awake, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/live")).await?;

@@ -1,14 +1,19 @@
-//! Storage backends: plain PostgreSQL (partitions, retention, rollups the
-//! collector maintains) on the real server, and the TimescaleDB SQL
-//! (hypertable, compression, policies, continuous aggregates) on PGlite with
-//! TimescaleDB. The same frames give the same rollups on both.
+//! Storage backends on real servers. One body runs on plain PostgreSQL
+//! (partitions and rollups the collector maintains) and on TimescaleDB
+//! (hypertable, compression, continuous aggregates): the same frames give
+//! the rollups computed from their values, and retention drops raw frames
+//! while the rollups stay. Backend-specific bodies check the day partitions
+//! of plain PostgreSQL, and TimescaleDB's hypertable, policies running on
+//! their own schedule and late data in compressed chunks and materialized
+//! buckets. The last tests start the collector on a server where the
+//! TimescaleDB files are installed but not preloaded.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+#[macro_use]
+mod support;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use bess_collector::catalog::CatalogRegistry;
 use bess_collector::message::IngestMessage;
 use bess_collector::storage::{
     self, FramePartitions, Resolution, RollupRow, StorageBackend, StoragePreference,
@@ -16,13 +21,20 @@ use bess_collector::storage::{
 use bess_collector::time::timestamp;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
-use bess_tests::{workspace_root, TestDatabase};
+use bess_tests::{wait_for, TestDatabase};
+use deadpool_postgres::Pool;
+use support::Backend;
 
 /// 2023-11-14T22:13:20Z
 const T0: i64 = 1_700_000_000_000;
 const STEP_MS: i64 = 5_000;
 /// Frames per group: a bit over two hours at 5 s.
 const FRAMES: i64 = 1_600;
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// How long a test waits for a TimescaleDB background job.
+const JOB_WAIT: Duration = Duration::from_secs(60);
 
 fn catalog() -> Catalog {
     Catalog {
@@ -50,11 +62,12 @@ fn catalog() -> Catalog {
     }
 }
 
-/// Deterministic frames with some missing values and float readings.
-fn frames() -> Vec<Frame> {
+/// Deterministic frames from `t0`, `n` per group, with some missing values
+/// and float readings.
+fn frames_at(t0: i64, n: i64) -> Vec<Frame> {
     let mut out = Vec::new();
-    for i in 0..FRAMES {
-        let ts_ms = T0 + i * STEP_MS;
+    for i in 0..n {
+        let ts_ms = t0 + i * STEP_MS;
         let soc = if i % 97 == 13 {
             Reading::Missing(MissingReason::Timeout)
         } else {
@@ -74,24 +87,51 @@ fn frames() -> Vec<Frame> {
     out
 }
 
-fn batches() -> Vec<Batch> {
+fn frames() -> Vec<Frame> {
+    frames_at(T0, FRAMES)
+}
+
+/// `frames` in batches of 100 from sequence number `first_seq`, each
+/// carrying the catalog.
+fn batches_of(frames: &[Frame], first_seq: u64) -> Vec<Batch> {
     let catalog = catalog();
-    frames()
+    frames
         .chunks(100)
         .enumerate()
         .map(|(i, chunk)| Batch {
             site: SiteId::new("site-r").unwrap(),
-            seq: BatchSeq(i as u64 + 1),
+            seq: BatchSeq(first_seq + i as u64),
             catalog_hash: catalog.hash(),
-            catalog: (i == 0).then(|| catalog.clone()),
+            catalog: Some(catalog.clone()),
             frames: chunk.to_vec(),
             gaps: vec![],
         })
         .collect()
 }
 
-/// The rollups of every point at both resolutions, by point name.
-async fn rollups(client: &tokio_postgres::Client) -> Vec<(String, Resolution, Vec<RollupRow>)> {
+fn messages(batches: &[Batch], first_offset: i64) -> Vec<IngestMessage> {
+    batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| IngestMessage {
+            topic: "t".into(),
+            partition: 0,
+            offset: first_offset + i as i64,
+            key: None,
+            payload: b.encode(Codec::Zstd).unwrap(),
+            received_ms: 0,
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+type Rollups = Vec<(String, Resolution, Vec<RollupRow>)>;
+
+/// The rollups of every point at both resolutions in `[from, to)`, by point name.
+async fn rollups(client: &tokio_postgres::Client, from: i64, to: i64) -> Rollups {
     let mut out = Vec::new();
     for name in ["soc", "power", "temp"] {
         let id: i32 = client
@@ -104,8 +144,8 @@ async fn rollups(client: &tokio_postgres::Client) -> Vec<(String, Resolution, Ve
                 client,
                 id,
                 resolution,
-                timestamp(T0 - 3_600_000),
-                timestamp(T0 + 86_400_000),
+                timestamp(from),
+                timestamp(to),
                 100_000,
             )
             .await
@@ -116,49 +156,232 @@ async fn rollups(client: &tokio_postgres::Client) -> Vec<(String, Resolution, Ve
     out
 }
 
-async fn plain_postgresql_rollups() -> Vec<(String, Resolution, Vec<RollupRow>)> {
-    let database = TestDatabase::create("storage_rollups").await.unwrap();
-    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(backend, StorageBackend::PostgreSql);
-    let writer = SampleWriter::new(pool.clone(), backend);
-    let messages: Vec<IngestMessage> = batches()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| IngestMessage {
-            topic: "t".into(),
-            partition: 0,
-            offset: i as i64,
-            key: None,
-            payload: b.encode(Codec::Zstd).unwrap(),
-            received_ms: 0,
-        })
-        .collect();
-    writer.write(&messages).await.unwrap();
-    bess_collector::service::maintain_once(&pool, &FramePartitions::default(), None)
-        .await
-        .unwrap();
+/// The rollups the stored `frames` must give, computed here from their
+/// values: what both backends are checked against.
+fn expected_rollups(frames: &[Frame]) -> Rollups {
+    let catalog = catalog();
+    let mut out = Vec::new();
+    for (name, group, slot) in [("soc", 0u16, 0usize), ("power", 0, 1), ("temp", 1, 0)] {
+        let point = &catalog.groups[usize::from(group)].points[slot];
+        for resolution in [Resolution::Minute, Resolution::Hour] {
+            let width = resolution.bucket_ms().unwrap();
+            let mut buckets: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
+            for frame in frames.iter().filter(|f| f.group.0 == group) {
+                if let Some(raw) = frame.values[slot].raw() {
+                    buckets
+                        .entry(frame.ts_ms.div_euclid(width) * width)
+                        .or_default()
+                        .push((frame.ts_ms, point.engineering(raw)));
+                }
+            }
+            let rows = buckets
+                .into_iter()
+                .map(|(bucket, values)| {
+                    let vals = || values.iter().map(|(_, v)| *v);
+                    RollupRow {
+                        bucket: timestamp(bucket),
+                        min: vals().fold(f64::INFINITY, f64::min),
+                        max: vals().fold(f64::NEG_INFINITY, f64::max),
+                        avg: vals().sum::<f64>() / values.len() as f64,
+                        last: values.iter().max_by_key(|(ts, _)| *ts).unwrap().1,
+                        count: values.len() as i64,
+                    }
+                })
+                .collect();
+            out.push((name.to_owned(), resolution, rows));
+        }
+    }
+    out
+}
+
+fn assert_rollups_eq(actual: &Rollups, expected: &Rollups, backend: Backend) {
+    assert_eq!(actual.len(), expected.len());
+    for ((name, resolution, got), (_, _, want)) in actual.iter().zip(expected) {
+        assert!(
+            !want.is_empty(),
+            "{name} {resolution:?}: no expected rollups"
+        );
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{backend:?} {name} {resolution:?}: number of buckets"
+        );
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (g.bucket, g.count),
+                (w.bucket, w.count),
+                "{backend:?} {name} {resolution:?}"
+            );
+            assert!(
+                close(g.min, w.min)
+                    && close(g.max, w.max)
+                    && close(g.avg, w.avg)
+                    && close(g.last, w.last),
+                "{backend:?} {name} {resolution:?} at {}: stored {g:?}, expected {w:?}",
+                g.bucket
+            );
+        }
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Bring the rollups up to date now: the upkeep cycle on plain PostgreSQL,
+/// a full refresh of both continuous aggregates on TimescaleDB.
+async fn refresh_rollups(backend: Backend, pool: &Pool, database: &TestDatabase) {
     let client = database.client().await.unwrap();
-    let pending: i64 = client
-        .query_one("SELECT count(*) FROM rollup_pending", &[])
+    match backend {
+        Backend::PostgreSql => {
+            bess_collector::service::maintain_once(pool, &FramePartitions::default(), None)
+                .await
+                .unwrap();
+            let pending: i64 = client
+                .query_one("SELECT count(*) FROM rollup_pending", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(pending, 0, "every written minute was rolled up");
+        }
+        Backend::TimescaleDb => {
+            for view in ["rollup_1m", "rollup_1h"] {
+                client
+                    .batch_execute(&format!(
+                        "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Wait (up to [`JOB_WAIT`]) on a condition a TimescaleDB background job
+/// brings about; on time-out, fail with the jobs' recorded errors.
+async fn wait_for_job<F, Fut>(client: &tokio_postgres::Client, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    if let Err(e) = wait_for(what, JOB_WAIT, check).await {
+        let errors = names(
+            client,
+            "SELECT DISTINCT proc_name || ': ' || coalesce(err_message, '') FROM timescaledb_information.job_errors",
+        )
+        .await;
+        panic!("{e}; job errors: {errors:?} (too few max_worker_processes? see deploy/tools/ensure-timescaledb.sh)");
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn names(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .query(sql, &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(pending, 0, "every written minute was rolled up");
-    rollups(&client).await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    names
+}
+
+on_both_backends!(the_same_frames_give_the_rollups_computed_from_their_values);
+async fn the_same_frames_give_the_rollups_computed_from_their_values(backend: Backend) {
+    let database = backend.database("storage_rollups").await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    let writer = SampleWriter::new(pool.clone(), storage);
+    writer
+        .write(&messages(&batches_of(&frames(), 1), 0))
+        .await
+        .unwrap();
+    refresh_rollups(backend, &pool, &database).await;
+    let client = database.client().await.unwrap();
+    if backend == Backend::TimescaleDb {
+        // Compressed chunks stay readable and give the same rollups.
+        client
+            .batch_execute("SELECT compress_chunk(c) FROM show_chunks('frames') c")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM frames").await,
+        2 * FRAMES
+    );
+    let actual = rollups(&client, T0 - HOUR_MS, T0 + DAY_MS).await;
+    assert_rollups_eq(&actual, &expected_rollups(&frames()), backend);
+}
+
+on_both_backends!(retention_drops_old_frames_and_keeps_their_rollups);
+async fn retention_drops_old_frames_and_keeps_their_rollups(backend: Backend) {
+    let database = backend.database("storage_retention").await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    let retention = Duration::from_secs(5 * 86_400);
+    let old_t0 = (now_ms() - 10 * DAY_MS).div_euclid(HOUR_MS) * HOUR_MS;
+    let recent_t0 = (now_ms() - 2 * HOUR_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
+    let (old, recent) = (frames_at(old_t0, 120), frames_at(recent_t0, 12));
+    let writer = SampleWriter::new(pool.clone(), storage);
+    writer
+        .write(&messages(&batches_of(&old, 1), 0))
+        .await
+        .unwrap();
+    writer
+        .write(&messages(&batches_of(&recent, 10), 10))
+        .await
+        .unwrap();
+    refresh_rollups(backend, &pool, &database).await;
+    let client = database.client().await.unwrap();
+    let old_rollups = rollups(&client, old_t0, old_t0 + DAY_MS).await;
+    assert_rollups_eq(&old_rollups, &expected_rollups(&old), backend);
+
+    let old_frames = format!(
+        "SELECT count(*) FROM frames WHERE ts < to_timestamp({})",
+        (now_ms() - 5 * DAY_MS) / 1000
+    );
+    match backend {
+        Backend::PostgreSql => {
+            let partitions = FramePartitions::default();
+            bess_collector::service::maintain_once(&pool, &partitions, Some(retention))
+                .await
+                .unwrap();
+        }
+        Backend::TimescaleDb => {
+            // The collector's retention policy, run by TimescaleDB on its own schedule.
+            storage::configure_retention(&client, storage, Some(retention))
+                .await
+                .unwrap();
+            run_job_soon(&client, "policy_retention", "frames").await;
+            wait_for_job(
+                &client,
+                "the retention policy to drop the old chunk",
+                || async { (count(&client, &old_frames).await == 0).then_some(()) },
+            )
+            .await;
+        }
+    }
+    assert_eq!(count(&client, &old_frames).await, 0);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM frames").await,
+        recent.len() as i64,
+        "recent frames stay"
+    );
+    assert_eq!(
+        rollups(&client, old_t0, old_t0 + DAY_MS).await,
+        old_rollups,
+        "the rollups of dropped frames stay"
+    );
 }
 
 #[tokio::test]
 async fn plain_postgresql_partitions_frames_by_day_and_drops_them_past_retention() {
-    let database = TestDatabase::create("storage_partitions").await.unwrap();
-    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let database = Backend::PostgreSql.database("storage_partitions").await;
+    let (pool, backend) = Backend::PostgreSql.prepare(&database, 2).await;
     let writer = SampleWriter::new(pool.clone(), backend);
-    let mut batch = batches().remove(0);
+    let mut batch = batches_of(&frames(), 1).remove(0);
     batch.frames.truncate(2);
     batch.frames[1].ts_ms = T0 + 86_400_000; // the next day
     let message = IngestMessage {
@@ -196,89 +419,46 @@ async fn plain_postgresql_partitions_frames_by_day_and_drops_them_past_retention
     let now = parts(database.client().await.unwrap()).await;
     assert_eq!(now.len(), 1 + storage::PARTITIONS_AHEAD as usize, "{now:?}");
     assert!(!now.contains(&"frames_20231114".to_owned()));
-    let frames: i64 = client
-        .query_one("SELECT count(*) FROM frames", &[])
+    assert_eq!(count(&client, "SELECT count(*) FROM frames").await, 0);
+}
+
+/// Make a TimescaleDB policy job run every second from now on. `relation`
+/// is the hypertable (`frames`) or the continuous aggregate (the jobs view
+/// names the view for its refresh policy).
+async fn run_job_soon(client: &tokio_postgres::Client, proc_name: &str, relation: &str) {
+    let jobs = client
+        .query(
+            "SELECT alter_job(j.job_id, schedule_interval => interval '1 second', next_start => now())
+             FROM timescaledb_information.jobs j
+             WHERE j.proc_name = $1 AND j.hypertable_name = $2",
+            &[&proc_name, &relation],
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "one {proc_name} job on {relation}");
+}
+
+/// Whether the `frames` chunk holding `ts_ms` is compressed.
+async fn chunk_compressed(client: &tokio_postgres::Client, ts_ms: i64) -> bool {
+    client
+        .query_one(
+            "SELECT coalesce(bool_or(is_compressed), false) FROM timescaledb_information.chunks
+             WHERE hypertable_name = 'frames' AND range_start <= $1 AND range_end > $1",
+            &[&timestamp(ts_ms)],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(frames, 0);
+        .get(0)
 }
 
-/// A PGlite (PostgreSQL 17 + TimescaleDB) server on a free port.
-struct PgliteTimescale {
-    _child: tokio::process::Child,
-    port: u16,
-}
-
-impl PgliteTimescale {
-    async fn start() -> Self {
-        let dir: PathBuf = workspace_root().join("deploy/tools/pglite-timescale");
-        let installed = dir.join("node_modules/@electric-sql/pglite/dist/timescaledb.tar.gz");
-        assert!(
-            installed.exists(),
-            "PGlite with TimescaleDB is not installed (missing {}): run deploy/tools/install-pglite-timescale.sh",
-            installed.display()
-        );
-        let mut child = tokio::process::Command::new(std::env::var("BESS_NODE").unwrap_or_else(|_| "node".into()))
-            .arg("server.mjs")
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node for PGlite ({e}); install Node.js 18+ and run deploy/tools/install-pglite-timescale.sh"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("pglite-timescale: listening on ") {
-                    return addr.to_owned();
-                }
-            }
-            panic!("PGlite exited before listening");
-        })
-        .await
-        .expect("PGlite did not start within 120 s");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let port = line.rsplit(':').next().unwrap().parse().unwrap();
-        Self {
-            _child: child,
-            port,
-        }
-    }
-
-    async fn client(&self) -> tokio_postgres::Client {
-        let url = format!(
-            "host=127.0.0.1 port={} user=postgres password=postgres dbname=postgres",
-            self.port
-        );
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connecting to PGlite");
-        tokio::spawn(connection);
-        client
-    }
-}
-
-async fn names(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut names: Vec<String> = client
-        .query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    names.sort();
-    names
-}
-
-#[tokio::test]
-async fn timescaledb_storage_has_hypertable_compression_policies_and_rollups_equal_to_plain_postgresql(
+on_timescaledb!(
+    timescaledb_storage_has_a_hypertable_compression_policies_and_continuous_aggregates
+);
+async fn timescaledb_storage_has_a_hypertable_compression_policies_and_continuous_aggregates(
+    backend: Backend,
 ) {
-    let expected = plain_postgresql_rollups().await;
-
-    let server = PgliteTimescale::start().await;
-    let mut client = server.client().await;
+    let database = backend.database("storage_tsdb_schema").await;
+    let mut client = database.client().await.unwrap();
     let applied = bess_collector::migrations::apply(&mut client, StoragePreference::Auto)
         .await
         .unwrap();
@@ -323,7 +503,7 @@ async fn timescaledb_storage_has_hypertable_compression_policies_and_rollups_equ
     );
     let jobs = names(
         &client,
-        "SELECT proc_name::text || ':' || coalesce(hypertable_name::text, '') FROM timescaledb_information.jobs WHERE proc_name LIKE 'policy_%' AND proc_name <> 'policy_job_stat_history_retention'",
+        "SELECT proc_name::text || ':' || coalesce(hypertable_name::text, '') FROM timescaledb_information.jobs WHERE proc_name LIKE 'policy_%' AND proc_name NOT IN ('policy_job_stat_history_retention', 'policy_telemetry')",
     )
     .await;
     assert_eq!(jobs.len(), 4, "{jobs:?}");
@@ -342,94 +522,290 @@ async fn timescaledb_storage_has_hypertable_compression_policies_and_rollups_equ
         2,
         "{jobs:?}"
     );
+}
 
-    // The same frames, by INSERT (PGlite has no COPY).
-    let catalogs = CatalogRegistry::default();
-    let site_id = catalogs.site_id(&client, "site-r").await.unwrap();
-    let catalog = catalog();
-    let layouts = catalogs
-        .register(&mut client, site_id, catalog.hash(), &catalog)
+on_timescaledb!(compression_and_rollup_refresh_policies_run_on_their_own_schedule);
+async fn compression_and_rollup_refresh_policies_run_on_their_own_schedule(backend: Backend) {
+    let database = backend.database("storage_tsdb_policies").await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    // Past the compression horizon (2 days), and recent enough for the refresh window (3 days).
+    let old_t0 = (now_ms() - 4 * DAY_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
+    let recent_t0 = (now_ms() - 2 * HOUR_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
+    let (old, recent) = (frames_at(old_t0, 60), frames_at(recent_t0, 60));
+    let writer = SampleWriter::new(pool.clone(), storage);
+    writer
+        .write(&messages(&batches_of(&old, 1), 0))
         .await
         .unwrap();
-    let tx = client.transaction().await.unwrap();
-    let insert = tx
-        .prepare("INSERT INTO frames (layout_id, ts, vals, status) VALUES ($1, $2, $3, $4)")
+    writer
+        .write(&messages(&batches_of(&recent, 10), 10))
         .await
         .unwrap();
-    for frame in frames() {
-        let layout = &layouts[usize::from(frame.group.0)];
-        let vals: Vec<Option<f64>> = layout
-            .points
-            .iter()
-            .zip(&frame.values)
-            .map(|(p, r)| r.raw().map(|raw| p.engineering(raw)))
-            .collect();
-        let status: Option<Vec<i16>> = frame
-            .values
-            .iter()
-            .any(|r| matches!(r, Reading::Missing(_)))
-            .then(|| {
-                frame
-                    .values
-                    .iter()
-                    .map(bess_collector::copy::status_code)
-                    .collect()
-            });
-        tx.execute(
-            &insert,
-            &[&layout.layout_id, &timestamp(frame.ts_ms), &vals, &status],
+    let client = database.client().await.unwrap();
+    assert!(!chunk_compressed(&client, old_t0).await);
+    // Read what the refresh policy materialized, not the real-time union.
+    client
+        .batch_execute(
+            "ALTER MATERIALIZED VIEW rollup_1m SET (timescaledb.materialized_only = true);
+             ALTER MATERIALIZED VIEW rollup_1h SET (timescaledb.materialized_only = true)",
         )
         .await
         .unwrap();
-    }
-    tx.commit().await.unwrap();
-    client
-        .batch_execute("CALL refresh_continuous_aggregate('rollup_1m', NULL, NULL)")
+    assert!(rollups(&client, recent_t0, recent_t0 + HOUR_MS)
         .await
-        .unwrap();
-    client
-        .batch_execute("CALL refresh_continuous_aggregate('rollup_1h', NULL, NULL)")
-        .await
-        .unwrap();
-    // Compression keeps the rows readable.
-    client
-        .batch_execute("SELECT compress_chunk(c) FROM show_chunks('frames') c")
-        .await
-        .unwrap();
-    let frames_count: i64 = client
-        .query_one("SELECT count(*) FROM frames", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(frames_count, 2 * FRAMES);
+        .iter()
+        .all(|(_, _, rows)| rows.is_empty()));
 
-    let actual = rollups(&client).await;
-    assert_eq!(actual.len(), expected.len());
-    for ((name, resolution, got), (_, _, want)) in actual.iter().zip(&expected) {
-        assert!(
-            !want.is_empty(),
-            "{name} {resolution:?}: no rollups on plain PostgreSQL"
-        );
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "{name} {resolution:?}: number of buckets"
-        );
-        for (g, w) in got.iter().zip(want) {
-            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-            assert_eq!(
-                (g.bucket, g.count),
-                (w.bucket, w.count),
-                "{name} {resolution:?}"
-            );
-            assert!(
-                close(g.min, w.min)
-                    && close(g.max, w.max)
-                    && close(g.avg, w.avg)
-                    && close(g.last, w.last),
-                "{name} {resolution:?} at {}: timescaledb {g:?}, postgresql {w:?}",
-                g.bucket
-            );
-        }
+    run_job_soon(&client, "policy_compression", "frames").await;
+    run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1m").await;
+    wait_for_job(
+        &client,
+        "the compression policy to compress the old chunk",
+        || async { chunk_compressed(&client, old_t0).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        !chunk_compressed(&client, recent_t0).await,
+        "recent chunks stay uncompressed"
+    );
+    let expected: Rollups = expected_rollups(&recent)
+        .into_iter()
+        .filter(|(_, resolution, _)| *resolution == Resolution::Minute)
+        .collect();
+    let minutes = || async {
+        rollups(&client, recent_t0, recent_t0 + HOUR_MS)
+            .await
+            .into_iter()
+            .filter(|(_, resolution, _)| *resolution == Resolution::Minute)
+            .collect::<Rollups>()
+    };
+    wait_for_job(
+        &client,
+        "the refresh policy to materialize rollup_1m",
+        || async {
+            let got = minutes().await;
+            (got.iter()
+                .zip(&expected)
+                .all(|(g, w)| g.2.len() == w.2.len()))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_rollups_eq(&minutes().await, &expected, backend);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM frames").await,
+        (old.len() + recent.len()) as i64,
+        "compressed frames stay readable"
+    );
+}
+
+on_timescaledb!(
+    a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_stored_once_and_rolled_up
+);
+async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_stored_once_and_rolled_up(
+    backend: Backend,
+) {
+    let database = backend.database("storage_tsdb_late").await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    // Older than the compression horizon (2 days), inside the refresh window (3 days).
+    let t0 = (now_ms() - 60 * HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS;
+    // Every other minute first; the backlog fills the minutes in between,
+    // into the hours already materialized.
+    let all = frames_at(t0, 720);
+    let (early, late): (Vec<Frame>, Vec<Frame>) = all
+        .iter()
+        .cloned()
+        .partition(|f| (f.ts_ms - t0).div_euclid(MINUTE_MS) % 2 == 0);
+    let writer = SampleWriter::new(pool.clone(), storage);
+    writer
+        .write(&messages(&batches_of(&early, 1), 0))
+        .await
+        .unwrap();
+    refresh_rollups(backend, &pool, &database).await;
+    let client = database.client().await.unwrap();
+    client
+        .batch_execute(
+            "SELECT compress_chunk(c) FROM show_chunks('frames') c;
+             ALTER MATERIALIZED VIEW rollup_1m SET (timescaledb.materialized_only = true);
+             ALTER MATERIALIZED VIEW rollup_1h SET (timescaledb.materialized_only = true)",
+        )
+        .await
+        .unwrap();
+    assert!(chunk_compressed(&client, t0).await);
+    let window = (t0, t0 + 2 * HOUR_MS);
+    assert_rollups_eq(
+        &rollups(&client, window.0, window.1).await,
+        &expected_rollups(&early),
+        backend,
+    );
+
+    // The backlog arrives, and again (a redelivery): stored once.
+    let backlog = messages(&batches_of(&late, 100), 100);
+    let first = writer.write(&backlog).await.unwrap();
+    let again = writer.write(&backlog).await.unwrap();
+    assert_eq!(
+        (first.batches_written, again.batches_duplicate),
+        (backlog.len() as u64, backlog.len() as u64)
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM frames").await,
+        all.len() as i64
+    );
+
+    // The refresh policies, on their own schedule, fold it into both rollups.
+    run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1m").await;
+    run_job_soon(&client, "policy_refresh_continuous_aggregate", "rollup_1h").await;
+    let expected = expected_rollups(&all);
+    wait_for_job(
+        &client,
+        "the refresh policies to fold the backlog in",
+        || async {
+            let got = rollups(&client, window.0, window.1).await;
+            got.iter()
+                .zip(&expected)
+                .all(|(g, w)| {
+                    g.2.len() == w.2.len() && g.2.iter().zip(&w.2).all(|(a, b)| a.count == b.count)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_rollups_eq(
+        &rollups(&client, window.0, window.1).await,
+        &expected,
+        backend,
+    );
+}
+
+/// The admin URL of the main test server when the TimescaleDB files are
+/// installed there without being preloaded (as after
+/// `deploy/tools/ensure-timescaledb.sh` on the machine's main cluster);
+/// `None`, after saying so, elsewhere.
+async fn installed_but_not_preloaded(test: &str) -> Option<String> {
+    let url = TestDatabase::admin_url();
+    let client = bess_tests::connect(&url).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (installed, preloaded): (bool, bool) = (row.get(0), row.get(1));
+    if installed && !preloaded {
+        return Some(url);
     }
+    support::skip_or_fail(
+        test,
+        "the server in BESS_TEST_DATABASE_URL does not have the TimescaleDB files installed without preloading them",
+    );
+    None
+}
+
+#[tokio::test]
+async fn auto_storage_falls_back_to_plain_postgresql_where_timescaledb_is_installed_but_not_preloaded(
+) {
+    let test = "auto_storage_falls_back_to_plain_postgresql_where_timescaledb_is_installed_but_not_preloaded";
+    let Some(admin) = installed_but_not_preloaded(test).await else {
+        return;
+    };
+    let database = TestDatabase::create_on(&admin, "storage_fallback")
+        .await
+        .unwrap();
+    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
+    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(backend, StorageBackend::PostgreSql);
+    // And the collector works on it: frames stored, rolled up.
+    let writer = SampleWriter::new(pool.clone(), backend);
+    let few = frames_at(T0, 24);
+    writer
+        .write(&messages(&batches_of(&few, 1), 0))
+        .await
+        .unwrap();
+    refresh_rollups(Backend::PostgreSql, &pool, &database).await;
+    let client = database.client().await.unwrap();
+    assert_rollups_eq(
+        &rollups(&client, T0 - HOUR_MS, T0 + HOUR_MS).await,
+        &expected_rollups(&few),
+        Backend::PostgreSql,
+    );
+
+    // The binary says the same: `migrate --storage auto` succeeds on a new database.
+    let other = TestDatabase::create_on(&admin, "storage_fallback_cli")
+        .await
+        .unwrap();
+    let out = std::process::Command::new(bess_tests::binary("bess-collector"))
+        .args([
+            "migrate",
+            "--database-url",
+            &other.url(),
+            "--storage",
+            "auto",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("postgresql"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn timescaledb_storage_is_refused_with_the_fix_where_the_extension_is_not_preloaded() {
+    let test = "timescaledb_storage_is_refused_with_the_fix_where_the_extension_is_not_preloaded";
+    let Some(admin) = installed_but_not_preloaded(test).await else {
+        return;
+    };
+    let database = TestDatabase::create_on(&admin, "storage_refused")
+        .await
+        .unwrap();
+    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
+    let err = bess_collector::service::prepare_database_with(
+        &pool,
+        Duration::from_secs(10),
+        StoragePreference::TimescaleDb,
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{err:#}");
+    for words in [
+        "without being preloaded",
+        "shared_preload_libraries",
+        "timescaledb-tune",
+    ] {
+        assert!(message.contains(words), "{message}");
+    }
+    // Nothing of the storage was set up, so the operator can fix it and start again.
+    let client = database.client().await.unwrap();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM schema_migrations WHERE version >= 3"
+        )
+        .await,
+        0
+    );
+
+    let out = std::process::Command::new(bess_tests::binary("bess-collector"))
+        .args([
+            "migrate",
+            "--database-url",
+            &database.url(),
+            "--storage",
+            "timescaledb",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("shared_preload_libraries") && stderr.contains("timescaledb-tune"),
+        "{stderr}"
+    );
 }

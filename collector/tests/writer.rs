@@ -1,11 +1,15 @@
-//! `SampleWriter` against a real PostgreSQL: exactly-once writes through the
-//! ledger, and bad messages set aside with their reason.
+//! `SampleWriter` against a real database, each body on plain PostgreSQL
+//! and on TimescaleDB: exactly-once writes through the ledger, and bad
+//! messages set aside with their reason.
+
+#[macro_use]
+mod support;
 
 use bess_collector::message::IngestMessage;
-use bess_collector::storage::StorageBackend;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
+use support::Backend;
 
 fn catalog() -> Catalog {
     Catalog {
@@ -57,18 +61,9 @@ fn message(offset: i64, payload: Vec<u8>) -> IngestMessage {
     }
 }
 
-async fn writer(database: &TestDatabase) -> SampleWriter {
-    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    let backend =
-        bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
-    assert_eq!(
-        backend,
-        StorageBackend::PostgreSql,
-        "the test server has no TimescaleDB"
-    );
-    SampleWriter::new(pool, backend)
+async fn writer(backend: Backend, database: &TestDatabase) -> SampleWriter {
+    let (pool, storage) = backend.prepare(database, 2).await;
+    SampleWriter::new(pool, storage)
 }
 
 async fn count(database: &TestDatabase, sql: &str) -> i64 {
@@ -82,10 +77,10 @@ async fn count(database: &TestDatabase, sql: &str) -> i64 {
         .get(0)
 }
 
-#[tokio::test]
-async fn a_redelivered_batch_is_skipped_and_counted_as_duplicate() {
-    let database = TestDatabase::create("writer_dup").await.unwrap();
-    let writer = writer(&database).await;
+on_both_backends!(a_redelivered_batch_is_skipped_and_counted_as_duplicate);
+async fn a_redelivered_batch_is_skipped_and_counted_as_duplicate(backend: Backend) {
+    let database = backend.database("writer_dup").await;
+    let writer = writer(backend, &database).await;
     let first = message(
         0,
         batch(1, true, 1_700_000_000_000, 3)
@@ -132,10 +127,10 @@ async fn a_redelivered_batch_is_skipped_and_counted_as_duplicate() {
     );
 }
 
-#[tokio::test]
-async fn values_are_scaled_and_missing_ones_keep_their_reason() {
-    let database = TestDatabase::create("writer_values").await.unwrap();
-    let writer = writer(&database).await;
+on_both_backends!(values_are_scaled_and_missing_ones_keep_their_reason);
+async fn values_are_scaled_and_missing_ones_keep_their_reason(backend: Backend) {
+    let database = backend.database("writer_values").await;
+    let writer = writer(backend, &database).await;
     writer
         .write(&[message(
             0,
@@ -158,10 +153,10 @@ async fn values_are_scaled_and_missing_ones_keep_their_reason() {
     assert_eq!(status, vec![0, MissingReason::Exception(2).code() as i16]);
 }
 
-#[tokio::test]
-async fn a_new_instance_resolves_a_catalog_another_one_registered() {
-    let database = TestDatabase::create("writer_catalog").await.unwrap();
-    writer(&database)
+on_both_backends!(a_new_instance_resolves_a_catalog_another_one_registered);
+async fn a_new_instance_resolves_a_catalog_another_one_registered(backend: Backend) {
+    let database = backend.database("writer_catalog").await;
+    writer(backend, &database)
         .await
         .write(&[message(
             0,
@@ -171,7 +166,7 @@ async fn a_new_instance_resolves_a_catalog_another_one_registered() {
         )])
         .await
         .unwrap();
-    let fresh = writer(&database).await;
+    let fresh = writer(backend, &database).await;
     let outcome = fresh
         .write(&[message(
             1,
@@ -185,10 +180,10 @@ async fn a_new_instance_resolves_a_catalog_another_one_registered() {
     assert_eq!(outcome.messages_rejected, 0);
 }
 
-#[tokio::test]
-async fn bad_messages_are_set_aside_with_the_reason_and_the_rest_is_written() {
-    let database = TestDatabase::create("writer_bad").await.unwrap();
-    let writer = writer(&database).await;
+on_both_backends!(bad_messages_are_set_aside_with_the_reason_and_the_rest_is_written);
+async fn bad_messages_are_set_aside_with_the_reason_and_the_rest_is_written(backend: Backend) {
+    let database = backend.database("writer_bad").await;
+    let writer = writer(backend, &database).await;
     let mut wrong_hash = batch(3, true, 1_700_000_000_000, 1);
     wrong_hash.catalog_hash = CatalogHash(1);
     let mut wrong_width = batch(4, true, 1_700_000_000_000, 1);
@@ -239,20 +234,24 @@ async fn bad_messages_are_set_aside_with_the_reason_and_the_rest_is_written() {
     );
 }
 
-#[tokio::test]
-async fn migrations_are_safe_to_run_from_several_instances_at_once() {
-    let database = TestDatabase::create("writer_migrate").await.unwrap();
+on_both_backends!(migrations_are_safe_to_run_from_several_instances_at_once);
+async fn migrations_are_safe_to_run_from_several_instances_at_once(backend: Backend) {
+    let database = backend.database("writer_migrate").await;
     let url = database.url();
     let runs = (0..4).map(|_| {
         let url = url.clone();
         tokio::spawn(async move {
             let pool = bess_collector::service::pool(&url, 1).unwrap();
-            bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(5))
-                .await
+            bess_collector::service::prepare_database_with(
+                &pool,
+                std::time::Duration::from_secs(10),
+                backend.preference(),
+            )
+            .await
         })
     });
     for run in futures::future::join_all(runs).await {
-        run.unwrap().unwrap();
+        assert_eq!(run.unwrap().unwrap(), backend.storage());
     }
     assert_eq!(
         count(&database, "SELECT count(*) FROM schema_migrations").await,
@@ -260,10 +259,80 @@ async fn migrations_are_safe_to_run_from_several_instances_at_once() {
     );
 }
 
-#[tokio::test]
-async fn gap_records_are_stored_with_the_batch_that_carried_them_once() {
-    let database = TestDatabase::create("writer_gaps").await.unwrap();
-    let writer = writer(&database).await;
+on_both_backends!(a_second_instance_keeps_the_backend_and_data_of_an_existing_schema);
+async fn a_second_instance_keeps_the_backend_and_data_of_an_existing_schema(backend: Backend) {
+    use bess_collector::storage::StoragePreference;
+    let database = backend.database("writer_second").await;
+    let first = writer(backend, &database).await;
+    first
+        .write(&[message(
+            0,
+            batch(1, true, 1_700_000_000_000, 3)
+                .encode(Codec::Zstd)
+                .unwrap(),
+        )])
+        .await
+        .unwrap();
+
+    // A second instance with the default `--storage auto` finds the schema
+    // and keeps its backend; nothing is applied again.
+    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
+    let again =
+        bess_collector::service::prepare_database(&pool, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+    assert_eq!(again, backend.storage());
+    let mut client = database.client().await.unwrap();
+    let applied = bess_collector::migrations::apply(&mut client, StoragePreference::Auto)
+        .await
+        .unwrap();
+    assert!(applied.versions.is_empty(), "{:?}", applied.versions);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM schema_migrations").await,
+        5
+    );
+
+    // Its writes continue the first one's: a redelivery is a duplicate, a new batch is written.
+    let second = SampleWriter::new(pool, again);
+    let outcome = second
+        .write(&[
+            message(
+                0,
+                batch(1, true, 1_700_000_000_000, 3)
+                    .encode(Codec::Zstd)
+                    .unwrap(),
+            ),
+            message(
+                1,
+                batch(2, false, 1_700_000_003_000, 2)
+                    .encode(Codec::Zstd)
+                    .unwrap(),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.batches_duplicate, outcome.batches_written), (1, 1));
+    assert_eq!(count(&database, "SELECT count(*) FROM frames").await, 5);
+
+    // Asking for the other backend is refused, naming both.
+    let other = match backend {
+        Backend::PostgreSql => StoragePreference::TimescaleDb,
+        Backend::TimescaleDb => StoragePreference::PostgreSql,
+    };
+    let err = bess_collector::migrations::apply(&mut client, other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(backend.storage().as_str()) && err.contains("requested"),
+        "{err}"
+    );
+}
+
+on_both_backends!(gap_records_are_stored_with_the_batch_that_carried_them_once);
+async fn gap_records_are_stored_with_the_batch_that_carried_them_once(backend: Backend) {
+    let database = backend.database("writer_gaps").await;
+    let writer = writer(backend, &database).await;
     let mut with_gap = batch(1, true, 1_700_000_000_000, 1);
     with_gap.gaps.push(Gap {
         device: 0,
@@ -311,10 +380,10 @@ async fn gap_records_are_stored_with_the_batch_that_carried_them_once() {
     assert_eq!(outcome.rejected[0].class.as_str(), "bad_frame");
 }
 
-#[tokio::test]
-async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device() {
-    let database = TestDatabase::create("writer_site_gap").await.unwrap();
-    let writer = writer(&database).await;
+on_both_backends!(a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device);
+async fn a_whole_site_gap_from_a_corrupt_edge_buffer_is_stored_without_a_device(backend: Backend) {
+    let database = backend.database("writer_site_gap").await;
+    let writer = writer(backend, &database).await;
     let mut with_gap = batch(1, true, 1_700_000_000_000, 1);
     with_gap.gaps.push(Gap {
         device: u16::MAX,
@@ -363,11 +432,11 @@ fn ids(layouts: &bess_collector::catalog::CatalogLayouts) -> Vec<(i32, i32, Vec<
         .collect()
 }
 
-#[tokio::test]
-async fn a_restarted_collector_reads_registered_catalogs_back_with_the_same_ids() {
+on_both_backends!(a_restarted_collector_reads_registered_catalogs_back_with_the_same_ids);
+async fn a_restarted_collector_reads_registered_catalogs_back_with_the_same_ids(backend: Backend) {
     use bess_collector::catalog::CatalogRegistry;
-    let database = TestDatabase::create("catalog_restart").await.unwrap();
-    let _ = writer(&database).await; // migrations
+    let database = backend.database("catalog_restart").await;
+    let _ = writer(backend, &database).await; // migrations
     let mut client = database.client().await.unwrap();
     let catalog = catalog();
     let before = CatalogRegistry::default();

@@ -7,7 +7,9 @@
 #     deploy/local/test.sh -- --nocapture
 #
 # The integration tests start their own Tansu brokers from $BESS_TANSU_BIN and
-# create their own databases on the server in $BESS_TEST_DATABASE_URL.
+# create their own databases on the server in $BESS_TEST_DATABASE_URL (plain
+# PostgreSQL) and, for the TimescaleDB variants, in $BESS_TEST_TIMESCALEDB_URL
+# (found or started by deploy/tools/ensure-timescaledb.sh).
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -19,15 +21,11 @@ TOOLS_DIR="$REPO_ROOT/deploy/tools"
 echo "==> Installing Tansu"
 bash "$TOOLS_DIR/install-tansu.sh" "$REPO_ROOT/.tools/bin"
 
-# 1b. PostgreSQL with TimescaleDB in WASM (PGlite), for the TimescaleDB SQL tests.
+# 1b. Node.js, headless Chromium and playwright-core for the dashboard test.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "==> Installing Node.js (for PGlite)"
+  echo "==> Installing Node.js (dashboard browser test)"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
-echo "==> Installing PGlite with TimescaleDB"
-bash "$TOOLS_DIR/install-pglite-timescale.sh"
-
-# 1c. Headless Chromium and playwright-core for the dashboard test.
 if ! command -v chromium >/dev/null 2>&1; then
   echo "==> Installing Chromium (dashboard browser test)"
   apt-get update -qq && apt-get install -y -qq chromium
@@ -38,6 +36,32 @@ echo "==> Installing the browser test's node modules"
 # 2. PostgreSQL on 127.0.0.1:5432.
 echo "==> Checking PostgreSQL"
 bash "$TOOLS_DIR/ensure-postgres.sh"
+
+# 2b. A server with TimescaleDB preloaded, for the TimescaleDB variant of
+#     every storage, writer and API query test (an installed package, or
+#     ../shared/timescaledb beside the repository).
+echo "==> Checking TimescaleDB"
+if [[ -z "${BESS_TEST_TIMESCALEDB_URL:-}" ]]; then
+  BESS_TEST_TIMESCALEDB_URL="$(bash "$TOOLS_DIR/ensure-timescaledb.sh")"
+fi
+if [[ -n "$BESS_TEST_TIMESCALEDB_URL" ]]; then
+  export BESS_TEST_TIMESCALEDB_URL
+else
+  unset BESS_TEST_TIMESCALEDB_URL
+  cat >&2 <<'BANNER'
+
+################################################################################
+#  NO TIMESCALEDB: the TimescaleDB variants are SKIPPED                        #
+#  (`...::on_timescaledb` in collector/tests/storage.rs, writer.rs,            #
+#  api_lists.rs, api_access.rs, tests/tests/pipeline.rs `..._on_timescaledb`,  #
+#  and the not-preloaded start-up tests in collector/tests/storage.rs).        #
+#  Only plain PostgreSQL is tested. Install timescaledb-2-postgresql-NN and    #
+#  run timescaledb-tune, or set BESS_TEST_TIMESCALEDB_URL. Under CI these      #
+#  tests fail instead of skipping.                                             #
+################################################################################
+
+BANNER
+fi
 
 # 3. Independent Modbus peers for the edge's interoperability tests.
 echo "==> Installing pymodbus (Modbus peer for interoperability tests)"
@@ -52,6 +76,7 @@ export BESS_TANSU_BIN="$REPO_ROOT/.tools/bin/tansu"
 export BESS_TEST_DATABASE_URL="${BESS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 echo "==> BESS_TANSU_BIN=$BESS_TANSU_BIN"
 echo "==> BESS_TEST_DATABASE_URL=$BESS_TEST_DATABASE_URL"
+echo "==> BESS_TEST_TIMESCALEDB_URL=${BESS_TEST_TIMESCALEDB_URL:-(none: TimescaleDB variants skipped)}"
 
 cd "$REPO_ROOT"
 

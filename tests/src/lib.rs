@@ -447,6 +447,23 @@ impl S3Store {
     }
 }
 
+/// The environment variable naming the TimescaleDB test server.
+pub const TIMESCALEDB_URL_VAR: &str = "BESS_TEST_TIMESCALEDB_URL";
+
+/// A TimescaleDB test whose server is missing (`why`): a loud line on the
+/// terminal, or a failure under `CI`.
+pub fn skip_without_timescaledb(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}, and CI must run every backend (deploy/tools/ensure-timescaledb.sh)");
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!`.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED (no TimescaleDB): {test} ({why})"
+    );
+}
+
 /// A fresh database on the test PostgreSQL server, dropped afterwards.
 pub struct TestDatabase {
     pub name: String,
@@ -460,16 +477,36 @@ impl TestDatabase {
     }
 
     pub async fn create(test: &str) -> anyhow::Result<Self> {
+        Self::create_on(&Self::admin_url(), test).await
+    }
+
+    /// The TimescaleDB test server (`BESS_TEST_TIMESCALEDB_URL`, from
+    /// `deploy/tools/ensure-timescaledb.sh`). Without it: `None`, after a
+    /// `SKIPPED (no TimescaleDB): <test>` line on stderr; under `CI` a
+    /// panic instead, since CI must test both backends.
+    pub fn timescaledb_admin_url(test: &str) -> Option<String> {
+        match std::env::var(TIMESCALEDB_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                skip_without_timescaledb(test, &format!("{TIMESCALEDB_URL_VAR} is not set"));
+                None
+            }
+        }
+    }
+
+    /// A fresh database on the server of `admin_url` (e.g. the TimescaleDB
+    /// test server), dropped afterwards.
+    pub async fn create_on(admin_url: &str, test: &str) -> anyhow::Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "bess_test_{test}_{}_{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let admin_url = Self::admin_url();
-        let client = connect(&admin_url)
-            .await
-            .context("connecting to the test PostgreSQL (is it running?)")?;
+        let admin_url = admin_url.to_owned();
+        let client = connect(&admin_url).await.with_context(|| {
+            format!("connecting to the test server {admin_url} (is it running?)")
+        })?;
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
             .await?;

@@ -1,7 +1,7 @@
 //! The whole pipeline on real components: `bess-sim` → `bess-edge` →
 //! Tansu (Kafka) → `bess-collector` → PostgreSQL → the live API, each as its
 //! own process. Every sample the edge read is counted into the database
-//! exactly once.
+//! exactly once, on plain PostgreSQL and on TimescaleDB.
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -16,10 +16,31 @@ use std::time::Duration;
 use bess_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result<()> {
-    let scratch = Scratch::new("pipeline");
+async fn every_sample_read_reaches_the_database_exactly_once_on_postgresql() -> anyhow::Result<()> {
+    every_sample_read_reaches_the_database_exactly_once(&TestDatabase::admin_url(), "postgresql")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_read_reaches_the_database_exactly_once_on_timescaledb() -> anyhow::Result<()>
+{
+    let Some(admin_url) = TestDatabase::timescaledb_admin_url(
+        "pipeline::every_sample_read_reaches_the_database_exactly_once_on_timescaledb",
+    ) else {
+        return Ok(());
+    };
+    every_sample_read_reaches_the_database_exactly_once(&admin_url, "timescaledb").await
+}
+
+/// The pipeline against the server of `admin_url`, the collector started
+/// with `--storage storage`.
+async fn every_sample_read_reaches_the_database_exactly_once(
+    admin_url: &str,
+    storage: &str,
+) -> anyhow::Result<()> {
+    let scratch = Scratch::new(&format!("pipeline-{storage}"));
     let broker = Broker::start(&scratch.dir).await?;
-    let database = TestDatabase::create("pipeline").await?;
+    let database = TestDatabase::create_on(admin_url, "pipeline").await?;
 
     // A simulated site with three controllers on one port.
     let ready = scratch.path("sim.ready");
@@ -51,6 +72,8 @@ async fn every_sample_read_reaches_the_database_exactly_once() -> anyhow::Result
             "run",
             "--database-url",
             &database.url(),
+            "--storage",
+            storage,
             "--brokers",
             &broker.brokers(),
             "--listen",

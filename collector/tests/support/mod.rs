@@ -1,0 +1,143 @@
+//! What the collector's integration tests share: the two storage backends
+//! a test body runs against, one fresh database per test on each.
+//!
+//! A body is written once as `async fn name(backend: Backend)` and
+//! `on_both_backends!` turns it into two tests, `name::on_postgresql` (the
+//! server in `BESS_TEST_DATABASE_URL`, migrated with `--storage
+//! postgresql`) and `name::on_timescaledb` (the TimescaleDB server in
+//! `BESS_TEST_TIMESCALEDB_URL`, migrated with `--storage timescaledb`).
+//! Without that URL the TimescaleDB test prints `SKIPPED (no TimescaleDB):
+//! <test>` to stderr and passes, except under `CI`, where it fails: CI
+//! must have the server (`deploy/tools/ensure-timescaledb.sh`).
+
+#![allow(dead_code)] // each test file uses its own part
+
+use bess_collector::storage::{StorageBackend, StoragePreference};
+use bess_tests::TestDatabase;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    PostgreSql,
+    TimescaleDb,
+}
+
+impl Backend {
+    /// The server's admin URL; `None` (after saying so on stderr) when this
+    /// backend's server is not configured and the test should be skipped.
+    /// Panics under `CI` instead of skipping.
+    pub fn admin_url(self, test: &str) -> Option<String> {
+        match self {
+            Backend::PostgreSql => Some(TestDatabase::admin_url()),
+            Backend::TimescaleDb => TestDatabase::timescaledb_admin_url(test),
+        }
+    }
+
+    /// A fresh database for `test` on this backend's server.
+    pub async fn database(self, test: &str) -> TestDatabase {
+        let url = self
+            .admin_url(test)
+            .expect("the test wrapper skips a backend without a server");
+        TestDatabase::create_on(&url, test)
+            .await
+            .unwrap_or_else(|e| panic!("creating the {self:?} test database: {e:#}"))
+    }
+
+    /// What the migrations are asked for, so a test never falls back silently.
+    pub fn preference(self) -> StoragePreference {
+        match self {
+            Backend::PostgreSql => StoragePreference::PostgreSql,
+            Backend::TimescaleDb => StoragePreference::TimescaleDb,
+        }
+    }
+
+    pub fn storage(self) -> StorageBackend {
+        match self {
+            Backend::PostgreSql => StorageBackend::PostgreSql,
+            Backend::TimescaleDb => StorageBackend::TimescaleDb,
+        }
+    }
+
+    /// A pool of `size` over `database`, migrated for this backend.
+    pub async fn prepare(
+        self,
+        database: &TestDatabase,
+        size: usize,
+    ) -> (deadpool_postgres::Pool, StorageBackend) {
+        let pool = bess_collector::service::pool(&database.url(), size).unwrap();
+        let backend = bess_collector::service::prepare_database_with(
+            &pool,
+            std::time::Duration::from_secs(10),
+            self.preference(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(backend, self.storage());
+        (pool, backend)
+    }
+}
+
+/// A test whose server is missing (`why`): a loud line, or a failure under `CI`.
+pub fn skip_or_fail(test: &str, why: &str) {
+    bess_tests::skip_without_timescaledb(test, why);
+}
+
+/// Two tests from one body: `$name::on_postgresql` and `$name::on_timescaledb`.
+/// The body is `async fn $name(backend: Backend)`, returning `()` or, with
+/// `-> anyhow::Result<()>` after the name, a result.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            use crate::support::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgresql() {
+                super::$name(Backend::PostgreSql).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_timescaledb() {
+                let test = concat!(module_path!(), "::on_timescaledb");
+                if Backend::TimescaleDb.admin_url(test).is_some() {
+                    super::$name(Backend::TimescaleDb).await
+                }
+            }
+        }
+    };
+    ($name:ident -> anyhow::Result<()>) => {
+        mod $name {
+            use crate::support::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgresql() -> anyhow::Result<()> {
+                super::$name(Backend::PostgreSql).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_timescaledb() -> anyhow::Result<()> {
+                let test = concat!(module_path!(), "::on_timescaledb");
+                match Backend::TimescaleDb.admin_url(test) {
+                    Some(_) => super::$name(Backend::TimescaleDb).await,
+                    None => Ok(()),
+                }
+            }
+        }
+    };
+}
+
+/// Only on TimescaleDB: `$name::on_timescaledb` (skipped like above).
+#[allow(unused_macros)]
+macro_rules! on_timescaledb {
+    ($name:ident) => {
+        mod $name {
+            use crate::support::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_timescaledb() {
+                let test = concat!(module_path!(), "::on_timescaledb");
+                if Backend::TimescaleDb.admin_url(test).is_some() {
+                    super::$name(Backend::TimescaleDb).await
+                }
+            }
+        }
+    };
+}
