@@ -1,17 +1,21 @@
-//! Reading series back from the real database: raw samples and rollups of a
-//! point whose catalog changed mid-range (two layouts, the point at another
-//! slot in each), several points in one read, and the limit.
+//! Reading series back from the real database, each body on plain
+//! PostgreSQL and on TimescaleDB: raw samples and rollups of a point whose
+//! catalog changed mid-range (two layouts, the point at another slot in
+//! each), several points in one read, and the limit.
+
+#[macro_use]
+mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use bess_collector::series;
-use bess_collector::storage::{FramePartitions, Resolution};
 use bess_collector::message::IngestMessage;
+use bess_collector::series;
+use bess_collector::storage::Resolution;
 use bess_collector::time::timestamp;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
+use support::Backend;
 
 /// 2023-11-14T22:13:20Z
 const T0: i64 = 1_700_000_000_000;
@@ -103,13 +107,10 @@ struct Stored {
     power: i32,
 }
 
-async fn stored(test: &str) -> Stored {
-    let database = TestDatabase::create(test).await.unwrap();
-    let pool = bess_collector::service::pool(&database.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database(&pool, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let writer = SampleWriter::new(pool.clone(), backend);
+async fn stored(backend: Backend, test: &str) -> Stored {
+    let database = backend.database(test).await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    let writer = SampleWriter::new(pool.clone(), storage);
     let messages: Vec<IngestMessage> = batches()
         .iter()
         .enumerate()
@@ -123,9 +124,7 @@ async fn stored(test: &str) -> Stored {
         })
         .collect();
     writer.write(&messages).await.unwrap();
-    bess_collector::service::maintain_once(&pool, &FramePartitions::default(), None)
-        .await
-        .unwrap();
+    backend.refresh_rollups(&pool, &database).await;
     let client = database.client().await.unwrap();
     let id = |name: &'static str| {
         let client = &client;
@@ -147,9 +146,9 @@ async fn stored(test: &str) -> Stored {
 
 const ALL: i64 = 2 * FRAMES_PER_VERSION;
 
-#[tokio::test]
-async fn raw_samples_follow_a_point_across_a_catalog_change_in_timestamp_order() {
-    let stored = stored("series_raw").await;
+on_both_backends!(raw_samples_follow_a_point_across_a_catalog_change_in_timestamp_order);
+async fn raw_samples_follow_a_point_across_a_catalog_change_in_timestamp_order(backend: Backend) {
+    let stored = stored(backend, "series_raw").await;
     let client = stored.database.client().await.unwrap();
     let (from, to) = (timestamp(T0), timestamp(T0 + ALL * STEP_MS));
     let read = series::raw(&client, &[stored.soc, stored.power], from, to, 100_000)
@@ -202,9 +201,9 @@ async fn raw_samples_follow_a_point_across_a_catalog_change_in_timestamp_order()
     assert!(none[0].is_empty());
 }
 
-#[tokio::test]
-async fn rollups_of_a_bucket_two_catalog_versions_share_count_every_value_once() {
-    let stored = stored("series_rollups").await;
+on_both_backends!(rollups_of_a_bucket_two_catalog_versions_share_count_every_value_once);
+async fn rollups_of_a_bucket_two_catalog_versions_share_count_every_value_once(backend: Backend) {
+    let stored = stored(backend, "series_rollups").await;
     let client = stored.database.client().await.unwrap();
     let (from, to) = (timestamp(T0 - 3_600_000), timestamp(T0 + 86_400_000));
 

@@ -22,7 +22,6 @@ use bess_collector::time::timestamp;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::{wait_for, TestDatabase};
-use deadpool_postgres::Pool;
 use support::Backend;
 
 /// 2023-11-14T22:13:20Z
@@ -228,35 +227,6 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-/// Bring the rollups up to date now: the upkeep cycle on plain PostgreSQL,
-/// a full refresh of both continuous aggregates on TimescaleDB.
-async fn refresh_rollups(backend: Backend, pool: &Pool, database: &TestDatabase) {
-    let client = database.client().await.unwrap();
-    match backend {
-        Backend::PostgreSql => {
-            bess_collector::service::maintain_once(pool, &FramePartitions::default(), None)
-                .await
-                .unwrap();
-            let pending: i64 = client
-                .query_one("SELECT count(*) FROM rollup_pending", &[])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(pending, 0, "every written minute was rolled up");
-        }
-        Backend::TimescaleDb => {
-            for view in ["rollup_1m", "rollup_1h"] {
-                client
-                    .batch_execute(&format!(
-                        "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
-                    ))
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-}
-
 /// Wait (up to [`JOB_WAIT`]) on a condition a TimescaleDB background job
 /// brings about; on time-out, fail with the jobs' recorded errors.
 async fn wait_for_job<F, Fut>(client: &tokio_postgres::Client, what: &str, check: F)
@@ -299,7 +269,7 @@ async fn the_same_frames_give_the_rollups_computed_from_their_values(backend: Ba
         .write(&messages(&batches_of(&frames(), 1), 0))
         .await
         .unwrap();
-    refresh_rollups(backend, &pool, &database).await;
+    backend.refresh_rollups(&pool, &database).await;
     let client = database.client().await.unwrap();
     if backend == Backend::TimescaleDb {
         // Compressed chunks stay readable and give the same rollups.
@@ -333,7 +303,7 @@ async fn retention_drops_old_frames_and_keeps_their_rollups(backend: Backend) {
         .write(&messages(&batches_of(&recent, 10), 10))
         .await
         .unwrap();
-    refresh_rollups(backend, &pool, &database).await;
+    backend.refresh_rollups(&pool, &database).await;
     let client = database.client().await.unwrap();
     let old_rollups = rollups(&client, old_t0, old_t0 + DAY_MS).await;
     assert_rollups_eq(&old_rollups, &expected_rollups(&old), backend);
@@ -463,7 +433,7 @@ async fn timescaledb_storage_has_a_hypertable_compression_policies_and_continuou
         .await
         .unwrap();
     assert_eq!(applied.backend, StorageBackend::TimescaleDb);
-    assert_eq!(applied.versions, [1, 2, 3, 4, 5]);
+    assert_eq!(applied.versions, [1, 2, 3, 4, 5, 6]);
     storage::configure_retention(
         &client,
         applied.backend,
@@ -605,10 +575,22 @@ on_timescaledb!(
 async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_stored_once_and_rolled_up(
     backend: Backend,
 ) {
-    let database = backend.database("storage_tsdb_late").await;
+    // Older than the compression horizon (2 days).
+    late_backlog_is_stored_once_and_rolled_up(backend, "storage_tsdb_late", 60).await;
+}
+
+on_timescaledb!(a_backlog_ten_days_late_is_rolled_up_too);
+async fn a_backlog_ten_days_late_is_rolled_up_too(backend: Backend) {
+    // Older than any refresh window a policy could look back over.
+    late_backlog_is_stored_once_and_rolled_up(backend, "storage_tsdb_late10d", 240).await;
+}
+
+/// Frames `age_hours` old arrive in two parts: every other minute first
+/// (rolled up and compressed), then the backlog filling the minutes between.
+async fn late_backlog_is_stored_once_and_rolled_up(backend: Backend, test: &str, age_hours: i64) {
+    let database = backend.database(test).await;
     let (pool, storage) = backend.prepare(&database, 2).await;
-    // Older than the compression horizon (2 days), inside the refresh window (3 days).
-    let t0 = (now_ms() - 60 * HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS;
+    let t0 = (now_ms() - age_hours * HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS;
     // Every other minute first; the backlog fills the minutes in between,
     // into the hours already materialized.
     let all = frames_at(t0, 720);
@@ -621,7 +603,7 @@ async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_store
         .write(&messages(&batches_of(&early, 1), 0))
         .await
         .unwrap();
-    refresh_rollups(backend, &pool, &database).await;
+    backend.refresh_rollups(&pool, &database).await;
     let client = database.client().await.unwrap();
     client
         .batch_execute(
@@ -725,7 +707,7 @@ async fn auto_storage_falls_back_to_plain_postgresql_where_timescaledb_is_instal
         .write(&messages(&batches_of(&few, 1), 0))
         .await
         .unwrap();
-    refresh_rollups(Backend::PostgreSql, &pool, &database).await;
+    Backend::PostgreSql.refresh_rollups(&pool, &database).await;
     let client = database.client().await.unwrap();
     assert_rollups_eq(
         &rollups(&client, T0 - HOUR_MS, T0 + HOUR_MS).await,

@@ -74,6 +74,39 @@ impl Backend {
         assert_eq!(backend, self.storage());
         (pool, backend)
     }
+
+    /// Bring the rollups up to date now: the upkeep cycle on plain
+    /// PostgreSQL, a full refresh of both continuous aggregates on TimescaleDB.
+    pub async fn refresh_rollups(self, pool: &deadpool_postgres::Pool, database: &TestDatabase) {
+        let client = database.client().await.unwrap();
+        match self {
+            Backend::PostgreSql => {
+                bess_collector::service::maintain_once(
+                    pool,
+                    &bess_collector::storage::FramePartitions::default(),
+                    None,
+                )
+                .await
+                .unwrap();
+                let pending: i64 = client
+                    .query_one("SELECT count(*) FROM rollup_pending", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(pending, 0, "every written minute was rolled up");
+            }
+            Backend::TimescaleDb => {
+                for view in ["rollup_1m", "rollup_1h"] {
+                    client
+                        .batch_execute(&format!(
+                            "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
+                        ))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
 }
 
 /// A test whose server is missing (`why`): a loud line, or a failure under `CI`.

@@ -147,8 +147,13 @@ async fn check_mqtt(mqtt: &MqttUplinkConfig, site: &str) -> anyhow::Result<Strin
         .username
         .as_deref()
         .map(|u| (u, mqtt.password.as_deref().unwrap_or("")));
-    let options =
-        bess_edge::uplink::mqtt::mqtt_options(&id, &mqtt.host, mqtt.port, mqtt.keep_alive, credentials)?;
+    let options = bess_edge::uplink::mqtt::mqtt_options(
+        &id,
+        &mqtt.host,
+        mqtt.port,
+        mqtt.keep_alive,
+        credentials,
+    )?;
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
     let result = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
