@@ -32,8 +32,6 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
-use crate::storage::Resolution;
-
 /// Where one point's samples are stored: a layout and its (1-based) slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
@@ -346,6 +344,90 @@ fn merge_rollups(parts: &[&[Bucket]], limit: usize) -> RollupColumns {
         out.count.push(b.count);
     }
     out
+}
+
+/// Resolution of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Raw => "raw",
+            Resolution::Minute => "1m",
+            Resolution::Hour => "1h",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(Resolution::Raw),
+            "1m" => Some(Resolution::Minute),
+            "1h" => Some(Resolution::Hour),
+            _ => None,
+        }
+    }
+
+    /// Bucket width in milliseconds (`None` for raw).
+    pub fn bucket_ms(self) -> Option<i64> {
+        match self {
+            Resolution::Raw => None,
+            Resolution::Minute => Some(60_000),
+            Resolution::Hour => Some(3_600_000),
+        }
+    }
+
+    /// The rollup relation of this resolution (`None` for raw).
+    pub fn table(self) -> Option<&'static str> {
+        match self {
+            Resolution::Raw => None,
+            Resolution::Minute => Some("rollup_1m"),
+            Resolution::Hour => Some("rollup_1h"),
+        }
+    }
+}
+
+/// One rollup bucket of one point, merged over the catalog versions the
+/// point appears in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupRow {
+    pub bucket: OffsetDateTime,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    pub last: f64,
+    pub count: i64,
+}
+
+/// Rollup buckets of a point starting in `[from, to)`, oldest first, at most
+/// `limit`. `resolution` must not be `Raw`.
+pub async fn rollup_series(
+    client: &impl GenericClient,
+    point_id: i32,
+    resolution: Resolution,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<RollupRow>, tokio_postgres::Error> {
+    let mut series = rollups(client, &[point_id], resolution, from, to, limit).await?;
+    let columns = series.pop().unwrap_or_default();
+    Ok((0..columns.len())
+        .map(|i| RollupRow {
+            bucket: OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(columns.bucket_ms[i]) * 1_000_000,
+            )
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            min: columns.min[i],
+            max: columns.max[i],
+            avg: columns.avg[i],
+            last: columns.last[i],
+            count: columns.count[i],
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //!
 //! Both backends expose the same relations to queries: `frames`,
 //! `rollup_1m` and `rollup_1h` (tables here, continuous aggregates there),
-//! with the same columns and bucket alignment, so `rollup_series` and the
+//! with the same columns and bucket alignment, so the series reader (`series.rs`) and the
 //! API do not know which one they read.
 
 use std::collections::BTreeSet;
@@ -279,91 +279,6 @@ fn ranges(starts: &[i64], width: i64) -> Vec<(i64, i64)> {
         }
     }
     out
-}
-
-/// Resolution of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    Raw,
-    Minute,
-    Hour,
-}
-
-impl Resolution {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resolution::Raw => "raw",
-            Resolution::Minute => "1m",
-            Resolution::Hour => "1h",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "raw" => Some(Resolution::Raw),
-            "1m" => Some(Resolution::Minute),
-            "1h" => Some(Resolution::Hour),
-            _ => None,
-        }
-    }
-
-    /// Bucket width in milliseconds (`None` for raw).
-    pub fn bucket_ms(self) -> Option<i64> {
-        match self {
-            Resolution::Raw => None,
-            Resolution::Minute => Some(MS_PER_MINUTE),
-            Resolution::Hour => Some(60 * MS_PER_MINUTE),
-        }
-    }
-
-    /// The rollup relation of this resolution (`None` for raw).
-    pub fn table(self) -> Option<&'static str> {
-        match self {
-            Resolution::Raw => None,
-            Resolution::Minute => Some("rollup_1m"),
-            Resolution::Hour => Some("rollup_1h"),
-        }
-    }
-}
-
-/// One rollup bucket of one point, merged over the catalog versions the
-/// point appears in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RollupRow {
-    pub bucket: OffsetDateTime,
-    pub min: f64,
-    pub max: f64,
-    pub avg: f64,
-    pub last: f64,
-    pub count: i64,
-}
-
-/// Rollup buckets of a point starting in `[from, to)`, oldest first, at most
-/// `limit`. `resolution` must not be `Raw`.
-pub async fn rollup_series(
-    client: &impl GenericClient,
-    point_id: i32,
-    resolution: Resolution,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    limit: i64,
-) -> Result<Vec<RollupRow>, tokio_postgres::Error> {
-    let mut series =
-        crate::series::rollups(client, &[point_id], resolution, from, to, limit).await?;
-    let columns = series.pop().unwrap_or_default();
-    Ok((0..columns.len())
-        .map(|i| RollupRow {
-            bucket: OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(columns.bucket_ms[i]) * 1_000_000,
-            )
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            min: columns.min[i],
-            max: columns.max[i],
-            avg: columns.avg[i],
-            last: columns.last[i],
-            count: columns.count[i],
-        })
-        .collect())
 }
 
 #[cfg(test)]

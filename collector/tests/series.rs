@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use bess_collector::message::IngestMessage;
 use bess_collector::series;
-use bess_collector::storage::Resolution;
+use bess_collector::series::Resolution;
 use bess_collector::time::timestamp;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;

@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bess_collector::message::IngestMessage;
-use bess_collector::storage::{
-    self, FramePartitions, Resolution, RollupRow, StorageBackend, StoragePreference,
-};
+use bess_collector::series::{self, Resolution, RollupRow};
+use bess_collector::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use bess_collector::time::timestamp;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
@@ -139,7 +138,7 @@ async fn rollups(client: &tokio_postgres::Client, from: i64, to: i64) -> Rollups
             .unwrap()
             .get(0);
         for resolution in [Resolution::Minute, Resolution::Hour] {
-            let rows = storage::rollup_series(
+            let rows = series::rollup_series(
                 client,
                 id,
                 resolution,

@@ -17,7 +17,7 @@ use super::handlers::parse_time;
 use super::series_render::{render, Envelope, RenderedSeries, SeriesData, SeriesFormat};
 use super::state::ApiState;
 use crate::series;
-use crate::storage::Resolution;
+use crate::series::Resolution;
 
 /// Most samples or buckets one series returns.
 const MAX_POINTS: i64 = 100_000;
