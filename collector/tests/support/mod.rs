@@ -57,6 +57,16 @@ impl Backend {
         }
     }
 
+    /// How many migrations a database of this backend has applied: the
+    /// common ones and its own storage migrations (TimescaleDB's migration 6
+    /// re-creates the refresh policies).
+    pub fn migration_count(self) -> i64 {
+        match self {
+            Backend::PostgreSql => 5,
+            Backend::TimescaleDb => 6,
+        }
+    }
+
     /// A pool of `size` over `database`, migrated for this backend.
     pub async fn prepare(
         self,
