@@ -24,5 +24,6 @@ pub mod migrations;
 pub mod series;
 pub mod service;
 pub mod storage;
+pub mod storage_health;
 pub mod time;
 pub mod writer;

@@ -46,6 +46,25 @@ enum Command {
         #[arg(long, env = "BESS_STORAGE", value_enum, default_value_t = StoragePreference::Auto)]
         storage: StoragePreference,
     },
+    /// Report on the database's storage and exit non-zero on a problem.
+    ///
+    /// Shows the backend; on TimescaleDB the extension's version, chunks,
+    /// compression ratio and every policy job (compression, rollup refresh,
+    /// retention) with its last run, runs and failures; on plain PostgreSQL
+    /// the day partitions and the minutes waiting for rollups. Exits 1 when
+    /// a job failed its last run or is not scheduled, 2 when the database is
+    /// not migrated.
+    #[command(
+        after_help = "Example:\n  bess-collector check --database-url postgres://bess@db.example/bess"
+    )]
+    Check {
+        #[arg(
+            long,
+            env = "BESS_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/bess"
+        )]
+        database_url: String,
+    },
     /// Create, list and revoke API tokens.
     Token(token_command::TokenArgs),
 }
@@ -164,6 +183,10 @@ fn main() -> ExitCode {
             database_url,
             storage,
         } => migrate(&database_url, storage),
+        Command::Check { database_url } => match check(&database_url) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
     };
     match result {
@@ -188,6 +211,28 @@ fn migrate(database_url: &str, storage: StoragePreference) -> anyhow::Result<()>
             service::prepare_database_with(&pool, Duration::from_secs(5), storage).await?;
         println!("migrations applied; storage: {backend}");
         Ok(())
+    })
+}
+
+fn check(database_url: &str) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {database_url}"))?;
+        tokio::spawn(connection);
+        let Some(backend) = bess_collector::migrations::recorded_backend(&client).await? else {
+            eprintln!(
+                "bess-collector: {database_url} is not migrated yet (run `bess-collector migrate`)"
+            );
+            return Ok(ExitCode::from(2));
+        };
+        let report = bess_collector::storage_health::report(&client, backend).await?;
+        print!("{report}");
+        Ok(if report.is_healthy() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }
 

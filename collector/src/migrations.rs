@@ -159,20 +159,8 @@ async fn apply_locked(
             versions.push(migration.version);
         }
     }
-    let recorded = client
-        .query_opt(
-            "SELECT name FROM schema_migrations WHERE version = $1",
-            &[&STORAGE_VERSION],
-        )
-        .await?
-        .map(|row| row.get::<_, String>(0));
-    let backend = match recorded {
-        Some(name) => {
-            let found = MIGRATIONS
-                .iter()
-                .find(|m| m.version == STORAGE_VERSION && m.name == name)
-                .and_then(|m| m.backend)
-                .unwrap_or(StorageBackend::PostgreSql);
+    let backend = match recorded_backend(client).await? {
+        Some(found) => {
             if let Some(wanted) = preference.forced().filter(|w| *w != found) {
                 return Err(MigrationError::BackendMismatch { found, wanted });
             }
@@ -240,6 +228,34 @@ async fn apply_locked(
         }
     }
     Ok(Applied { versions, backend })
+}
+
+/// The storage backend a migrated database chose (migration 3), `None`
+/// before that migration ran.
+pub async fn recorded_backend(
+    client: &Client,
+) -> Result<Option<StorageBackend>, tokio_postgres::Error> {
+    let migrated = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get::<_, bool>(0);
+    if !migrated {
+        return Ok(None);
+    }
+    let recorded = client
+        .query_opt(
+            "SELECT name FROM schema_migrations WHERE version = $1",
+            &[&STORAGE_VERSION],
+        )
+        .await?
+        .map(|row| row.get::<_, String>(0));
+    Ok(recorded.map(|name| {
+        MIGRATIONS
+            .iter()
+            .find(|m| m.version == STORAGE_VERSION && m.name == name)
+            .and_then(|m| m.backend)
+            .unwrap_or(StorageBackend::PostgreSql)
+    }))
 }
 
 fn storage_migration(backend: StorageBackend) -> &'static Migration {

@@ -18,7 +18,6 @@ use bess_collector::auth::{self, AccessControl, AccessSettings, AuthMode, Role, 
 use bess_collector::latest::LatestCache;
 use bess_collector::live::LiveHub;
 use bess_collector::message::IngestMessage;
-use bess_collector::service;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
@@ -689,27 +688,13 @@ async fn series_at_every_resolution_and_completeness_read_the_stored_frames(
     for seq in 1..=120 {
         fleet.write("site-01", 1, seq, 0.0, vec![]).await?;
     }
-    let client = fleet.pool.get().await?;
-    match backend {
-        Backend::PostgreSql => {
-            service::maintain_once(
-                &fleet.pool,
-                &bess_collector::storage::FramePartitions::default(),
-                None,
-            )
-            .await?
-        }
-        Backend::TimescaleDb => {
-            // Materialized rollups over compressed chunks: what an older range reads.
-            // (One statement each: a refresh cannot run inside a transaction.)
-            for sql in [
-                "CALL refresh_continuous_aggregate('rollup_1m', NULL, NULL)",
-                "CALL refresh_continuous_aggregate('rollup_1h', NULL, NULL)",
-                "SELECT compress_chunk(c) FROM show_chunks('frames') c",
-            ] {
-                client.batch_execute(sql).await?;
-            }
-        }
+    backend.refresh_rollups(&fleet.pool).await;
+    if backend == Backend::TimescaleDb {
+        // Materialized rollups over compressed chunks: what an older range reads.
+        let client = fleet.pool.get().await?;
+        client
+            .batch_execute("SELECT compress_chunk(c) FROM show_chunks('frames') c")
+            .await?;
     }
     let (from, to) = ("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
     let series = |resolution: &'static str| {

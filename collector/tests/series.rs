@@ -124,7 +124,7 @@ async fn stored(backend: Backend, test: &str) -> Stored {
         })
         .collect();
     writer.write(&messages).await.unwrap();
-    backend.refresh_rollups(&pool, &database).await;
+    backend.refresh_rollups(&pool).await;
     let client = database.client().await.unwrap();
     let id = |name: &'static str| {
         let client = &client;

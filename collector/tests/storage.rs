@@ -268,7 +268,7 @@ async fn the_same_frames_give_the_rollups_computed_from_their_values(backend: Ba
         .write(&messages(&batches_of(&frames(), 1), 0))
         .await
         .unwrap();
-    backend.refresh_rollups(&pool, &database).await;
+    backend.refresh_rollups(&pool).await;
     let client = database.client().await.unwrap();
     if backend == Backend::TimescaleDb {
         // Compressed chunks stay readable and give the same rollups.
@@ -302,7 +302,7 @@ async fn retention_drops_old_frames_and_keeps_their_rollups(backend: Backend) {
         .write(&messages(&batches_of(&recent, 10), 10))
         .await
         .unwrap();
-    backend.refresh_rollups(&pool, &database).await;
+    backend.refresh_rollups(&pool).await;
     let client = database.client().await.unwrap();
     let old_rollups = rollups(&client, old_t0, old_t0 + DAY_MS).await;
     assert_rollups_eq(&old_rollups, &expected_rollups(&old), backend);
@@ -602,7 +602,7 @@ async fn late_backlog_is_stored_once_and_rolled_up(backend: Backend, test: &str,
         .write(&messages(&batches_of(&early, 1), 0))
         .await
         .unwrap();
-    backend.refresh_rollups(&pool, &database).await;
+    backend.refresh_rollups(&pool).await;
     let client = database.client().await.unwrap();
     client
         .batch_execute(
@@ -706,7 +706,7 @@ async fn auto_storage_falls_back_to_plain_postgresql_where_timescaledb_is_instal
         .write(&messages(&batches_of(&few, 1), 0))
         .await
         .unwrap();
-    Backend::PostgreSql.refresh_rollups(&pool, &database).await;
+    Backend::PostgreSql.refresh_rollups(&pool).await;
     let client = database.client().await.unwrap();
     assert_rollups_eq(
         &rollups(&client, T0 - HOUR_MS, T0 + HOUR_MS).await,

@@ -87,8 +87,8 @@ impl Backend {
 
     /// Bring the rollups up to date now: the upkeep cycle on plain
     /// PostgreSQL, a full refresh of both continuous aggregates on TimescaleDB.
-    pub async fn refresh_rollups(self, pool: &deadpool_postgres::Pool, database: &TestDatabase) {
-        let client = database.client().await.unwrap();
+    pub async fn refresh_rollups(self, pool: &deadpool_postgres::Pool) {
+        let client = pool.get().await.unwrap();
         match self {
             Backend::PostgreSql => {
                 bess_collector::service::maintain_once(
@@ -106,13 +106,27 @@ impl Backend {
                 assert_eq!(pending, 0, "every written minute was rolled up");
             }
             Backend::TimescaleDb => {
+                // A refresh policy may be running over the same window: wait
+                // for it (TimescaleDB refuses two refreshes at once, 55P03).
                 for view in ["rollup_1m", "rollup_1h"] {
-                    client
-                        .batch_execute(&format!(
-                            "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
-                        ))
-                        .await
-                        .unwrap();
+                    let sql = format!("CALL refresh_continuous_aggregate('{view}', NULL, NULL)");
+                    let mut attempts = 0;
+                    loop {
+                        match client.batch_execute(&sql).await {
+                            Ok(()) => break,
+                            Err(e)
+                                if e.code()
+                                    == Some(
+                                        &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE,
+                                    )
+                                    && attempts < 300 =>
+                            {
+                                attempts += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            Err(e) => panic!("refreshing {view}: {e}"),
+                        }
+                    }
                 }
             }
         }
