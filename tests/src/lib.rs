@@ -138,13 +138,14 @@ impl Proc {
             .create(true)
             .append(true)
             .open(&log)?;
+        // The caller's environment may override the log level.
         let mut child = Command::new(program)
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -313,7 +314,18 @@ impl Broker {
     /// they survive [`Broker::restart`].
     pub async fn start_persistent(log_dir: &Path, store: &S3Store) -> anyhow::Result<Self> {
         let port = free_port();
-        Self::launch(log_dir, port, port, "s3://tansu/", store.env()).await
+        Self::start_persistent_advertising(log_dir, port, port, store).await
+    }
+
+    /// A persistent broker (as [`Broker::start_persistent`]) listening on
+    /// `port` that tells clients to connect to `advertised`.
+    pub async fn start_persistent_advertising(
+        log_dir: &Path,
+        port: u16,
+        advertised: u16,
+        store: &S3Store,
+    ) -> anyhow::Result<Self> {
+        Self::launch(log_dir, port, advertised, "s3://tansu/", store.env()).await
     }
 
     async fn launch(
@@ -321,8 +333,14 @@ impl Broker {
         port: u16,
         advertised: u16,
         storage: &str,
-        env: Vec<(String, String)>,
+        mut env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
+        // The broker logs every request at `info` (hundreds of MB a test):
+        // warnings only, unless BESS_TANSU_LOG asks for more.
+        env.push((
+            "RUST_LOG".into(),
+            std::env::var("BESS_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+        ));
         let args: Vec<String> = [
             "broker",
             "--listener-url",

@@ -10,10 +10,14 @@
 //! - `latest`: `GET /api/v1/sites/{site}/latest` at fixed request rates
 //!   (open loop, latency from the scheduled send) against the maximum
 //!   throughput measured by wrk.
+//! - `series`: `GET /api/v1/series` with the database warm, on plain
+//!   PostgreSQL and on TimescaleDB: raw, 1-minute and 1-hour answers, each
+//!   body format, one point and a whole poll group.
 
 mod latest;
 mod live;
 mod measure;
+mod series;
 mod stack;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +25,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "bess-api-bench",
-    about = "Benchmarks of the collector's live API: WebSocket fan-out and /latest at fixed rates",
+    about = "Benchmarks of the collector's API: WebSocket fan-out, /latest at fixed rates, /series latency",
     after_help = "Build and run in release mode (the benchmark starts the release binaries next to it):\n  cargo build --release --bins\n  target/release/bess-api-bench live\n  target/release/bess-api-bench latest --rates 1000,3000\n\nNeeds Tansu (deploy/tools/install-tansu.sh, or BESS_TANSU_BIN), PostgreSQL\n(BESS_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)\nand, for the `latest` ceiling, wrk. Set BESS_KEEP_TEST_FILES=1 to keep the logs."
 )]
 struct Cli {
@@ -35,6 +39,8 @@ enum Command {
     Live(live::LiveArgs),
     /// GET /latest at fixed rates (open loop) and wrk's ceiling (closed loop).
     Latest(latest::LatestArgs),
+    /// GET /series latency on plain PostgreSQL and TimescaleDB, database warm.
+    Series(series::SeriesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Live(args) => live::run(args).await,
             Command::Latest(args) => latest::run(args).await,
+            Command::Series(args) => series::run(args).await,
         }
     })
 }

@@ -27,15 +27,37 @@ pub struct Stack {
     pub scratch: Scratch,
 }
 
+/// Where a stack's collector comes from and what it runs on, where not the
+/// defaults (the release binary next to the bench, `BESS_TEST_DATABASE_URL`).
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// The database server's admin URL.
+    pub admin_url: Option<String>,
+    /// Another `bess-collector` binary (to compare two builds).
+    pub collector_bin: Option<std::path::PathBuf>,
+    /// More `bess-collector run` arguments.
+    pub run_args: Vec<String>,
+}
+
 impl Stack {
     pub async fn start(name: &str, auth: Auth) -> anyhow::Result<Self> {
+        Self::start_with(name, auth, StackOptions::default()).await
+    }
+
+    pub async fn start_with(name: &str, auth: Auth, options: StackOptions) -> anyhow::Result<Self> {
         let scratch = Scratch::new(name);
         let broker = Broker::start(&scratch.dir)
             .await
             .context("starting Tansu (deploy/tools/install-tansu.sh, or set BESS_TANSU_BIN)")?;
-        let database = TestDatabase::create(&name.replace('-', "_")).await?;
+        let database = match &options.admin_url {
+            Some(admin) => TestDatabase::create_on(admin, &name.replace('-', "_")).await?,
+            None => TestDatabase::create(&name.replace('-', "_")).await?,
+        };
         let url = database.url();
-        let collector_bin = binary("bess-collector");
+        let collector_bin = options
+            .collector_bin
+            .clone()
+            .unwrap_or_else(|| binary("bess-collector"));
         let token = match auth {
             Auth::Disabled => None,
             Auth::Token => {
@@ -73,6 +95,7 @@ impl Stack {
             Auth::Disabled => args.extend(["--auth", "disabled"]),
             Auth::Token => args.extend(["--rate-limit", "none"]),
         }
+        args.extend(options.run_args.iter().map(String::as_str));
         let mut collector = Proc::spawn("collector", &collector_bin, &args, &scratch.dir)?;
         let api = collector.wait_for_url("bess-collector: API on ").await?;
         Ok(Self {
