@@ -217,9 +217,9 @@ fn array<T>(out: &mut Vec<u8>, name: &str, items: &[T], mut write: impl FnMut(&m
 }
 
 fn raw_columns(out: &mut Vec<u8>, raw: &RawColumns) {
-    array(out, "ts_ms", &raw.ts_ms, |out, v| json(out, v));
+    array(out, "ts_ms", &raw.ts_ms, json);
     out.push(b',');
-    array(out, "value", &raw.value, |out, v| json(out, v));
+    array(out, "value", &raw.value, json);
     // Only when some sample is not good: a day of good values stays small.
     if raw.status.iter().any(|s| quality(*s).is_some()) {
         out.push(b',');
@@ -259,7 +259,7 @@ fn rollup_rows(out: &mut Vec<u8>, r: &RollupColumns) {
 }
 
 fn rollup_columns(out: &mut Vec<u8>, r: &RollupColumns) {
-    array(out, "ts_ms", &r.bucket_ms, |out, v| json(out, v));
+    array(out, "ts_ms", &r.bucket_ms, json);
     for (name, values) in [
         ("value", &r.avg),
         ("min", &r.min),
@@ -268,10 +268,10 @@ fn rollup_columns(out: &mut Vec<u8>, r: &RollupColumns) {
         ("last", &r.last),
     ] {
         out.push(b',');
-        array(out, name, values, |out, v| json(out, v));
+        array(out, name, values, json);
     }
     out.push(b',');
-    array(out, "count", &r.count, |out, v| json(out, v));
+    array(out, "count", &r.count, json);
 }
 
 /// A CSV field: quoted (quotes doubled) only where it must be.
