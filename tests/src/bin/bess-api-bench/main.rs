@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "bess-api-bench",
     about = "Benchmarks of the collector's API: WebSocket fan-out, /latest at fixed rates, /series latency",
-    after_help = "Build and run in release mode (the benchmark starts the release binaries next to it):\n  cargo build --release --bins\n  target/release/bess-api-bench live\n  target/release/bess-api-bench latest --rates 1000,3000\n\nNeeds Tansu (deploy/tools/install-tansu.sh, or BESS_TANSU_BIN), PostgreSQL\n(BESS_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)\nand, for the `latest` ceiling, wrk. Set BESS_KEEP_TEST_FILES=1 to keep the logs."
+    after_help = "Build and run in release mode (the benchmark starts the release binaries next to it):\n  cargo build --release --bins\n  target/release/bess-api-bench live\n  target/release/bess-api-bench latest --rates 1000,3000\n  target/release/bess-api-bench series --days 7\n\nNeeds Tansu (deploy/tools/install-tansu.sh, or BESS_TANSU_BIN), PostgreSQL\n(BESS_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)\nand, for the `latest` ceiling, wrk. Set BESS_KEEP_TEST_FILES=1 to keep the logs."
 )]
 struct Cli {
     #[command(subcommand)]
