@@ -32,6 +32,8 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
+use crate::time::{timestamp, unix_ms};
+
 /// Where one point's samples are stored: a layout and its (1-based) slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
@@ -99,11 +101,6 @@ impl RollupColumns {
         self.last.truncate(len);
         self.count.truncate(len);
     }
-}
-
-/// Milliseconds since the Unix epoch of a database timestamp.
-fn unix_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The layouts and slots of each point, in the order of `point_ids`: one
@@ -417,10 +414,7 @@ pub async fn rollup_series(
     let columns = series.pop().unwrap_or_default();
     Ok((0..columns.len())
         .map(|i| RollupRow {
-            bucket: OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(columns.bucket_ms[i]) * 1_000_000,
-            )
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            bucket: timestamp(columns.bucket_ms[i]),
             min: columns.min[i],
             max: columns.max[i],
             avg: columns.avg[i],

@@ -10,7 +10,12 @@ use time::OffsetDateTime;
 
 /// Now, in Unix epoch milliseconds.
 pub fn unix_ms_now() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    unix_ms(OffsetDateTime::now_utc())
+}
+
+/// A timestamp in Unix epoch milliseconds.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Unix epoch milliseconds as a timestamp (the epoch if out of range).

@@ -21,7 +21,7 @@ use super::handlers::parse_time;
 use super::inventory::site_id;
 use super::page::{Page, PageQuery};
 use super::state::ApiState;
-use crate::time::rfc3339;
+use crate::time::{rfc3339, unix_ms};
 
 const MS_PER_DAY: i64 = 86_400_000;
 /// Longest completeness range in one request.
@@ -63,10 +63,6 @@ pub struct GapsPage {
     gaps: Vec<GapRecord>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
-}
-
-fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Gap records the edges reported: samples dropped at the edge, with the reason.
@@ -254,7 +250,7 @@ pub async fn completeness(
             )))
         }
     };
-    let (from_ms, to_ms) = (ms(from), ms(to));
+    let (from_ms, to_ms) = (unix_ms(from), unix_ms(to));
     if (to_ms - from_ms) / MS_PER_DAY > MAX_DAYS {
         return Err(AppError::BadRequest(format!(
             "at most {MAX_DAYS} days per request"
@@ -296,7 +292,7 @@ pub async fn completeness(
         )
         .await?
     {
-        first_seen.insert(r.get(0), ms(r.get(1)));
+        first_seen.insert(r.get(0), unix_ms(r.get(1)));
     }
     // Received per device and bucket start.
     let bucket_of = |t: i64| {
@@ -317,7 +313,7 @@ pub async fn completeness(
         )
         .await?
     {
-        let tally = received.entry((r.get(0), bucket_of(ms(r.get(1))))).or_default();
+        let tally = received.entry((r.get(0), bucket_of(unix_ms(r.get(1))))).or_default();
         tally.received += r.get::<_, i64>(2);
         tally.good += r.get::<_, i64>(3);
     }
@@ -329,10 +325,10 @@ pub async fn completeness(
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), ms(r.get(1)), ms(r.get(2)), r.get(3)))
+        .map(|r| (r.get(0), unix_ms(r.get(1)), unix_ms(r.get(2)), r.get(3)))
         .collect();
 
-    let now_ms = ms(OffsetDateTime::now_utc());
+    let now_ms = crate::time::unix_ms_now();
     let buckets: Vec<(i64, i64)> = if by_day {
         let mut out = Vec::new();
         let mut day = from_ms.div_euclid(MS_PER_DAY) * MS_PER_DAY;

@@ -18,6 +18,7 @@ use super::series_render::{render, Envelope, RenderedSeries, SeriesData, SeriesF
 use super::state::ApiState;
 use crate::series;
 use crate::series::Resolution;
+use crate::time::unix_ms;
 
 /// Most samples or buckets one series returns.
 const MAX_POINTS: i64 = 100_000;
@@ -262,10 +263,6 @@ pub async fn series(
     };
     let body = render(format, &envelope, &rendered);
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
-}
-
-fn unix_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// A requested point as stored.
