@@ -432,7 +432,7 @@ async fn timescaledb_storage_has_a_hypertable_compression_policies_and_continuou
         .await
         .unwrap();
     assert_eq!(applied.backend, StorageBackend::TimescaleDb);
-    assert_eq!(applied.versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied.versions, [1, 2, 3, 4, 5]);
     storage::configure_retention(
         &client,
         applied.backend,
@@ -576,12 +576,6 @@ async fn a_late_backlog_in_a_compressed_chunk_and_a_materialized_bucket_is_store
 ) {
     // Older than the compression horizon (2 days).
     late_backlog_is_stored_once_and_rolled_up(backend, "storage_tsdb_late", 60).await;
-}
-
-on_timescaledb!(a_backlog_ten_days_late_is_rolled_up_too);
-async fn a_backlog_ten_days_late_is_rolled_up_too(backend: Backend) {
-    // Older than any refresh window a policy could look back over.
-    late_backlog_is_stored_once_and_rolled_up(backend, "storage_tsdb_late10d", 240).await;
 }
 
 /// Frames `age_hours` old arrive in two parts: every other minute first

@@ -58,12 +58,10 @@ impl Backend {
     }
 
     /// How many migrations a database of this backend has applied: the
-    /// common ones and its own storage migrations (TimescaleDB's migration 6
-    /// re-creates the refresh policies).
+    /// common ones and its own storage migration.
     pub fn migration_count(self) -> i64 {
         match self {
-            Backend::PostgreSql => 5,
-            Backend::TimescaleDb => 6,
+            Backend::PostgreSql | Backend::TimescaleDb => 5,
         }
     }
 
