@@ -44,6 +44,10 @@ echo "==> Checking TimescaleDB"
 if [[ -z "${BESS_TEST_TIMESCALEDB_URL:-}" ]]; then
   BESS_TEST_TIMESCALEDB_URL="$(bash "$TOOLS_DIR/ensure-timescaledb.sh")"
 fi
+if [[ -n "$BESS_TEST_TIMESCALEDB_URL" && ! "$BESS_TEST_TIMESCALEDB_URL" =~ ^postgres(ql)?://[^[:space:]]+$ ]]; then
+  echo "error: BESS_TEST_TIMESCALEDB_URL is not a postgres:// URL: '$BESS_TEST_TIMESCALEDB_URL'" >&2
+  exit 1
+fi
 if [[ -n "$BESS_TEST_TIMESCALEDB_URL" ]]; then
   export BESS_TEST_TIMESCALEDB_URL
 else

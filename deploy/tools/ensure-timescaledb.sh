@@ -22,6 +22,11 @@
 # (postgres://postgres@127.0.0.1:PORT/postgres); progress goes to stderr.
 set -euo pipefail
 
+# Everything the commands below print (pg_ctlcluster says "Removed stale pid
+# file." on stdout, for one) goes to stderr; only url_for writes to the
+# caller's stdout, kept on fd 3.
+exec 3>&1 1>&2
+
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 SHARED_DIR="${BESS_TIMESCALEDB_DIR:-$REPO_ROOT/../shared/timescaledb}"
@@ -49,7 +54,7 @@ as_root() {
     fi
 }
 
-url_for() { echo "postgres://postgres@127.0.0.1:$1/postgres"; }
+url_for() { echo "postgres://postgres@127.0.0.1:$1/postgres" >&3; }
 
 # Query a server on 127.0.0.1:PORT as postgres; empty output when it does not answer.
 query() {
