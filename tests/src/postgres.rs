@@ -1,6 +1,7 @@
 //! `PrivatePostgres`: a PostgreSQL server of the test's own, in a scratch
 //! directory on a free port, so a test can stop and restart it without
-//! disturbing anything else on the machine.
+//! disturbing anything else on the machine: plain, preloading TimescaleDB
+//! (where the extension is installed), or a streaming replica of another.
 
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,25 @@ pub struct PrivatePostgres {
     pub port: u16,
     data: PathBuf,
     bin: PathBuf,
+    /// Extra `-c name=value` server settings.
+    settings: Vec<String>,
+}
+
+/// Whether TimescaleDB is installed for the local PostgreSQL server
+/// (`deploy/tools/ensure-timescaledb.sh` installs it where it can).
+pub fn timescaledb_installed() -> bool {
+    Command::new("pg_config")
+        .arg("--sharedir")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            let share = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            Path::new(&share)
+                .join("extension/timescaledb.control")
+                .exists()
+        })
+        .unwrap_or(false)
 }
 
 fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
@@ -53,6 +73,24 @@ fn as_postgres(program: &Path, args: &[&str]) -> Command {
 
 impl PrivatePostgres {
     pub async fn start(scratch: &Path) -> anyhow::Result<Self> {
+        Self::start_with(scratch, Vec::new()).await
+    }
+
+    /// A server that preloads TimescaleDB (the extension must be installed:
+    /// see [`timescaledb_installed`]).
+    pub async fn start_with_timescaledb(scratch: &Path) -> anyhow::Result<Self> {
+        Self::start_with(
+            scratch,
+            vec![
+                "shared_preload_libraries=timescaledb".into(),
+                "timescaledb.telemetry_level=off".into(),
+                "max_worker_processes=16".into(),
+            ],
+        )
+        .await
+    }
+
+    async fn start_with(scratch: &Path, settings: Vec<String>) -> anyhow::Result<Self> {
         let bin = postgres_bin_dir()?;
         let data = scratch.join("pgdata");
         std::fs::create_dir_all(&data)?;
@@ -82,18 +120,70 @@ impl PrivatePostgres {
             port: free_port(),
             data,
             bin,
+            settings,
         };
         server.resume().await?;
         Ok(server)
     }
 
+    /// A hot-standby streaming replica of this server, in `scratch`
+    /// (`pg_basebackup -R`), running on a port of its own.
+    pub async fn start_replica(&self, scratch: &Path) -> anyhow::Result<Self> {
+        let data = scratch.join("pgdata-replica");
+        std::fs::create_dir_all(scratch)?;
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(scratch)
+            .status();
+        let port = self.port.to_string();
+        let out = as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                // Not a spread checkpoint: the copy starts at once.
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .context("running pg_basebackup")?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let replica = Self {
+            port: free_port(),
+            data,
+            bin: self.bin.clone(),
+            settings: self.settings.clone(),
+        };
+        replica.resume().await?;
+        Ok(replica)
+    }
+
     /// Start the (stopped) server again on the same port and data.
     pub async fn resume(&self) -> anyhow::Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.data.display()
         );
+        for setting in &self.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let log = self.data.join("server.log");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),

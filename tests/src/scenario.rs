@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{binary, edge_config, wait_for, Proc};
+use crate::audit::{load_record, load_stored, reconcile, unrecorded_batches};
+use crate::{binary, connect, edge_config, wait_for, Proc};
 
 pub struct Sim {
     pub proc: Proc,
@@ -55,24 +56,32 @@ pub async fn start_collector(
     database_url: &str,
     brokers: &str,
 ) -> anyhow::Result<(Proc, String)> {
-    let mut proc = Proc::spawn(
-        name,
-        &binary("bess-collector"),
-        &[
-            "run",
-            "--database-url",
-            database_url,
-            "--brokers",
-            brokers,
-            "--listen",
-            "127.0.0.1:0",
-            "--session-timeout",
-            "3s",
-            "--auth",
-            "disabled",
-        ],
-        dir,
-    )?;
+    start_collector_with(dir, name, database_url, brokers, &[]).await
+}
+
+/// Like [`start_collector`], with more `run` flags (`--storage`, ...).
+pub async fn start_collector_with(
+    dir: &Path,
+    name: &str,
+    database_url: &str,
+    brokers: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Proc, String)> {
+    let mut args = vec![
+        "run",
+        "--database-url",
+        database_url,
+        "--brokers",
+        brokers,
+        "--listen",
+        "127.0.0.1:0",
+        "--session-timeout",
+        "3s",
+        "--auth",
+        "disabled",
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(name, &binary("bess-collector"), &args, dir)?;
     let api = proc.wait_for_url("bess-collector: API on ").await?;
     Ok((proc, api))
 }
@@ -143,4 +152,63 @@ pub async fn edge_acked(status_url: &str) -> Option<u64> {
         .await
         .ok()?;
     status["totals"]["batches_acked"].as_u64()
+}
+
+/// Stop the last edge cleanly, wait for the collector to write every batch
+/// the ledger should hold, and count.
+pub async fn stop_and_count(
+    mut edge: Proc,
+    records: &[PathBuf],
+    database_url: &str,
+    max_unrecorded_batches: usize,
+) -> anyhow::Result<()> {
+    let exit = edge.terminate(Duration::from_secs(60)).await?;
+    assert!(exit.success(), "edge exit {exit}\n{}", edge.log_tail(30));
+    let summary = edge
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("bess-edge: stopped;"));
+    assert!(
+        summary
+            .as_deref()
+            .is_some_and(|s| s.ends_with(" 0 left in the buffer")),
+        "{summary:?}"
+    );
+    let paths: Vec<&std::path::Path> = records.iter().map(PathBuf::as_path).collect();
+    let recorded = load_record(&paths)?;
+    assert!(recorded.count > 0, "the edge recorded nothing");
+    // Every recorded batch must arrive; batches a kill -9 kept out of the
+    // record may arrive too.
+    let db = connect(database_url).await?;
+    wait_for(
+        "every recorded batch in the ledger",
+        Duration::from_secs(120),
+        || {
+            let (db, recorded) = (&db, &recorded);
+            async move {
+                let ledger: std::collections::HashSet<i64> = db
+                    .query("SELECT seq FROM batch_ledger", &[])
+                    .await
+                    .ok()?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                recorded.seqs.is_subset(&ledger).then_some(())
+            }
+        },
+    )
+    .await?;
+    let stored = load_stored(&db).await?;
+    let unrecorded = unrecorded_batches(&db, &recorded).await?;
+    let verdict = reconcile(&recorded, &stored);
+    eprintln!(
+        "recorded {} samples, stored {}, lost {}, doubled {}, unrecorded batches {}",
+        verdict.recorded,
+        verdict.stored,
+        verdict.lost.len(),
+        verdict.doubled.len(),
+        unrecorded.len()
+    );
+    verdict.assert_exactly_once(max_unrecorded_batches, unrecorded.len());
+    Ok(())
 }

@@ -5,12 +5,11 @@
 //! Scenarios run one at a time (they are heavy for a 2-core machine and
 //! some of them time their faults by progress, not by the clock).
 
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-use bess_tests::audit::{load_record, load_stored, reconcile, unrecorded_batches};
-use bess_tests::postgres::PrivatePostgres;
+use bess_tests::audit::{load_record, load_stored, reconcile};
+use bess_tests::postgres::{timescaledb_installed, PrivatePostgres};
 use bess_tests::proxy::LinkProxy;
 use bess_tests::scenario::*;
 use bess_tests::*;
@@ -35,61 +34,6 @@ async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy, Bro
     let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
     let broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
     Ok((proxy, broker))
-}
-
-/// Stop the last edge cleanly, wait for the collector to write every batch
-/// the ledger should hold, and count.
-async fn stop_and_count(
-    mut edge: Proc,
-    records: &[PathBuf],
-    database_url: &str,
-    max_unrecorded_batches: usize,
-) -> anyhow::Result<()> {
-    let exit = edge.terminate(Duration::from_secs(60)).await?;
-    assert!(exit.success(), "edge exit {exit}\n{}", edge.log_tail(30));
-    let summary = edge
-        .stdout_lines()
-        .into_iter()
-        .find(|l| l.starts_with("bess-edge: stopped;"));
-    assert!(
-        summary
-            .as_deref()
-            .is_some_and(|s| s.ends_with(" 0 left in the buffer")),
-        "{summary:?}"
-    );
-    let paths: Vec<&std::path::Path> = records.iter().map(PathBuf::as_path).collect();
-    let recorded = load_record(&paths)?;
-    assert!(recorded.count > 0, "the edge recorded nothing");
-    // Every recorded batch must arrive; batches a kill -9 kept out of the
-    // record may arrive too.
-    let db = connect(database_url).await?;
-    wait_for("every recorded batch in the ledger", LONG, || {
-        let (db, recorded) = (&db, &recorded);
-        async move {
-            let ledger: std::collections::HashSet<i64> = db
-                .query("SELECT seq FROM batch_ledger", &[])
-                .await
-                .ok()?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            recorded.seqs.is_subset(&ledger).then_some(())
-        }
-    })
-    .await?;
-    let stored = load_stored(&db).await?;
-    let unrecorded = unrecorded_batches(&db, &recorded).await?;
-    let verdict = reconcile(&recorded, &stored);
-    eprintln!(
-        "recorded {} samples, stored {}, lost {}, doubled {}, unrecorded batches {}",
-        verdict.recorded,
-        verdict.stored,
-        verdict.lost.len(),
-        verdict.doubled.len(),
-        unrecorded.len()
-    );
-    verdict.assert_exactly_once(max_unrecorded_batches, unrecorded.len());
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,11 +140,44 @@ async fn a_database_restart_mid_run_delays_writes_but_loses_nothing() -> anyhow:
     let _serial = SERIAL.lock().await;
     let scratch = Scratch::new("pg-restart");
     let postgres = PrivatePostgres::start(&scratch.dir).await?;
+    database_restart_mid_run(&scratch, &postgres, "postgresql").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_delays_writes_but_loses_nothing_on_timescaledb(
+) -> anyhow::Result<()> {
+    let test = "faults::a_database_restart_mid_run_delays_writes_but_loses_nothing_on_timescaledb";
+    if !timescaledb_installed() {
+        skip_without_timescaledb(
+            test,
+            "TimescaleDB is not installed for the local PostgreSQL",
+        );
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let scratch = Scratch::new("tsdb-restart");
+    let postgres = PrivatePostgres::start_with_timescaledb(&scratch.dir).await?;
+    database_restart_mid_run(&scratch, &postgres, "timescaledb").await
+}
+
+/// Stop the collector's database server mid-run and start it again: the
+/// collector rides it out and every sample is stored once.
+async fn database_restart_mid_run(
+    scratch: &Scratch,
+    postgres: &PrivatePostgres,
+    storage: &str,
+) -> anyhow::Result<()> {
     let database_url = postgres.create_database("bess").await?;
     let broker = Broker::start(&scratch.dir).await?;
     let sim = start_sim(&scratch.dir, 3, 14).await?;
-    let (mut collector, _) =
-        start_collector(&scratch.dir, "collector", &database_url, &broker.brokers()).await?;
+    let (mut collector, _) = start_collector_with(
+        &scratch.dir,
+        "collector",
+        &database_url,
+        &broker.brokers(),
+        &["--storage", storage],
+    )
+    .await?;
     let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
     let record = scratch.path("record.jsonl");
     let (edge, status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
