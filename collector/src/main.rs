@@ -78,7 +78,15 @@ struct RunArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/bess"
     )]
     database_url: String,
-    /// Database connections in the pool.
+    /// A read replica of --database-url for the API's history queries
+    /// (series, rollups, inventory, gaps, completeness reports). Ingest,
+    /// tokens and alarm acknowledgements stay on the primary; /latest and
+    /// the WebSocket are fed by the stream and stay current. History read
+    /// here trails the stream by the replica's lag (shown by
+    /// /health?detail=storage); a replica that does not answer gives 503.
+    #[arg(long, env = "BESS_READ_DATABASE_URL")]
+    read_database_url: Option<String>,
+    /// Database connections in the pool (each pool: primary and replica).
     #[arg(long, env = "BESS_DATABASE_POOL", default_value_t = 8)]
     database_pool: usize,
     /// How long to wait for the database at start-up.
@@ -247,6 +255,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let settings = CollectorSettings {
         database_url: args.database_url,
+        read_database_url: args.read_database_url.filter(|url| !url.trim().is_empty()),
         pool_size: args.database_pool.max(3),
         kafka: KafkaSettings {
             brokers: args.brokers,

@@ -26,6 +26,8 @@ use crate::writer::SampleWriter;
 
 pub struct CollectorSettings {
     pub database_url: String,
+    /// A read replica of `database_url` for the API's history queries.
+    pub read_database_url: Option<String>,
     pub pool_size: usize,
     pub kafka: KafkaSettings,
     /// Create the topic with this many partitions if it does not exist.
@@ -188,6 +190,21 @@ pub async fn run_with_access(
         cancel.clone(),
     ));
 
+    let replica = settings
+        .read_database_url
+        .as_deref()
+        .map(|url| self::pool(url, settings.pool_size))
+        .transpose()
+        .context("the read replica's URL")?;
+    if let Some(replica) = &replica {
+        // A replica that is down at start-up is not fatal: history queries
+        // fail with 503 until it answers, the stream and /latest go on.
+        match replica.get().await {
+            Ok(_) => tracing::info!("history queries go to the read replica"),
+            Err(e) => tracing::warn!(error = %e, "the read replica does not answer yet"),
+        }
+    }
+
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding API address {}", settings.listen))?;
@@ -195,6 +212,7 @@ pub async fn run_with_access(
     let api_stop = CancellationToken::new();
     let router = api::router(ApiState {
         pool: pool.clone(),
+        replica,
         live,
         metrics,
         shutdown: api_stop.clone(),

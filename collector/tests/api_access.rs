@@ -56,6 +56,7 @@ async fn start_with(
     let live = LiveHub::new(64, 64);
     let state = ApiState {
         pool: pool.clone(),
+        replica: None,
         live: live.clone(),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()

@@ -1,7 +1,8 @@
 //! The API's error paths, driven through the real router and real state
 //! (over a fresh database on the local PostgreSQL) without a socket:
-//! every refusal — 400, 401, 403, 404, 405, 429 — has its status and the
-//! JSON body `{"error": {"code", "message"}}`.
+//! every refusal — 400, 401, 403, 404, 405, 429, and 503 for a database
+//! that does not answer — has its status and the JSON body
+//! `{"error": {"code", "message"}}`.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
@@ -61,6 +62,15 @@ impl Answer {
 }
 
 async fn start(test: &str, rate_limit: Option<RateLimit>) -> anyhow::Result<Api> {
+    start_with_replica(test, rate_limit, None).await
+}
+
+/// As [`start`], with history queries sent to the read replica at `replica`.
+async fn start_with_replica(
+    test: &str,
+    rate_limit: Option<RateLimit>,
+    replica: Option<&str>,
+) -> anyhow::Result<Api> {
     let database = TestDatabase::create(test).await?;
     let pool = service::pool(&database.url(), 4)?;
     let storage = service::prepare_database(&pool, Duration::from_secs(10)).await?;
@@ -70,6 +80,7 @@ async fn start(test: &str, rate_limit: Option<RateLimit>) -> anyhow::Result<Api>
         .await?;
     let state = ApiState {
         pool: pool.clone(),
+        replica: replica.map(|url| service::pool(url, 2)).transpose()?,
         live: LiveHub::new(16, 16),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -269,6 +280,52 @@ async fn a_token_past_its_rate_limit_is_a_429_with_retry_after() -> anyhow::Resu
         answer.message().contains(&format!("{retry} s")),
         "{}",
         answer.body
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_read_replica_that_does_not_answer_is_a_503_and_the_primary_goes_on() -> anyhow::Result<()>
+{
+    // Nothing listens on port 1: a replica that is down.
+    let api = start_with_replica(
+        "errors_replica_down",
+        None,
+        Some("postgres://postgres@127.0.0.1:1/postgres"),
+    )
+    .await?;
+    let token = api.token(SiteScope::All, Role::Admin).await?;
+
+    for path in [
+        "/api/v1/sites",
+        "/api/v1/sites/a/devices",
+        "/api/v1/sites/a/gaps",
+        "/api/v1/sites/a/completeness?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        "/api/v1/series?point=a/bms-1/soc&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+    ] {
+        let answer = api.get(path, Some(&token)).await?;
+        answer.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        assert!(
+            answer.headers.contains_key(header::RETRY_AFTER),
+            "{path}: Retry-After"
+        );
+        assert!(
+            !answer.message().contains("127.0.0.1"),
+            "{path}: no connection details in the body: {}",
+            answer.message()
+        );
+    }
+
+    // The primary still answers what is read and written there.
+    let tokens = api.get("/api/v1/tokens", Some(&token)).await?;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    let health = api.get("/health?detail=storage", None).await?;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert_eq!(health.body["database"], "ok");
+    assert_eq!(
+        health.body["read_replica"]["status"], "unreachable",
+        "{}",
+        health.body
     );
     Ok(())
 }

@@ -68,6 +68,7 @@ impl Fleet {
         let latest = Arc::new(LatestCache::default());
         let state = ApiState {
             pool: pool.clone(),
+            replica: None,
             live,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()

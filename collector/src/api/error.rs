@@ -33,6 +33,8 @@ pub enum AppError {
     TooManyRequests {
         retry_after_secs: u64,
     },
+    /// The database (or the read replica) does not answer; retry later.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -49,13 +51,24 @@ pub(crate) fn bad_query(rejection: QueryRejection) -> AppError {
 
 impl From<tokio_postgres::Error> for AppError {
     fn from(e: tokio_postgres::Error) -> Self {
-        AppError::internal(e)
+        if e.is_closed() {
+            AppError::Unavailable(e.to_string())
+        } else {
+            AppError::internal(e)
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for AppError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        AppError::internal(e)
+        use deadpool_postgres::PoolError;
+        match e {
+            // No connection could be had: the server is down or unreachable.
+            PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::Closed => {
+                AppError::Unavailable(e.to_string())
+            }
+            _ => AppError::internal(e),
+        }
     }
 }
 
@@ -85,7 +98,7 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited or internal.
+    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited, unavailable or internal.
     #[schema(example = "not_found")]
     code: String,
     /// What went wrong, for people.
@@ -112,6 +125,9 @@ pub enum ApiErrors {
     /// Something failed inside the collector (`internal`); details are in its log.
     #[response(status = 500)]
     Internal(ErrorBody),
+    /// The database or the read replica does not answer (`unavailable`); `Retry-After` says when to try again.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(ErrorBody),
 }
 
 /// A named site, device, point or token that does not exist (`not_found`).
@@ -154,6 +170,19 @@ impl IntoResponse for AppError {
                 )
                     .into_response();
             }
+            AppError::Unavailable(m) => {
+                tracing::warn!("database unavailable: {m}");
+                let body = serde_json::json!({ "error": {
+                    "code": "unavailable",
+                    "message": "the database does not answer; retry shortly",
+                } });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, "5")],
+                    Json(body),
+                )
+                    .into_response();
+            }
             AppError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 (
@@ -184,6 +213,7 @@ fn code_for(status: StatusCode) -> &'static str {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UPGRADE_REQUIRED => "upgrade_required",
         StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     }

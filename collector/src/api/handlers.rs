@@ -22,8 +22,12 @@ pub struct HealthQuery {
 /// TimescaleDB the extension's version, chunks, compression ratio and each
 /// policy job's last run and failures; on plain PostgreSQL the day
 /// partitions and the minutes waiting for rollups; and `problems` (failed
-/// or unscheduled jobs). The status stays `ok` while the database answers:
-/// problems are for an operator, not a load balancer.
+/// or unscheduled jobs). With a read replica (`--read-database-url`) it
+/// adds `read_replica`: whether it answers, whether it is in recovery and
+/// how far its replay trails (`lag_seconds`, the age of the last replayed
+/// transaction; it grows while the primary is idle). The status stays `ok`
+/// while the primary answers: problems are for an operator, not a load
+/// balancer.
 #[utoipa::path(
     get,
     path = "/health",
@@ -33,7 +37,7 @@ pub struct HealthQuery {
     responses(
         (status = 200, description = "`{\"status\":\"ok\",\"database\":\"ok\",\"storage\":\"timescaledb|postgresql\"}`, with `storage_detail` when asked", body = Object),
         (status = 400, description = "An unknown `detail`", body = super::error::ErrorBody),
-        (status = 500, description = "The database does not answer", body = super::error::ErrorBody),
+        (status = 503, description = "The database does not answer (`unavailable`)", body = super::error::ErrorBody),
     )
 )]
 pub async fn health(
@@ -56,7 +60,33 @@ pub async fn health(
             )))
         }
     }
+    if let Some(replica) = &state.replica {
+        body["read_replica"] = replica_status(replica).await;
+    }
     Ok(Json(body))
+}
+
+/// Whether the read replica answers, and how far its replay trails.
+async fn replica_status(replica: &deadpool_postgres::Pool) -> serde_json::Value {
+    let row = async {
+        let client = replica.get().await.map_err(|e| e.to_string())?;
+        client
+            .query_one(
+                "SELECT pg_is_in_recovery(),
+                        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match row.await {
+        Ok(row) => serde_json::json!({
+            "status": "ok",
+            "in_recovery": row.get::<_, bool>(0),
+            "lag_seconds": row.get::<_, Option<f64>>(1),
+        }),
+        Err(error) => serde_json::json!({ "status": "unreachable", "error": error }),
+    }
 }
 
 /// Prometheus metrics.

@@ -64,7 +64,7 @@ pub async fn sites(
 ) -> Result<Json<SitesPage>, AppError> {
     let page = Page::from_query(page)?;
     let after = page.after_key(1)?.map(|k| k[0].clone());
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
     let rows = client
         .query(
             "SELECT s.name, s.first_seen, s.last_seen,
@@ -122,7 +122,7 @@ pub async fn devices(
 ) -> Result<Json<DevicesPage>, AppError> {
     let page = Page::from_query(page)?;
     let after = page.after_key(1)?.map(|k| k[0].clone());
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
     let site_id = site_id(&client, &site).await?;
     let rows = client
         .query(
@@ -203,7 +203,7 @@ pub async fn points(
         Some(k) => (Some(k[0].clone()), Some(k[1].clone())),
         None => (None, None),
     };
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
     let site_id = site_id(&client, &site).await?;
     if let Some(device) = &query.device {
         client

@@ -107,7 +107,7 @@ pub async fn gaps(
         .as_deref()
         .map(|v| parse_time("to", v))
         .transpose()?;
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
     let site_id = site_id(&client, &site).await?;
     let rows = client
         .query(
@@ -256,7 +256,7 @@ pub async fn completeness(
             "at most {MAX_DAYS} days per request"
         )));
     }
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
     let site_id = site_id(&client, &site).await?;
 
     let devices: Vec<(i32, String)> = client

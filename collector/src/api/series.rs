@@ -177,7 +177,7 @@ pub async fn series(
                 .and_then(SeriesFormat::from_accept)
         })
         .unwrap_or(SeriesFormat::Rows);
-    let client = state.pool.get().await?;
+    let client = state.history().get().await?;
 
     let mut names = Vec::with_capacity(request.points.len());
     for name in &request.points {

@@ -1,4 +1,4 @@
-//! `ApiState`: what every handler shares — the database pool, the domain
+//! `ApiState`: what every handler shares — the database pools, the domain
 //! services the API reads (access control, the live hub, the latest-value
 //! cache), the metrics handle, the shutdown signal — and the WebSocket
 //! timings. Handlers import it from here; the router in `mod.rs` is the
@@ -13,7 +13,11 @@ use crate::live::LiveHub;
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// The primary: writes (tokens, acknowledgements) and reads that must
+    /// see them at once.
     pub pool: deadpool_postgres::Pool,
+    /// A read replica for history queries (`--read-database-url`), if any.
+    pub replica: Option<deadpool_postgres::Pool>,
     pub live: LiveHub,
     pub metrics: PrometheusHandle,
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -24,6 +28,15 @@ pub struct ApiState {
     pub latest: std::sync::Arc<LatestCache>,
     /// Pings and timeouts of live WebSocket clients.
     pub live_timings: LiveTimings,
+}
+
+impl ApiState {
+    /// The pool for history reads (series, inventory, gaps, completeness,
+    /// reports): the replica when there is one, else the primary. What is
+    /// read here may trail the stream by the replica's lag.
+    pub fn history(&self) -> &deadpool_postgres::Pool {
+        self.replica.as_ref().unwrap_or(&self.pool)
+    }
 }
 
 /// When the server pings live clients and gives up on silent or stuck ones.

@@ -340,6 +340,7 @@ async fn run(
     let cancel = CancellationToken::new();
     let settings = CollectorSettings {
         database_url: collector_url.to_owned(),
+        read_database_url: None,
         pool_size: 8,
         kafka: KafkaSettings {
             brokers: brokers.clone(),
