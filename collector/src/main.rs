@@ -130,8 +130,10 @@ struct RunArgs {
     /// Unset: keep everything. At least 7 days.
     #[arg(long, env = "BESS_RETENTION", value_parser = parse_retention)]
     retention: Option<Duration>,
-    /// Plain PostgreSQL: how often rollups are brought up to date and
-    /// partitions created ahead / dropped past retention.
+    /// How often the storage upkeep runs: on plain PostgreSQL rollups are
+    /// brought up to date and partitions created ahead / dropped past
+    /// retention; on TimescaleDB the rollups of hours that received frames
+    /// older than the refresh policies reach (3 days) are refreshed.
     #[arg(long, env = "BESS_MAINTENANCE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     maintenance_interval: Duration,
     /// API access control: `required` (every /api/v1 request needs a token

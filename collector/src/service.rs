@@ -242,8 +242,10 @@ pub async fn run_with_access(
     Ok(())
 }
 
-/// Plain PostgreSQL: every `maintenance_interval`, recompute stale rollups,
-/// create partitions ahead, drop partitions past retention. Cycles never
+/// Every `maintenance_interval`: on plain PostgreSQL recompute stale
+/// rollups, create partitions ahead, drop partitions past retention; on
+/// TimescaleDB (whose policies do the rest) refresh the rollups of hours
+/// that received frames older than the policies reach. Cycles never
 /// overlap; a failed cycle is logged and retried on the next tick.
 async fn maintain_storage(
     pool: Pool,
@@ -252,9 +254,6 @@ async fn maintain_storage(
     settings: StorageSettings,
     cancel: CancellationToken,
 ) {
-    if backend != StorageBackend::PostgreSql {
-        return;
-    }
     let mut tick = tokio::time::interval(settings.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -262,11 +261,33 @@ async fn maintain_storage(
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        if let Err(e) = maintain_once(&pool, &partitions, settings.retention).await {
+        let cycle = match backend {
+            StorageBackend::PostgreSql => {
+                maintain_once(&pool, &partitions, settings.retention).await
+            }
+            StorageBackend::TimescaleDb => refresh_late_rollups(&pool, settings.retention).await,
+        };
+        if let Err(e) = cycle {
             metrics::counter!("bess_collector_maintenance_failures_total").increment(1);
             tracing::warn!("storage upkeep failed: {e:#}");
         }
     }
+}
+
+/// One upkeep cycle (TimescaleDB): the rollups of late hours.
+pub async fn refresh_late_rollups(pool: &Pool, retention: Option<Duration>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let outcome = crate::late_rollups::refresh_late_hours(&client, retention).await?;
+    if outcome != Default::default() {
+        tracing::info!(
+            refreshed = outcome.refreshed,
+            expired = outcome.expired,
+            "rollups of late hours refreshed"
+        );
+    }
+    metrics::counter!("bess_collector_late_rollup_hours_refreshed_total")
+        .increment(outcome.refreshed);
+    Ok(())
 }
 
 /// One upkeep cycle (plain PostgreSQL).

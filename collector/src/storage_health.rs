@@ -35,6 +35,9 @@ pub struct TimescaleHealth {
     pub bytes_after_compression: Option<i64>,
     /// `before / after`, when some chunk is compressed.
     pub compression_ratio: Option<f64>,
+    /// Hours that received frames older than the refresh policies reach,
+    /// waiting for the collector's upkeep to refresh their rollups.
+    pub late_rollup_hours_pending: i64,
     pub jobs: Vec<JobHealth>,
 }
 
@@ -148,6 +151,19 @@ async fn timescale(client: &impl GenericClient) -> Result<TimescaleHealth, tokio
             &[],
         )
         .await?;
+    // Absent before migration 6.
+    let has_late_hours: bool = client
+        .query_one("SELECT to_regclass('rollup_late_hours') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let late_hours: i64 = if has_late_hours {
+        client
+            .query_one("SELECT count(*) FROM rollup_late_hours", &[])
+            .await?
+            .get(0)
+    } else {
+        0
+    };
     let time = |t: Option<OffsetDateTime>| t.map(rfc3339);
     Ok(TimescaleHealth {
         version: row.get::<_, Option<String>>(0).unwrap_or_default(),
@@ -159,6 +175,7 @@ async fn timescale(client: &impl GenericClient) -> Result<TimescaleHealth, tokio
             (Some(b), Some(a)) if a > 0 => Some(b as f64 / a as f64),
             _ => None,
         },
+        late_rollup_hours_pending: late_hours,
         jobs: jobs
             .iter()
             .map(|r| JobHealth {
@@ -197,6 +214,11 @@ impl std::fmt::Display for StorageHealth {
                 write!(f, "; compressed {before} → {after} bytes ({ratio:.1}×)")?;
             }
             writeln!(f)?;
+            writeln!(
+                f,
+                "late hours waiting for a rollup refresh: {}",
+                t.late_rollup_hours_pending
+            )?;
             writeln!(
                 f,
                 "{:>6}  {:<38} {:<12} {:<10} {:<9} {:>5} {:>8}  last success",

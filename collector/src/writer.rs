@@ -10,7 +10,9 @@
 //!    per batch (`ON CONFLICT DO NOTHING RETURNING`: a batch already in the
 //!    ledger is a redelivery and is skipped), the new batches' COPY rows, gap
 //!    records, sites' last-seen, messages set aside in `rejected_messages`,
-//!    and (plain PostgreSQL) the minutes whose rollups are now stale.
+//!    and the rollups to redo: (plain PostgreSQL) the minutes whose rollups
+//!    are now stale, (TimescaleDB) the hours older than the refresh
+//!    policies reach (`late_rollups`).
 //!
 //! The caller stores Kafka offsets only after `commit` returns `Ok`, i.e.
 //! after COMMIT (and after the dead-letter deliveries, see `ingest.rs`).
@@ -29,6 +31,7 @@ use bess_protocol::Batch;
 use crate::catalog::{CatalogRegistry, Layouts};
 use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
 use crate::dead_letter::{RejectClass, Rejection};
+use crate::late_rollups;
 use crate::live::CommittedFrame;
 use crate::message::IngestMessage;
 use crate::storage::{self, FramePartitions, StorageBackend};
@@ -407,6 +410,11 @@ impl SampleWriter {
                 &[&buckets],
             )
             .await?;
+        } else if self.backend == StorageBackend::TimescaleDb {
+            let late = late_rollups::late_hours(&minutes, crate::time::unix_ms_now());
+            if !late.is_empty() {
+                late_rollups::mark(&tx, &late).await?;
+            }
         }
         tx.commit().await?;
         Ok(outcome)

@@ -432,7 +432,7 @@ async fn timescaledb_storage_has_a_hypertable_compression_policies_and_continuou
         .await
         .unwrap();
     assert_eq!(applied.backend, StorageBackend::TimescaleDb);
-    assert_eq!(applied.versions, [1, 2, 3, 4, 5]);
+    assert_eq!(applied.versions, [1, 2, 3, 4, 5, 6]);
     storage::configure_retention(
         &client,
         applied.backend,
@@ -782,5 +782,70 @@ async fn timescaledb_storage_is_refused_with_the_fix_where_the_extension_is_not_
     assert!(
         stderr.contains("shared_preload_libraries") && stderr.contains("timescaledb-tune"),
         "{stderr}"
+    );
+}
+
+on_timescaledb!(a_backlog_older_than_the_refresh_window_is_rolled_up_by_the_upkeep);
+async fn a_backlog_older_than_the_refresh_window_is_rolled_up_by_the_upkeep(backend: Backend) {
+    let database = backend.database("storage_tsdb_late_5d").await;
+    let (pool, storage) = backend.prepare(&database, 2).await;
+    let client = database.client().await.unwrap();
+    client
+        .batch_execute(
+            "ALTER MATERIALIZED VIEW rollup_1m SET (timescaledb.materialized_only = true);
+             ALTER MATERIALIZED VIEW rollup_1h SET (timescaledb.materialized_only = true)",
+        )
+        .await
+        .unwrap();
+    // A backlog of 5 days ago, past the policies' 3-day window, and one of
+    // 20 days ago, past a 7-day retention.
+    let hour = |ms: i64| ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let t_late = hour(now_ms() - 5 * DAY_MS);
+    let t_expired = hour(now_ms() - 20 * DAY_MS);
+    // Two hours at 5 s each.
+    let late = frames_at(t_late, 1440);
+    let expired = frames_at(t_expired, 1440);
+    let writer = SampleWriter::new(pool.clone(), storage);
+    writer
+        .write(&messages(&batches_of(&late, 1), 0))
+        .await
+        .unwrap();
+    writer
+        .write(&messages(&batches_of(&expired, 100), 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM rollup_late_hours").await,
+        4,
+        "the writer marks every late hour"
+    );
+
+    // Stored, but not rolled up: the policies refresh only the last 3 days.
+    let window = (t_late, t_late + 2 * HOUR_MS);
+    let rolled_up = |r: &Rollups| r.iter().map(|(_, _, rows)| rows.len()).sum::<usize>();
+    assert_eq!(rolled_up(&rollups(&client, window.0, window.1).await), 0);
+
+    // The collector's upkeep does.
+    let outcome = bess_collector::late_rollups::refresh_late_hours(
+        &client,
+        Some(Duration::from_secs(7 * 86_400)),
+    )
+    .await
+    .unwrap();
+    assert_eq!((outcome.refreshed, outcome.expired), (2, 2));
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM rollup_late_hours").await,
+        0
+    );
+    assert_rollups_eq(
+        &rollups(&client, window.0, window.1).await,
+        &expected_rollups(&late),
+        backend,
+    );
+    // Past retention: cleared, not refreshed.
+    assert_eq!(
+        rolled_up(&rollups(&client, t_expired, t_expired + 2 * HOUR_MS).await),
+        0,
+        "no refresh past retention"
     );
 }

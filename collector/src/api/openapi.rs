@@ -150,7 +150,7 @@ mod tests {
                 assert!(!responses.is_empty(), "{method} {path}");
                 let protected = path.starts_with("/api/v1/") && path != "/api/v1/openapi.json";
                 if protected {
-                    for status in ["401", "403", "429", "500"] {
+                    for status in ["401", "403", "429", "500", "503"] {
                         assert!(responses.contains_key(status), "{method} {path}: {status}");
                     }
                     assert_eq!(

@@ -58,10 +58,12 @@ impl Backend {
     }
 
     /// How many migrations a database of this backend has applied: the
-    /// common ones and its own storage migration.
+    /// common ones, its own storage migration, and (TimescaleDB) the
+    /// late-rollup marks.
     pub fn migration_count(self) -> i64 {
         match self {
-            Backend::PostgreSql | Backend::TimescaleDb => 5,
+            Backend::PostgreSql => 5,
+            Backend::TimescaleDb => 6,
         }
     }
 
