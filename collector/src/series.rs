@@ -5,9 +5,11 @@
 //! catalog version) that contains it, at that layout's slot. Reads follow the
 //! storage shape instead of fighting it:
 //!
-//! - **One index range scan per layout, in index order.** Each layout is read
-//!   with `layout_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts`, which the
-//!   `(layout_id, ts)` index answers without a sort; the result is merged by
+//! - **One index range scan per layout, in index order, as one row.** Each
+//!   layout is read with `layout_id = $1 AND ts >= $2 AND ts < $3 ORDER BY
+//!   ts`, which the `(layout_id, ts)` index answers without a sort, and
+//!   aggregated into arrays (`array_agg`), so a day crosses the wire as a
+//!   few binary arrays rather than 86 400 rows; the result is merged by
 //!   timestamp here (almost always one layout: a catalog change is rare).
 //!   Joining layouts to frames and sorting the union in SQL made PostgreSQL
 //!   sort a whole day on disk (`work_mem`) before the first row came back.
@@ -54,6 +56,15 @@ pub struct RawColumns {
 }
 
 impl RawColumns {
+    /// Reorder by timestamp (stable).
+    fn sort_by_time(&mut self) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| self.ts_ms[i]);
+        self.ts_ms = order.iter().map(|&i| self.ts_ms[i]).collect();
+        self.value = order.iter().map(|&i| self.value[i]).collect();
+        self.status = order.iter().map(|&i| self.status[i]).collect();
+    }
+
     pub fn len(&self) -> usize {
         self.ts_ms.len()
     }
@@ -158,32 +169,44 @@ pub async fn raw(
     let placements = placements(client, point_ids).await?;
     let layouts = by_layout(&placements);
     let scans = layouts.iter().map(|(&layout_id, points)| async move {
-        // Columns: ts, then value and status of each requested slot.
+        // One row of arrays: ts, then values and statuses of each requested
+        // slot, aggregated from the index-ordered scan. A day is 86 400
+        // frames; as one row it crosses the wire protocol as a few binary
+        // arrays instead of 86 400 data rows, each parsed on its own.
         let picks: Vec<String> = (0..points.len())
-            .map(|i| format!(", f.vals[${n}], f.status[${n}]", n = i + 5))
+            .map(|i| {
+                format!(
+                    ", array_agg(f.vals[${n}]), array_agg(f.status[${n}])",
+                    n = i + 5
+                )
+            })
             .collect();
         let sql = format!(
-            "SELECT f.ts{} FROM frames f
-             WHERE f.layout_id = $1 AND f.ts >= $2 AND f.ts < $3
-             ORDER BY f.ts LIMIT $4",
+            "SELECT array_agg(f.ts){} FROM (
+                 SELECT ts, vals, status FROM frames
+                 WHERE layout_id = $1 AND ts >= $2 AND ts < $3
+                 ORDER BY ts LIMIT $4) f",
             picks.concat()
         );
         let slots: Vec<i32> = points.iter().map(|&(_, slot)| slot).collect();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&layout_id, &from, &to, &limit];
         params.extend(slots.iter().map(|s| s as &(dyn ToSql + Sync)));
-        let rows = client.query(&sql, &params).await?;
-        let mut columns = vec![RawColumns::default(); points.len()];
-        for column in &mut columns {
-            column.ts_ms.reserve(rows.len());
-            column.value.reserve(rows.len());
-            column.status.reserve(rows.len());
-        }
-        for row in &rows {
-            let ts = unix_ms(row.get(0));
-            for (i, column) in columns.iter_mut().enumerate() {
-                column.ts_ms.push(ts);
-                column.value.push(row.get(1 + 2 * i));
-                column.status.push(row.get(2 + 2 * i));
+        let row = client.query_one(&sql, &params).await?;
+        let ts: Vec<OffsetDateTime> = row.get::<_, Option<_>>(0).unwrap_or_default();
+        let ts_ms: Vec<i64> = ts.into_iter().map(unix_ms).collect();
+        let mut columns: Vec<RawColumns> = (0..points.len())
+            .map(|i| RawColumns {
+                ts_ms: ts_ms.clone(),
+                value: row.get::<_, Option<_>>(1 + 2 * i).unwrap_or_default(),
+                status: row.get::<_, Option<_>>(2 + 2 * i).unwrap_or_default(),
+            })
+            .collect();
+        // The aggregate takes the rows in the subquery's order, as
+        // PostgreSQL does for a plain scan; should a plan ever differ, put
+        // them back in order here rather than answer out of order.
+        if !ts_ms.is_sorted() {
+            for column in &mut columns {
+                column.sort_by_time();
             }
         }
         Ok::<_, tokio_postgres::Error>(
@@ -434,6 +457,19 @@ mod tests {
             value: ts.iter().map(|&t| Some(t as f64)).collect(),
             status: vec![None; ts.len()],
         }
+    }
+
+    #[test]
+    fn columns_out_of_order_are_put_back_in_time_order_together() {
+        let mut columns = RawColumns {
+            ts_ms: vec![30, 10, 20, 10],
+            value: vec![Some(3.0), Some(1.0), None, Some(1.5)],
+            status: vec![None, None, Some(3), None],
+        };
+        columns.sort_by_time();
+        assert_eq!(columns.ts_ms, [10, 10, 20, 30]);
+        assert_eq!(columns.value, [Some(1.0), Some(1.5), None, Some(3.0)]);
+        assert_eq!(columns.status, [None, None, Some(3), None]);
     }
 
     #[test]
