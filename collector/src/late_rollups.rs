@@ -94,7 +94,8 @@ pub async fn refresh_late_hours(
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    for (lo, hi) in hour_ranges(marks.iter().map(|(hour, _)| unix_ms(*hour))) {
+    let hours: Vec<i64> = marks.iter().map(|(hour, _)| unix_ms(*hour)).collect();
+    for (lo, hi) in crate::storage::ranges(&hours, MS_PER_HOUR) {
         for view in ["rollup_1m", "rollup_1h"] {
             // CALL cannot take bind parameters here: the range is ours, as
             // RFC 3339 literals.
@@ -127,18 +128,6 @@ pub async fn refresh_late_hours(
     Ok(outcome)
 }
 
-/// Sorted hour starts as `[lo, hi)` ranges of consecutive hours.
-fn hour_ranges(hours: impl IntoIterator<Item = i64>) -> Vec<(i64, i64)> {
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
-    for hour in hours {
-        match ranges.last_mut() {
-            Some((_, hi)) if *hi == hour => *hi = hour + MS_PER_HOUR,
-            _ => ranges.push((hour, hour + MS_PER_HOUR)),
-        }
-    }
-    ranges
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,15 +147,5 @@ mod tests {
         .into();
         let late: Vec<i64> = late_hours(&minutes, now).into_iter().map(unix_ms).collect();
         assert_eq!(late, vec![now - 5 * DAY, now - 5 * DAY + MS_PER_HOUR]);
-    }
-
-    #[test]
-    fn consecutive_hours_make_one_range() {
-        let h = MS_PER_HOUR;
-        assert_eq!(
-            hour_ranges([0, h, 2 * h, 5 * h, 6 * h, 9 * h]),
-            vec![(0, 3 * h), (5 * h, 7 * h), (9 * h, 10 * h)]
-        );
-        assert!(hour_ranges([]).is_empty());
     }
 }

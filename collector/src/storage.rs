@@ -267,7 +267,7 @@ pub async fn refresh_rollups(
 }
 
 /// Sorted bucket starts → `[lo, hi)` ranges of consecutive buckets.
-fn ranges(starts: &[i64], width: i64) -> Vec<(i64, i64)> {
+pub(crate) fn ranges(starts: &[i64], width: i64) -> Vec<(i64, i64)> {
     let mut sorted = starts.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bess_tests::audit::{load_record, load_stored, reconcile, Sample, SampleKey};
-use bess_tests::scenario::wait_for_ledger;
+use bess_tests::scenario::{start_collector_with, wait_for_ledger};
 use std::time::Duration;
 
 use bess_tests::*;
@@ -65,27 +65,14 @@ async fn every_sample_read_reaches_the_database_exactly_once(
         .await?;
     let sim_addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse()?;
 
-    let mut collector = Proc::spawn(
-        "collector",
-        &binary("bess-collector"),
-        &[
-            "run",
-            "--database-url",
-            &database.url(),
-            "--storage",
-            storage,
-            "--brokers",
-            &broker.brokers(),
-            "--listen",
-            "127.0.0.1:0",
-            "--session-timeout",
-            "3s",
-            "--auth",
-            "disabled",
-        ],
+    let (mut collector, api) = start_collector_with(
         &scratch.dir,
-    )?;
-    let api = collector.wait_for_url("bess-collector: API on ").await?;
+        "collector",
+        &database.url(),
+        &broker.brokers(),
+        &["--storage", storage],
+    )
+    .await?;
 
     // A live client, subscribed before any data flows.
     let ws_url = format!(
