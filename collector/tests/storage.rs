@@ -397,7 +397,7 @@ async fn plain_postgresql_partitions_frames_by_day_and_drops_them_past_retention
 async fn run_job_soon(client: &tokio_postgres::Client, proc_name: &str, relation: &str) {
     let jobs = client
         .query(
-            "SELECT alter_job(j.job_id, schedule_interval => interval '1 second', next_start => now())
+            "SELECT alter_job(j.job_id, schedule_interval => interval '1 second', next_start => now(), scheduled => true)
              FROM timescaledb_information.jobs j
              WHERE j.proc_name = $1 AND j.hypertable_name = $2",
             &[&proc_name, &relation],
@@ -405,6 +405,18 @@ async fn run_job_soon(client: &tokio_postgres::Client, proc_name: &str, relation
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "one {proc_name} job on {relation}");
+}
+
+/// Keep every policy job from running until [`run_job_soon`] asks for it, so
+/// a test sees the state before a policy acts.
+async fn hold_policies(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
+             WHERE proc_name LIKE 'policy_%'",
+        )
+        .await
+        .unwrap();
 }
 
 /// Whether the `frames` chunk holding `ts_ms` is compressed.
@@ -497,7 +509,9 @@ on_timescaledb!(compression_and_rollup_refresh_policies_run_on_their_own_schedul
 async fn compression_and_rollup_refresh_policies_run_on_their_own_schedule(backend: Backend) {
     let database = backend.database("storage_tsdb_policies").await;
     let (pool, storage) = backend.prepare(&database, 2).await;
-    // Past the compression horizon (2 days), and recent enough for the refresh window (3 days).
+    hold_policies(&database.client().await.unwrap()).await;
+    // Past the compression horizon (2 days); the recent frames are inside
+    // the refresh window (3 days).
     let old_t0 = (now_ms() - 4 * DAY_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
     let recent_t0 = (now_ms() - 2 * HOUR_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
     let (old, recent) = (frames_at(old_t0, 60), frames_at(recent_t0, 60));
@@ -790,6 +804,9 @@ async fn a_backlog_older_than_the_refresh_window_is_rolled_up_by_the_upkeep(back
     let database = backend.database("storage_tsdb_late_5d").await;
     let (pool, storage) = backend.prepare(&database, 2).await;
     let client = database.client().await.unwrap();
+    // No policy refresh at the same time as the upkeep's (TimescaleDB runs
+    // one refresh of an aggregate at a time).
+    hold_policies(&client).await;
     client
         .batch_execute(
             "ALTER MATERIALIZED VIEW rollup_1m SET (timescaledb.materialized_only = true);
