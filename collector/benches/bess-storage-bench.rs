@@ -548,7 +548,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let topic_bytes: usize = load.payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
 
-    let mut broker = start_broker(&tansu).await?;
     let mut figures = Vec::new();
     let mut result = Ok(());
     for (backend, admin_url) in &backends {
@@ -558,17 +557,26 @@ async fn main() -> anyhow::Result<()> {
             format!("bess_storage_bench_{id}_{backend}"),
             format!("bess_storage_bench_{id}_{backend}_ceiling"),
         ];
-        let run = measure(
-            &args,
-            &load,
-            &broker.brokers,
-            &metrics,
-            &admin,
-            admin_url,
-            *backend,
-            &names,
-        )
-        .await;
+        // A broker per backend, so both start from the same, empty broker.
+        let run = match start_broker(&tansu).await {
+            Ok(mut broker) => {
+                let run = measure(
+                    &args,
+                    &load,
+                    &mut broker,
+                    &metrics,
+                    &admin,
+                    admin_url,
+                    *backend,
+                    &names,
+                )
+                .await;
+                broker.child.kill().await.ok();
+                let _ = std::fs::remove_dir_all(&broker.scratch);
+                run
+            }
+            Err(e) => Err(e),
+        };
         for name in &names {
             admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -576,15 +584,22 @@ async fn main() -> anyhow::Result<()> {
                 .ok();
         }
         match run {
-            Ok(f) => figures.push(f),
+            Ok(f) => {
+                eprintln!(
+                    "[{backend}] done: ingest {:.0} samples/s, ceiling {:.0}, {:.2} B/sample uncompressed{}",
+                    f.collector_rate,
+                    f.ceiling_rate,
+                    f.bytes_uncompressed as f64 / load.samples as f64,
+                    f.bytes_compressed.map_or(String::new(), |b| format!(", {:.2} compressed", b as f64 / load.samples as f64))
+                );
+                figures.push(f);
+            }
             Err(e) => {
                 result = Err(e.context(format!("measuring {backend}")));
                 break;
             }
         }
     }
-    broker.child.kill().await.ok();
-    let _ = std::fs::remove_dir_all(&broker.scratch);
     result?;
     report(&args, &load, topic_bytes, &figures);
     Ok(())
@@ -594,13 +609,15 @@ async fn main() -> anyhow::Result<()> {
 async fn measure(
     args: &Args,
     load: &Load,
-    brokers: &str,
+    broker: &mut Broker,
     metrics: &metrics_exporter_prometheus::PrometheusHandle,
     admin: &tokio_postgres::Client,
     admin_url: &str,
     backend: StorageBackend,
     names: &[String; 2],
 ) -> anyhow::Result<Figures> {
+    let brokers = broker.brokers.clone();
+    let brokers = brokers.as_str();
     eprintln!("[{backend}] preparing databases ...");
     let collector_url = fresh_database(admin, admin_url, &names[0], backend).await?;
     let ceiling_url = fresh_database(admin, admin_url, &names[1], backend).await?;
@@ -681,11 +698,26 @@ async fn measure(
     let deadline = Instant::now() + Duration::from_secs(3600);
     let written =
         || counter(&metrics.render(), "bess_collector_samples_written_total") - base_written;
+    let mut progress = (0.0, Instant::now());
     let mut wait_written = async |target: u64| -> anyhow::Result<Instant> {
         loop {
             ensure!(
                 Instant::now() < deadline,
                 "the collector did not finish within an hour"
+            );
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                bail!(
+                    "Tansu exited ({status}) with {} of {target} samples written",
+                    written()
+                );
+            }
+            if written() > progress.0 {
+                progress = (written(), Instant::now());
+            }
+            ensure!(
+                progress.1.elapsed() < Duration::from_secs(120),
+                "nothing written for 2 minutes ({} of {target} samples)",
+                progress.0
             );
             if collector.is_finished() {
                 match (&mut collector).await {
