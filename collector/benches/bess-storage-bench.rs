@@ -246,9 +246,13 @@ fn literal(ms: i64) -> String {
 
 /// Fails unless `admin_url` answers and, for TimescaleDB, has the extension installed and preloaded.
 async fn check_server(admin_url: &str, backend: StorageBackend) -> anyhow::Result<()> {
-    let client = connect(admin_url).await.with_context(|| {
-        format!("the {backend} server is not reachable (see --postgres-url / --timescaledb-url)")
-    })?;
+    let flag = match backend {
+        StorageBackend::TimescaleDb => "--timescaledb-url / BESS_TEST_TIMESCALEDB_URL",
+        StorageBackend::PostgreSql => "--postgres-url / BESS_TEST_DATABASE_URL",
+    };
+    let client = connect(admin_url)
+        .await
+        .with_context(|| format!("the {backend} server is not reachable (set {flag})"))?;
     if backend == StorageBackend::TimescaleDb {
         let row = client
             .query_one(
