@@ -68,6 +68,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: None,
         sql: include_str!("sql/005_api_lists.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lake",
+        backend: None,
+        sql: include_str!("sql/006_lake.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

@@ -61,7 +61,7 @@ impl Backend {
     /// common ones and its own storage migration.
     pub fn migration_count(self) -> i64 {
         match self {
-            Backend::PostgreSql | Backend::TimescaleDb => 5,
+            Backend::PostgreSql | Backend::TimescaleDb => 6,
         }
     }
 
