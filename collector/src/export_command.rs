@@ -31,7 +31,8 @@ pub struct ExportArgs {
     /// server), e.g. http://127.0.0.1:9000. Plain http is allowed for it.
     #[arg(long, env = "BESS_LAKE_ENDPOINT")]
     endpoint: Option<String>,
-    /// Export a site-hour once it ended this long ago.
+    /// Export a site-hour once it ended this long ago and nothing was
+    /// written to it for this long (a late backlog is written once, after it).
     #[arg(long, env = "BESS_LAKE_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
     grace: Duration,
     /// Sleep between passes that found nothing to export.

@@ -157,6 +157,8 @@ impl Fixture {
             pool,
             Lake::open(self.location.clone()).unwrap(),
             ExportSettings {
+                // The test's hours ended long ago; their marks are fresh.
+                grace: Duration::ZERO,
                 jobs: 2,
                 ..ExportSettings::default()
             },
@@ -479,6 +481,11 @@ async fn backfill_marks_every_stored_hour(backend: Backend) {
         .unwrap();
     let marked = pending::mark_all_stored(&**client).await.unwrap();
     assert_eq!(marked, 4);
+    // Marked just now: with a grace period they wait until it has passed.
+    let waiting = pending::eligible(&**client, Duration::from_secs(300), false, 100)
+        .await
+        .unwrap();
+    assert!(waiting.is_empty(), "{waiting:?}");
     let hours: BTreeSet<i64> = pending::eligible(&**client, Duration::ZERO, false, 100)
         .await
         .unwrap()

@@ -35,9 +35,9 @@ pub use pending::SliceKey;
 /// How the exporter picks its work.
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
-    /// A site-hour is exported once it ended this long ago: batches still
-    /// on their way for it arrive first, and it is written once, not again
-    /// for every batch of a backlog.
+    /// A site-hour is exported once it ended this long ago and nothing was
+    /// written to it for this long: batches still on their way for it
+    /// arrive first, and a late backlog rewrites it once, not once per batch.
     pub grace: Duration,
     /// Export hours that have not ended yet too (rewritten as they fill).
     /// For tests and demonstrations.

@@ -37,7 +37,9 @@ impl SliceKey {
 }
 
 /// Pending site-hours to export now, oldest first: those whose hour ended
-/// more than `grace` ago, or every one with `open_hours`.
+/// more than `grace` ago and that nothing was written to for `grace` (a
+/// backlog being delivered is exported once, after it), or every one with
+/// `open_hours`.
 pub async fn eligible(
     client: &impl GenericClient,
     grace: Duration,
@@ -47,7 +49,8 @@ pub async fn eligible(
     let rows = client
         .query(
             "SELECT site_id, hour FROM lake_pending
-             WHERE $1 OR hour + interval '1 hour' + make_interval(secs => $2) <= now()
+             WHERE $1 OR (hour + interval '1 hour' + make_interval(secs => $2) <= now()
+                          AND marked_at + make_interval(secs => $2) <= now())
              ORDER BY hour, site_id LIMIT $3",
             &[&open_hours, &grace.as_secs_f64(), &limit],
         )
