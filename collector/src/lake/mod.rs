@@ -160,7 +160,17 @@ impl Exporter {
     pub async fn run(&self, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
             let idle = match self.pass(&cancel).await {
-                Ok(totals) => totals.objects == 0 && totals.refused == 0,
+                Ok(totals) => {
+                    if totals.objects > 0 {
+                        tracing::info!(
+                            objects = totals.objects,
+                            samples = totals.rows,
+                            bytes = totals.bytes,
+                            "lake objects written"
+                        );
+                    }
+                    totals.objects == 0 && totals.refused == 0
+                }
                 Err(e) => {
                     tracing::warn!("lake export pass failed, retrying: {e}");
                     true

@@ -177,7 +177,7 @@ pub async fn read_rows(
                 next
             });
         slot_series.insert((layout_id, slot), index);
-        if layout_ids.last() != Some(&layout_id) && !layout_ids.contains(&layout_id) {
+        if !layout_ids.contains(&layout_id) {
             layout_ids.push(layout_id);
         }
     }
