@@ -186,5 +186,16 @@ async fn the_lake_holds_every_stored_sample_once_through_kills_and_a_late_backlo
     );
     verdict.assert_exactly_once();
     assert_eq!(verdict.stored, stored.rows);
+    let (bytes, rows): (i64, i64) = db
+        .query_one(
+            "SELECT sum(bytes)::int8, sum(rows)::int8 FROM lake_exports",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    eprintln!(
+        "lake: {bytes} bytes for {rows} simulator samples ({:.2} bytes/sample)",
+        bytes as f64 / rows as f64
+    );
     Ok(())
 }

@@ -332,8 +332,8 @@ async fn run(args: &Args, url: &str, scratch: &std::path::Path) -> anyhow::Resul
         "DuckDB saw {scanned} of {stored} samples"
     );
 
-    let per_site_s = args.sites as f64 * 3600.0 * args.hours as f64 / 86_400.0;
-    let fleet_scan = scan_s * 1000.0 / per_site_s;
+    let site_days = args.sites as f64 * args.hours as f64 / 24.0;
+    let fleet_scan = scan_s * 1000.0 / site_days;
     let per_sample = totals.bytes as f64 / totals.rows as f64;
     let rate_per_site = stored as f64 / (args.sites as f64 * seconds as f64);
     println!(
