@@ -2,8 +2,8 @@
 //! → Tansu → `bess-collector run` → PostgreSQL → `bess-collector export` →
 //! a local S3 server (moto). The exporter is killed with SIGKILL while it
 //! works, then two instances share the work; the collector is down for a
-//! while, so a backlog reaches the database after its hour's object was
-//! written. At the end the lake,
+//! while, and later the site's link is cut: each time a backlog reaches the
+//! database after its hour's object was written. At the end the lake,
 //! read by pyarrow + DuckDB, holds every stored sample once, and the
 //! database every sample the edge recorded once.
 
@@ -11,11 +11,22 @@ use std::time::Duration;
 
 use bess_tests::audit::{load_record, load_stored, reconcile, unrecorded_batches};
 use bess_tests::lake::{compare, load_database, read_lake};
+use bess_tests::proxy::LinkProxy;
 use bess_tests::scenario::*;
 use bess_tests::*;
 
 const LONG: Duration = Duration::from_secs(120);
 const BUCKET: &str = "lake";
+
+/// A broker that clients reach only through a [`LinkProxy`] (the broker
+/// advertises the proxy's address), so cutting the proxy cuts the site's link.
+async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy, Broker)> {
+    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let broker_port = free_port();
+    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
+    let broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    Ok((proxy, broker))
+}
 
 /// An exporter process that also rewrites the open hour (so it is busy
 /// uploading all the time, and the test need not wait for an hour to end).
@@ -99,10 +110,12 @@ async fn the_lake_holds_every_stored_sample_once_through_kills_and_a_late_backlo
 ) -> anyhow::Result<()> {
     let scratch = Scratch::new("lake");
     let database = TestDatabase::create("lake").await?;
+    // Broker and link before the S3 server: in the other order every
+    // connection through the proxy dropped a few seconds in (cause not found).
+    let (proxy, _broker) = broker_behind_link(&scratch).await?;
+    let brokers = proxy.addr.to_string();
     let s3 = S3Store::start(&scratch.dir).await?;
     s3.create_bucket(BUCKET).await?;
-    let broker = Broker::start(&scratch.dir).await?;
-    let brokers = broker.brokers();
 
     let sim = start_sim(&scratch.dir, 3, 21).await?;
     let (mut collector, _api) =
@@ -140,6 +153,22 @@ async fn the_lake_holds_every_stored_sample_once_through_kills_and_a_late_backlo
     let (_collector, _api) =
         start_collector(&scratch.dir, "collector-1", &database.url(), &brokers).await?;
     wait_for_writes(&db, exported_before_backlog + 1, &exporters).await?;
+
+    // The site's link goes down: the edge buffers; the hour's object is
+    // written meanwhile without what the edge holds.
+    proxy.cut();
+    wait_for("a backlog in the edge buffer", LONG, || {
+        let status = status.clone();
+        async move {
+            let (_, s) = get_json(&format!("{status}/status")).await.ok()?;
+            (s["buffer"]["batches"].as_u64()? >= 4).then_some(())
+        }
+    })
+    .await?;
+    wait_for_pending(&db, 0).await?;
+    let exported_before_link = lake_writes(&db).await;
+    proxy.restore();
+    wait_for_writes(&db, exported_before_link + 1, &exporters).await?;
 
     // Stop the site, let the collector store every recorded batch.
     let exit = edge.terminate(Duration::from_secs(60)).await?;
