@@ -130,10 +130,6 @@ impl Fixture {
         let scratch = Scratch::new(test);
         let s3 = S3Store::start(&scratch.dir).await.unwrap();
         s3.create_bucket(BUCKET).await.unwrap();
-        for (key, value) in s3.env() {
-            // Same values in every test of this process.
-            std::env::set_var(key, value);
-        }
         let database = backend.database(test).await;
         let (pool, storage) = backend.prepare(&database, 4).await;
         let writer = SampleWriter::new(pool.clone(), storage);
@@ -155,7 +151,7 @@ impl Fixture {
         let pool = bess_collector::service::pool(&self.database.url(), 3).unwrap();
         Exporter::new(
             pool,
-            Lake::open(self.location.clone()).unwrap(),
+            open_lake(&self.location),
             ExportSettings {
                 // The test's hours ended long ago; their marks are fresh.
                 grace: Duration::ZERO,
@@ -202,6 +198,11 @@ impl Fixture {
         compare(&stored, &lake).assert_exactly_once();
         lake.rows
     }
+}
+
+/// The bucket, with the test server's credentials (`S3Store::env`).
+fn open_lake(location: &LakeLocation) -> Lake {
+    Lake::open_with_key(location.clone(), "test", "test", "us-east-1").unwrap()
 }
 
 async fn export_all(exporter: &Exporter) -> ExportTotals {
@@ -271,7 +272,7 @@ async fn every_stored_sample_is_in_the_lake_once(backend: Backend) {
     assert_eq!(f.pending().await, 0);
 
     // The parquet crate: rows of one object are in (device, point, ts) order.
-    let lake = Lake::open(f.location.clone()).unwrap();
+    let lake = open_lake(&f.location);
     let key = f.location.samples_key("site-a", T0 / HOUR_MS * HOUR_MS);
     assert!(
         key.ends_with("site=site-a/date=2023-11-14/hour=22/part-0.parquet"),
@@ -353,11 +354,7 @@ async fn a_crash_after_upload_is_retried_into_the_same_object(backend: Backend) 
     let retried = f.exporter();
     assert_eq!(export_all(&retried).await.objects, 1);
     assert_eq!(f.pending().await, 0);
-    let second = Lake::open(f.location.clone())
-        .unwrap()
-        .get(&object)
-        .await
-        .unwrap();
+    let second = open_lake(&f.location).get(&object).await.unwrap();
     assert_eq!(first, second, "the retry wrote identical bytes");
     f.assert_lake_equals_database().await;
 }
@@ -442,7 +439,7 @@ async fn an_hour_thinned_by_retention_is_not_overwritten(backend: Backend) {
     let exporter = f.exporter();
     assert_eq!(export_all(&exporter).await.rows, 900);
     let object = f.location.samples_key("site-a", hour);
-    let lake = Lake::open(f.location.clone()).unwrap();
+    let lake = open_lake(&f.location);
     let before = lake.get(&object).await.unwrap();
 
     let client = f.database.client().await.unwrap();

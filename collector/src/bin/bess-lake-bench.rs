@@ -190,13 +190,6 @@ async fn run(args: &Args, url: &str, scratch: &std::path::Path) -> anyhow::Resul
         .send()
         .await?
         .error_for_status()?;
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "bench"),
-        ("AWS_SECRET_ACCESS_KEY", "bench"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        std::env::set_var(key, value);
-    }
 
     // Store the data through the writer.
     let pool = service::pool(url, 4)?;
@@ -249,7 +242,7 @@ async fn run(args: &Args, url: &str, scratch: &std::path::Path) -> anyhow::Resul
 
     // Export: first without uploading (database read + encode), then for real.
     let location = LakeLocation::parse("s3://lake/bench", Some(endpoint.clone()))?;
-    let lake = Lake::open(location.clone())?;
+    let lake = Lake::open_with_key(location.clone(), "bench", "bench", "us-east-1")?;
     let settings = ExportSettings {
         grace: Duration::ZERO,
         jobs: args.jobs,

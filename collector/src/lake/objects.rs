@@ -97,7 +97,29 @@ impl Lake {
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...,
     /// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint).
     pub fn open(location: LakeLocation) -> Result<Self, object_store::Error> {
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        Self::build(location, AmazonS3Builder::from_env())
+    }
+
+    /// With explicit static credentials instead of the environment (test
+    /// servers, tools).
+    pub fn open_with_key(
+        location: LakeLocation,
+        access_key_id: &str,
+        secret_access_key: &str,
+        region: &str,
+    ) -> Result<Self, object_store::Error> {
+        let builder = AmazonS3Builder::new()
+            .with_access_key_id(access_key_id)
+            .with_secret_access_key(secret_access_key)
+            .with_region(region);
+        Self::build(location, builder)
+    }
+
+    fn build(
+        location: LakeLocation,
+        builder: AmazonS3Builder,
+    ) -> Result<Self, object_store::Error> {
+        let mut builder = builder.with_bucket_name(&location.bucket);
         if let Some(endpoint) = &location.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
