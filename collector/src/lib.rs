@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod copy;
 pub mod dead_letter;
 pub mod ingest;
+pub mod lake;
 pub mod late_rollups;
 pub mod latest;
 pub mod live;

@@ -13,6 +13,7 @@ use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
 use bess_collector::storage::StoragePreference;
 
+mod export_command;
 mod token_command;
 
 #[derive(Parser)]
@@ -67,6 +68,16 @@ enum Command {
     },
     /// Create, list and revoke API tokens.
     Token(token_command::TokenArgs),
+    /// Export stored samples to the history lake (Parquet files in S3) until stopped.
+    ///
+    /// Each (site, UTC hour) becomes one object,
+    /// <prefix>/samples/site=<site>/date=<YYYY-MM-DD>/hour=<HH>/part-0.parquet,
+    /// written once the hour ended --grace ago and rewritten whole when late
+    /// data arrives for it. Several instances may run at once.
+    #[command(
+        after_help = "Example:\n  AWS_REGION=eu-west-1 bess-collector export --database-url postgres://bess@db.example/bess --bucket s3://bess-history/fleet\n\nBackfill history stored before the exporter ran:\n  bess-collector export --bucket s3://bess-history/fleet --backfill --once"
+    )]
+    Export(Box<export_command::ExportArgs>),
 }
 
 #[derive(Args)]
@@ -198,6 +209,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
+        Command::Export(args) => runtime().and_then(|rt| export_command::export(*args, rt)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,6 +74,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: Some(StorageBackend::TimescaleDb),
         sql: include_str!("sql/006_timescaledb_late_rollups.sql"),
     },
+    Migration {
+        version: 7,
+        name: "lake",
+        backend: None,
+        sql: include_str!("sql/007_lake.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

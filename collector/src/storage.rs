@@ -21,6 +21,7 @@ use tokio_postgres::GenericClient;
 
 const MS_PER_DAY: i64 = 86_400_000;
 const MS_PER_MINUTE: i64 = 60_000;
+const MS_PER_HOUR: i64 = 3_600_000;
 /// Days of partitions the maintenance task keeps ready ahead of today.
 pub const PARTITIONS_AHEAD: i64 = 2;
 /// Most pending minutes recomputed in one refresh transaction.
@@ -125,6 +126,12 @@ pub fn day_of(ts_ms: i64) -> i64 {
 
 pub fn minute_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(MS_PER_MINUTE) * MS_PER_MINUTE
+}
+
+/// The start of the UTC hour of `ts_ms`, in epoch milliseconds: the lake's
+/// unit of export (`lake_pending`).
+pub fn hour_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(MS_PER_HOUR) * MS_PER_HOUR
 }
 
 fn epoch_day(day: i64) -> Date {

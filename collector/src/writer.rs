@@ -10,9 +10,10 @@
 //!    per batch (`ON CONFLICT DO NOTHING RETURNING`: a batch already in the
 //!    ledger is a redelivery and is skipped), the new batches' COPY rows, gap
 //!    records, sites' last-seen, messages set aside in `rejected_messages`,
-//!    and the rollups to redo: (plain PostgreSQL) the minutes whose rollups
-//!    are now stale, (TimescaleDB) the hours older than the refresh
-//!    policies reach (`late_rollups`).
+//!    the rollups to redo — (plain PostgreSQL) the minutes whose rollups are
+//!    now stale, (TimescaleDB) the hours older than the refresh policies
+//!    reach (`late_rollups`) — and the site-hours the history lake must
+//!    export again (`lake_pending`).
 //!
 //! The caller stores Kafka offsets only after `commit` returns `Ok`, i.e.
 //! after COMMIT (and after the dead-letter deliveries, see `ingest.rs`).
@@ -121,6 +122,8 @@ pub struct PreparedBatch {
     newest_ts_ms: Option<i64>,
     days: BTreeSet<i64>,
     minutes: BTreeSet<i64>,
+    /// UTC hours (epoch ms) of its frames, for `lake_pending`.
+    hours: BTreeSet<i64>,
     gaps: Vec<GapRow>,
     live: Vec<CommittedFrame>,
 }
@@ -341,11 +344,13 @@ impl SampleWriter {
         );
         let mut last_seen: HashMap<i32, i64> = HashMap::new();
         let mut minutes = BTreeSet::new();
+        let mut site_hours = BTreeSet::new();
         for batch in &written {
             outcome.frames_written += batch.frames;
             outcome.samples_written += batch.samples;
             outcome.live.extend(batch.live.iter().cloned());
             minutes.extend(batch.minutes.iter().copied());
+            site_hours.extend(batch.hours.iter().map(|h| (batch.site_id, *h)));
             if let Some(ts) = batch.newest_ts_ms {
                 let seen = last_seen.entry(batch.site_id).or_insert(ts);
                 *seen = (*seen).max(ts);
@@ -415,6 +420,22 @@ impl SampleWriter {
             if !late.is_empty() {
                 late_rollups::mark(&tx, &late).await?;
             }
+        }
+        if !site_hours.is_empty() {
+            // In key order, so concurrent writers lock the marks in the same
+            // order (no deadlock between two chunks of the same site-hours).
+            let (sites, hours): (Vec<i32>, Vec<OffsetDateTime>) = site_hours
+                .into_iter()
+                .map(|(site, hour)| (site, timestamp(hour)))
+                .unzip();
+            tx.execute(
+                "INSERT INTO lake_pending (site_id, hour)
+                 SELECT * FROM unnest($1::int[], $2::timestamptz[])
+                 ON CONFLICT (site_id, hour) DO UPDATE
+                 SET generation = lake_pending.generation + 1, marked_at = now()",
+                &[&sites, &hours],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -502,6 +523,7 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             newest_ts_ms: batch.frames.iter().map(|f| f.ts_ms).max(),
             days: BTreeSet::new(),
             minutes: BTreeSet::new(),
+            hours: BTreeSet::new(),
             gaps: Vec::new(),
             live: Vec::new(),
         };
@@ -512,6 +534,7 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
             out.days.insert(storage::day_of(frame.ts_ms));
             out.minutes.insert(storage::minute_of(frame.ts_ms));
+            out.hours.insert(storage::hour_of(frame.ts_ms));
             if let Some(site) = &site {
                 out.live.push(CommittedFrame {
                     site: site.clone(),

@@ -75,6 +75,10 @@ python3 -m pip install --quiet --disable-pip-version-check "pymodbus==3.16.1" py
 echo "==> Installing moto (local S3 server for the broker-restart test)"
 python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.2.1"
 
+# 3c. Independent readers of the history lake (pyarrow for S3 + Parquet, DuckDB for SQL).
+echo "==> Installing pyarrow and DuckDB (history lake read-back)"
+python3 -m pip install --quiet --disable-pip-version-check "pyarrow==26.0.1" "duckdb==2.0.1"
+
 # 4. Where the tests find the broker and the database server.
 export BESS_TANSU_BIN="$REPO_ROOT/.tools/bin/tansu"
 export BESS_TEST_DATABASE_URL="${BESS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

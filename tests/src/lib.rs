@@ -6,6 +6,7 @@
 //! generous deadline; nothing sleeps for a fixed time and hopes.
 
 pub mod audit;
+pub mod lake;
 pub mod postgres;
 pub mod proxy;
 pub mod scenario;
@@ -451,7 +452,23 @@ impl S3Store {
         })
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    /// Create another bucket (idempotent).
+    pub async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "creating bucket {name}: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    /// The environment an S3 client of this server needs (credentials,
+    /// region, endpoint, plain HTTP).
+    pub fn env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
