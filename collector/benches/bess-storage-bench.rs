@@ -676,6 +676,7 @@ async fn measure(
     let cancel = CancellationToken::new();
     let settings = CollectorSettings {
         database_url: collector_url.clone(),
+        read_database_url: None,
         pool_size: 8,
         kafka: KafkaSettings {
             brokers: brokers.to_owned(),
