@@ -32,9 +32,55 @@ use std::collections::BTreeMap;
 use futures::future::try_join_all;
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{Error, Row, Statement};
 
 use crate::time::{timestamp, unix_ms};
+
+/// A connection the series are read over. A pooled connection keeps its
+/// prepared statements, so a query is planned once per connection rather
+/// than once per request (TimescaleDB plans a continuous aggregate's union
+/// with the raw chunks in milliseconds); a plain client prepares each time.
+pub trait SeriesConnection: Sync {
+    /// The statement for `sql`.
+    fn statement(
+        &self,
+        sql: &str,
+    ) -> impl std::future::Future<Output = Result<Statement, Error>> + Send;
+    /// The connection that runs it.
+    fn client(&self) -> &tokio_postgres::Client;
+
+    /// Run `sql` with `params`.
+    fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Vec<Row>, Error>> + Send {
+        async move {
+            let statement = self.statement(sql).await?;
+            self.client().query(&statement, params).await
+        }
+    }
+}
+
+impl SeriesConnection for tokio_postgres::Client {
+    async fn statement(&self, sql: &str) -> Result<Statement, Error> {
+        self.prepare(sql).await
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl SeriesConnection for deadpool_postgres::ClientWrapper {
+    async fn statement(&self, sql: &str) -> Result<Statement, Error> {
+        self.prepare_cached(sql).await
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
 
 /// Where one point's samples are stored: a layout and its (1-based) slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +163,11 @@ impl RollupColumns {
 /// The layouts and slots of each point, in the order of `point_ids`: one
 /// query for all of them.
 async fn placements(
-    client: &impl GenericClient,
+    client: &impl SeriesConnection,
     point_ids: &[i32],
 ) -> Result<Vec<Vec<Placement>>, tokio_postgres::Error> {
     let rows = client
-        .query(
+        .rows(
             "SELECT q.ord::int4, l.layout_id, array_position(l.point_ids, q.point_id)
              FROM unnest($1::int4[]) WITH ORDINALITY AS q(point_id, ord)
              JOIN layouts l ON l.point_ids @> ARRAY[q.point_id]
@@ -160,7 +206,7 @@ fn by_layout(placements: &[Vec<Placement>]) -> BTreeMap<i32, Vec<(usize, i32)>> 
 /// Raw samples of each point in `[from, to)`, oldest first, at most `limit`
 /// per point (ask for one more than you show to learn that there were more).
 pub async fn raw(
-    client: &impl GenericClient,
+    client: &impl SeriesConnection,
     point_ids: &[i32],
     from: OffsetDateTime,
     to: OffsetDateTime,
@@ -191,7 +237,8 @@ pub async fn raw(
         let slots: Vec<i32> = points.iter().map(|&(_, slot)| slot).collect();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&layout_id, &from, &to, &limit];
         params.extend(slots.iter().map(|s| s as &(dyn ToSql + Sync)));
-        let row = client.query_one(&sql, &params).await?;
+        let rows = client.rows(&sql, &params).await?;
+        let row = rows.first().expect("an aggregate returns one row");
         let ts: Vec<OffsetDateTime> = row.get::<_, Option<_>>(0).unwrap_or_default();
         let ts_ms: Vec<i64> = ts.into_iter().map(unix_ms).collect();
         let mut columns: Vec<RawColumns> = (0..points.len())
@@ -285,7 +332,7 @@ impl Bucket {
 /// oldest first, at most `limit` buckets per point. `Resolution::Raw` reads
 /// the 1-minute rollups.
 pub async fn rollups(
-    client: &impl GenericClient,
+    client: &impl SeriesConnection,
     point_ids: &[i32],
     resolution: Resolution,
     from: OffsetDateTime,
@@ -310,7 +357,7 @@ pub async fn rollups(
          ) r"
     );
     let rows = client
-        .query(&sql, &[&layouts, &slots, &from, &to, &limit])
+        .rows(&sql, &[&layouts, &slots, &from, &to, &limit])
         .await?;
     let mut stored: BTreeMap<(i32, i32), Vec<Bucket>> = BTreeMap::new();
     for row in &rows {
@@ -426,7 +473,7 @@ pub struct RollupRow {
 /// Rollup buckets of a point starting in `[from, to)`, oldest first, at most
 /// `limit`. `resolution` must not be `Raw`.
 pub async fn rollup_series(
-    client: &impl GenericClient,
+    client: &impl SeriesConnection,
     point_id: i32,
     resolution: Resolution,
     from: OffsetDateTime,

@@ -215,13 +215,13 @@ pub async fn series(
 
     // One more than shown per series tells whether there were more.
     let data: Vec<SeriesData> = match resolution {
-        Resolution::Raw => series::raw(&**client, &point_ids, request.from, request.to, limit + 1)
+        Resolution::Raw => series::raw(&*client, &point_ids, request.from, request.to, limit + 1)
             .await?
             .into_iter()
             .map(SeriesData::Raw)
             .collect(),
         rollup => series::rollups(
-            &**client,
+            &*client,
             &point_ids,
             rollup,
             request.from,
