@@ -24,7 +24,8 @@ set -euo pipefail
 
 # Everything the commands below print (pg_ctlcluster says "Removed stale pid
 # file." on stdout, for one) goes to stderr; only url_for writes to the
-# caller's stdout, kept on fd 3.
+# caller's stdout, kept on fd 3. The servers started below must not inherit
+# fd 3: a caller capturing the URL with $(...) would wait for them to exit.
 exec 3>&1 1>&2
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,9 +46,9 @@ say() { echo "==> timescaledb: $*" >&2; }
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
+        "$@" 3>&-
     elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
+        sudo "$@" 3>&-
     else
         echo "error: '$*' needs root and sudo is not available" >&2
         return 1
