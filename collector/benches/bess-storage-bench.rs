@@ -686,6 +686,7 @@ async fn measure(
             properties: vec![],
             dead_letter_topic: Some(format!("{topic}.dlq")),
         },
+        live_topic: None,
         create_topic_partitions: None,
         listen: ([127, 0, 0, 1], free_port()).into(),
         database_wait: Duration::from_secs(10),

@@ -16,6 +16,10 @@
 //! as every channel is bounded, a slow or absent database slows consumption
 //! (backpressure) instead of growing memory or losing data.
 //!
+//! The stored lane feeds no live view: the live lane (`live/lane.rs`) does,
+//! on every instance, so this pipeline builds no per-frame objects beyond
+//! the COPY rows.
+//!
 //! Memory bound: `QUEUE` messages waiting, plus `MAX_CHUNK` messages in each
 //! of: the chunk being prepared, `PREPARED` prepared chunks, the chunk being
 //! written; plus the rejected messages of `ACKS` committed chunks; plus
@@ -33,7 +37,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetterProducer, RejectClass, Rejection};
-use crate::live::{LiveHub, LiveMessage};
 use crate::message::IngestMessage;
 use crate::writer::{decode_chunk, PreparedChunk, SampleWriter};
 
@@ -118,7 +121,6 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 pub struct KafkaIngest {
     pub consumer: Arc<StreamConsumer>,
     pub writer: Arc<SampleWriter>,
-    pub live: LiveHub,
     pub dead_letters: Option<DeadLetterProducer>,
 }
 
@@ -130,11 +132,7 @@ struct Committed {
 }
 
 impl KafkaIngest {
-    pub fn new(
-        settings: &KafkaSettings,
-        writer: SampleWriter,
-        live: LiveHub,
-    ) -> anyhow::Result<Self> {
+    pub fn new(settings: &KafkaSettings, writer: SampleWriter) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = consumer_config(settings).create()?;
         consumer.subscribe(&[&settings.topic])?;
         let dead_letters = match &settings.dead_letter_topic {
@@ -147,7 +145,6 @@ impl KafkaIngest {
         Ok(Self {
             consumer: Arc::new(consumer),
             writer: Arc::new(writer),
-            live,
             dead_letters,
         })
     }
@@ -164,7 +161,6 @@ impl KafkaIngest {
         ));
         let preparer = tokio::spawn(prepare_chunks(
             self.writer.clone(),
-            self.live.clone(),
             messages_rx,
             prepared_tx,
             cancel.clone(),
@@ -175,7 +171,7 @@ impl KafkaIngest {
             acks_rx,
             cancel.clone(),
         ));
-        write_chunks(&self.writer, &self.live, prepared_rx, acks_tx, cancel).await;
+        write_chunks(&self.writer, prepared_rx, acks_tx, cancel).await;
         reader.await.ok();
         preparer.await.ok();
         acknowledger.await.ok();
@@ -223,7 +219,6 @@ async fn read_messages(
 /// async workers, and pass it on.
 async fn prepare_chunks(
     writer: Arc<SampleWriter>,
-    live: LiveHub,
     mut queue: mpsc::Receiver<IngestMessage>,
     prepared: mpsc::Sender<PreparedChunk>,
     cancel: CancellationToken,
@@ -249,9 +244,9 @@ async fn prepare_chunks(
         let mut decoded = Some(decoded);
         let mut delays = retry_delays(DATABASE_RETRY);
         let chunk = loop {
-            let want_live = live.receiver_count() > 0;
+            // Live views come from the live lane; the stored lane hands on no frames.
             match writer
-                .prepare(decoded.take().expect("handed back on error"), want_live)
+                .prepare(decoded.take().expect("handed back on error"), false)
                 .await
             {
                 Ok(chunk) => break chunk,
@@ -275,7 +270,6 @@ async fn prepare_chunks(
 
 async fn write_chunks(
     writer: &SampleWriter,
-    live: &LiveHub,
     mut prepared: mpsc::Receiver<PreparedChunk>,
     acks: mpsc::Sender<Committed>,
     cancel: CancellationToken,
@@ -287,7 +281,7 @@ async fn write_chunks(
         };
         let Some(mut chunk) = chunk else { break };
         let mut delays = retry_delays(DATABASE_RETRY);
-        let mut outcome = loop {
+        let outcome = loop {
             match writer.commit(&chunk).await {
                 Ok(outcome) => break outcome,
                 Err(e) => {
@@ -329,9 +323,6 @@ async fn write_chunks(
                 rejected = outcome.messages_rejected,
                 "set aside messages that are not valid batches (see rejected_messages)"
             );
-        }
-        for frame in std::mem::take(&mut outcome.live) {
-            live.publish(LiveMessage::new(frame));
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &chunk.messages {

@@ -2,16 +2,18 @@
 //! `GET /api/v1/sites/{site}/latest`, the alerts and the live snapshots
 //! read it instead of querying the database per request.
 //!
-//! [`LatestCache`] is fed by the committed stream (the live broadcast, so a
-//! value is visible here only after its COMMIT) and seeded at start from the
+//! [`LatestCache`] is fed by the live lane (the hub's broadcast of every
+//! site's frames, read by every instance) and seeded at start from the
 //! database with the newest frame of every layout. Newest timestamp wins,
 //! so seeding and streaming may overlap in any order. If the feeder lags
 //! behind the broadcast it re-seeds from the database.
 //!
-//! An instance only sees the frames of the partitions it consumes. A site
-//! this instance has not received a frame of for [`STREAM_FRESH`] (another
-//! instance owns its partition, or the site is quiet) is read from the
-//! database instead, at most once per [`DB_REFRESH`], and merged in.
+//! Every instance reads every site's live frames. A site this instance has
+//! not received a live frame of for [`STREAM_FRESH`] (the site is quiet,
+//! its edge sends no live lane, or the live topic is unreachable) is read
+//! from the database instead, at most once per [`DB_REFRESH`], and merged
+//! in; a site the stream feeds is merged with the database at most once per
+//! [`STREAM_FRESH`], for the points whose live frames have not come yet.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use bess_protocol::{MissingReason, Reading};
 
-use crate::live::{CommittedFrame, LiveMessage};
+use crate::live::{LiveMessage, PolledFrame};
 use crate::time::{rfc3339, timestamp};
 
 /// A site fed by this instance's stream within this long is served from memory alone.
@@ -83,8 +85,8 @@ pub struct LatestCache {
 }
 
 impl LatestCache {
-    /// Merge one committed frame.
-    pub fn apply_frame(&self, frame: &CommittedFrame) {
+    /// Merge one polled frame.
+    pub fn apply_frame(&self, frame: &PolledFrame) {
         let ts = timestamp(frame.ts_ms);
         let mut sites = self.sites.write().expect("latest cache lock");
         if !sites.contains_key(&*frame.site) {
@@ -132,8 +134,11 @@ impl LatestCache {
             None => true,
             Some(s) => {
                 let fed = s.stream_fed_at.is_some_and(|t| t.elapsed() < STREAM_FRESH);
-                let read = s.db_read_at.is_some_and(|t| t.elapsed() < DB_REFRESH);
-                !fed && !read
+                // A site the stream feeds is still read now and then: points
+                // of groups whose live frames have not come yet (slow groups,
+                // an instance that joined late) are in the database.
+                let read_within = if fed { STREAM_FRESH } else { DB_REFRESH };
+                !s.db_read_at.is_some_and(|t| t.elapsed() < read_within)
             }
         }
     }
@@ -281,7 +286,7 @@ async fn read_site(
 }
 
 /// Keep the cache current: subscribe first, then seed, then apply every
-/// committed frame until cancelled. Lagging re-seeds from the database.
+/// live frame until cancelled. Lagging re-seeds from the database.
 pub async fn feed(
     cache: Arc<LatestCache>,
     mut frames: broadcast::Receiver<LiveMessage>,
@@ -323,7 +328,7 @@ mod tests {
     use super::*;
     use crate::live::committed;
 
-    fn frame(ts_ms: i64, soc: Option<f64>) -> CommittedFrame {
+    fn frame(ts_ms: i64, soc: Option<f64>) -> PolledFrame {
         let reading = match soc {
             Some(soc) => Reading::Float(soc * 2.0),
             None => Reading::Missing(MissingReason::Timeout),
@@ -354,10 +359,21 @@ mod tests {
     }
 
     #[test]
-    fn a_site_fed_by_the_stream_needs_no_database_read() {
+    fn a_site_fed_by_the_stream_is_read_from_the_database_once_then_rarely() {
         let cache = LatestCache::default();
         assert!(cache.needs_database("s"));
         cache.apply_frame(&frame(1_000, Some(1.0)));
+        assert!(
+            cache.needs_database("s"),
+            "points the stream has not shown yet are in the database"
+        );
+        cache
+            .sites
+            .write()
+            .unwrap()
+            .get_mut("s")
+            .unwrap()
+            .db_read_at = Some(Instant::now());
         assert!(!cache.needs_database("s"));
     }
 

@@ -118,6 +118,11 @@ struct RunArgs {
         default_value = "bess.telemetry.dlq"
     )]
     dead_letter_topic: String,
+    /// Live topic: the edges' newest frames, read whole by every instance
+    /// (no group, no commits) for the WebSocket and `/latest` (empty: no
+    /// live lane).
+    #[arg(long, env = "BESS_LIVE_TOPIC", default_value = "bess.live")]
+    live_topic: String,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
     group: String,
@@ -279,6 +284,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             properties: args.kafka_properties,
             dead_letter_topic: Some(args.dead_letter_topic).filter(|t| !t.trim().is_empty()),
         },
+        live_topic: Some(args.live_topic).filter(|t| !t.trim().is_empty()),
         create_topic_partitions: (args.create_topic_partitions > 0)
             .then_some(args.create_topic_partitions),
         listen: args.listen,

@@ -19,7 +19,7 @@ use crate::api::{self, ApiState};
 use crate::auth::{AccessControl, AccessSettings};
 use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
 use crate::latest::LatestCache;
-use crate::live::LiveHub;
+use crate::live::{LiveHub, LiveLane};
 use crate::migrations::MigrationError;
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
@@ -30,6 +30,10 @@ pub struct CollectorSettings {
     pub read_database_url: Option<String>,
     pub pool_size: usize,
     pub kafka: KafkaSettings,
+    /// The live topic every instance reads whole (`None`: no live lane;
+    /// WebSocket clients then get no frames and `/latest` comes from the
+    /// database).
+    pub live_topic: Option<String>,
     /// Create the topic with this many partitions if it does not exist.
     pub create_topic_partitions: Option<i32>,
     pub listen: SocketAddr,
@@ -168,6 +172,11 @@ pub async fn run_with_access(
                 .await
                 .context("checking the dead-letter topic")?;
         }
+        if let Some(live_topic) = &settings.live_topic {
+            ensure_topic(&settings.kafka, live_topic, partitions)
+                .await
+                .context("checking the live topic")?;
+        }
     }
 
     let live = LiveHub::default();
@@ -180,8 +189,24 @@ pub async fn run_with_access(
     ));
     let writer = SampleWriter::new(pool.clone(), backend);
     let partitions = writer.partitions.clone();
-    let ingest = KafkaIngest::new(&settings.kafka, writer, live.clone())
-        .context("creating Kafka consumer")?;
+    let live_lane = match &settings.live_topic {
+        Some(topic) => {
+            let lane = LiveLane::new(
+                &settings.kafka,
+                topic,
+                live.clone(),
+                writer.catalogs.clone(),
+                pool.clone(),
+            )
+            .context("creating the live topic's consumer")?;
+            Some(tokio::spawn(lane.run(cancel.clone())))
+        }
+        None => {
+            tracing::warn!("no live topic: WebSocket clients get no frames");
+            None
+        }
+    };
+    let ingest = KafkaIngest::new(&settings.kafka, writer).context("creating Kafka consumer")?;
     let upkeep = tokio::spawn(maintain_storage(
         pool.clone(),
         backend,
@@ -233,6 +258,9 @@ pub async fn run_with_access(
     tracing::info!(%addr, topic = %settings.kafka.topic, group = %settings.kafka.group, storage = %backend, "collector started");
 
     ingest.run(cancel.clone()).await;
+    if let Some(lane) = live_lane {
+        lane.await.ok();
+    }
     upkeep.await.ok();
     latest_feed.await.ok();
     tracing::info!("ingest stopped; closing the API");

@@ -17,7 +17,7 @@
 //!
 //! The caller stores Kafka offsets only after `commit` returns `Ok`, i.e.
 //! after COMMIT (and after the dead-letter deliveries, see `ingest.rs`).
-//! `commit` hands the new frames back as [`CommittedFrame`]s (layout,
+//! `commit` hands the new frames back as [`PolledFrame`]s (layout,
 //! timestamp, raw readings, arrival time) for the live hub; what clients
 //! see of them is the live module's business, never the writer's.
 
@@ -33,7 +33,7 @@ use crate::catalog::{CatalogRegistry, Layouts};
 use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
 use crate::dead_letter::{RejectClass, Rejection};
 use crate::late_rollups;
-use crate::live::CommittedFrame;
+use crate::live::PolledFrame;
 use crate::message::IngestMessage;
 use crate::storage::{self, FramePartitions, StorageBackend};
 use crate::time::timestamp;
@@ -51,7 +51,7 @@ pub struct WriteOutcome {
     pub samples_written: u64,
     pub gaps_written: u64,
     /// The new frames, committed, for the live hub (empty unless asked for).
-    pub live: Vec<CommittedFrame>,
+    pub live: Vec<PolledFrame>,
     /// Messages set aside, to be dead-lettered.
     pub rejected: Vec<Rejection>,
 }
@@ -125,7 +125,7 @@ pub struct PreparedBatch {
     /// UTC hours (epoch ms) of its frames, for `lake_pending`.
     hours: BTreeSet<i64>,
     gaps: Vec<GapRow>,
-    live: Vec<CommittedFrame>,
+    live: Vec<PolledFrame>,
 }
 
 /// A chunk ready for [`SampleWriter::commit`]; a failed commit can be retried
@@ -536,7 +536,7 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
             out.minutes.insert(storage::minute_of(frame.ts_ms));
             out.hours.insert(storage::hour_of(frame.ts_ms));
             if let Some(site) = &site {
-                out.live.push(CommittedFrame {
+                out.live.push(PolledFrame {
                     site: site.clone(),
                     layouts: layouts.clone(),
                     group,

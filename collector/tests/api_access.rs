@@ -19,7 +19,7 @@ use bess_collector::auth::{
 };
 use bess_collector::catalog::{CatalogLayouts, Layout, PointMeta};
 use bess_collector::latest::LatestCache;
-use bess_collector::live::{CommittedFrame, LiveHub, LiveMessage};
+use bess_collector::live::{LiveHub, LiveMessage, PolledFrame};
 use bess_protocol::Reading;
 use bess_tests::TestDatabase;
 use support::Backend;
@@ -137,7 +137,7 @@ fn committed(site: &str, ts_ms: i64, points: &[(&str, &str)], values: &[f64]) ->
             })
             .collect(),
     };
-    LiveMessage::new(CommittedFrame {
+    LiveMessage::new(PolledFrame {
         site: site.into(),
         layouts: Arc::new(CatalogLayouts {
             groups: vec![layout],

@@ -81,9 +81,7 @@ async fn a_message_that_is_not_a_batch_goes_to_the_dead_letter_topic_with_its_re
         properties: vec![],
         dead_letter_topic: Some("bess.telemetry.dlq".into()),
     };
-    let live = bess_collector::live::LiveHub::default();
-    let ingest =
-        KafkaIngest::new(&settings, SampleWriter::new(pool.clone(), backend), live).unwrap();
+    let ingest = KafkaIngest::new(&settings, SampleWriter::new(pool.clone(), backend)).unwrap();
     let cancel = CancellationToken::new();
     let running = tokio::spawn(ingest.run(cancel.clone()));
 

@@ -165,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let kafka = KafkaConfig {
         brokers: broker.brokers(),
         topic: "bench.telemetry".into(),
+        live_topic: "bench.live".into(),
         delivery_timeout: Duration::from_secs(30),
         properties: Default::default(),
     };

@@ -4,6 +4,7 @@
 //! ModbusLink (one per connection or bus, shared by the devices behind it)
 //!     ▲
 //! ModbusPoller (one per device) ──frames──► ClockGate ──► BatchSealer ──► SqliteBuffer ──► KafkaUplink | MqttUplink
+//!                                              ├──► LiveLane (unbuffered, to the live topic)
 //!                                              └──► MqttMirror (optional, best effort)
 //!                                   (bounded channels; pollers wait when they are full)
 //! ```
@@ -29,6 +30,7 @@ use crate::clock::now_ms;
 use crate::clock::{ntp_synchronized, ClockGate};
 use crate::config::{UplinkConfig, ValidConfig};
 use crate::link::links_for;
+use crate::live::{KafkaLiveSink, LiveFeed, LiveLane, MqttLiveSink};
 use crate::mirror::MqttMirror;
 use crate::poller::ModbusPoller;
 use crate::recorder::FrameRecorder;
@@ -136,6 +138,27 @@ pub async fn run(
         }
     };
 
+    let live_stop = CancellationToken::new();
+    let (live_feed, live_task) = if config.live.enabled {
+        let (feed, frames) = LiveFeed::channel();
+        let hash = config.catalog.hash();
+        let task = match &config.uplink {
+            UplinkConfig::Kafka(kafka) => {
+                let sink = KafkaLiveSink::new(kafka, &config.live, config.site.clone())
+                    .context("creating the live Kafka producer")?;
+                tokio::spawn(LiveLane::new(hash, &config.live, sink).run(frames))
+            }
+            UplinkConfig::Mqtt(mqtt) => {
+                let (sink, _driver) = MqttLiveSink::new(mqtt, &config.site, live_stop.clone())
+                    .context("creating the live MQTT client")?;
+                tokio::spawn(LiveLane::new(hash, &config.live, sink).run(frames))
+            }
+        };
+        (Some(feed), Some(task))
+    } else {
+        (None, None)
+    };
+
     let mirror_stop = CancellationToken::new();
     let mirror = match &config.mqtt_mirror {
         Some(mirror_config) => {
@@ -160,6 +183,9 @@ pub async fn run(
         gate_rx,
         gate_tx,
         move |frame| {
+            if let Some(live) = &live_feed {
+                live.offer(frame);
+            }
             if let Some(mirror) = &mirror {
                 mirror.publish_frame(frame);
             }
@@ -197,6 +223,10 @@ pub async fn run(
     tracing::info!("shutting down: stopping pollers");
     while pollers.join_next().await.is_some() {}
     gate_task.await.ok();
+    if let Some(task) = live_task {
+        task.await.ok();
+    }
+    live_stop.cancel();
     mirror_stop.cancel();
     match sealer_task.await {
         Ok(Ok(())) => {}

@@ -1,6 +1,7 @@
 //! `BatchSealer`: gathers frames from all pollers and seals them into
 //! numbered batches in the buffer, by count or by age. The first batch after
-//! a start, and one at least every `catalog_every`, carries the catalog.
+//! a start (sealed within a second whatever `max_age` says), and one at
+//! least every `catalog_every`, carries the catalog.
 //! Each seal is one call to the buffer, which numbers and encodes the batch
 //! and enforces the disk cap in the same step; the gap records that
 //! produces travel in the next batch.
@@ -16,6 +17,9 @@ use crate::clock::now_ms;
 use crate::config::BatchConfig;
 use crate::recorder::FrameRecorder;
 use crate::status::{AgentStatus, Totals};
+
+/// The first batch after a start is sealed at this age at the latest.
+pub const FIRST_BATCH_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct BatchSealer {
     pub site: SiteId,
@@ -40,7 +44,14 @@ impl BatchSealer {
         let mut oldest: Option<Instant> = None;
         let mut catalog_sent_at: Option<Instant> = None;
         loop {
-            let deadline = oldest.map(|t| t + self.config.max_age);
+            // The first batch (it carries the catalog) goes within a second,
+            // so the cloud can read the live lane's frames from the start.
+            let max_age = if catalog_sent_at.is_none() {
+                self.config.max_age.min(FIRST_BATCH_MAX_AGE)
+            } else {
+                self.config.max_age
+            };
+            let deadline = oldest.map(|t| t + max_age);
             let seal_now = tokio::select! {
                 frame = frames.recv() => match frame {
                     Some(frame) => {

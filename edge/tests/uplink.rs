@@ -58,6 +58,7 @@ impl Backend {
         KafkaConfig {
             brokers,
             topic: topic.into(),
+            live_topic: format!("{topic}.live"),
             delivery_timeout: Duration::from_secs(2),
             properties: BTreeMap::new(),
         }
@@ -73,6 +74,7 @@ impl Backend {
             password: None,
             keep_alive: Duration::from_secs(5),
             inflight: 8,
+            live_topic: format!("{topic}/live"),
         }
     }
 

@@ -34,6 +34,7 @@ mod batch;
 mod catalog;
 mod envelope;
 mod ids;
+mod live;
 mod reading;
 
 pub use batch::{Batch, Frame, Gap, GapReason};
@@ -42,4 +43,7 @@ pub use envelope::{
     Codec, DecodeError, EncodeError, Header, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
 };
 pub use ids::{BatchSeq, CatalogHash, GroupIndex, InvalidSiteId, SiteId};
+pub use live::{
+    LiveDecodeError, LiveDecoder, LiveEncoder, LiveUpdate, LIVE_FORMAT_VERSION, MAX_LIVE_BYTES,
+};
 pub use reading::{MissingReason, Quality, Reading};

@@ -168,6 +168,17 @@ async fn every_sample_read_reaches_the_database_exactly_once(
         "{edge_metrics}"
     );
 
+    // The live client sees frames of this site: the live lane's, from the
+    // group's next whole frame (at most `live.keyframe_every` after the
+    // collector began reading the live topic).
+    let first = tokio::time::timeout(Duration::from_secs(30), live.next())
+        .await
+        .context("no live frame within 30 s")?
+        .context("live stream ended")??;
+    let frame: serde_json::Value = serde_json::from_str(first.to_text()?)?;
+    assert_eq!(frame["type"], "frame", "{frame}");
+    assert_eq!(frame["frame"]["site"], "site-001");
+
     // Stop the edge cleanly: it seals what it read and drains its buffer.
     let exit = edge.terminate(Duration::from_secs(30)).await?;
     assert!(exit.success(), "edge exit: {exit}\n{}", edge.log_tail(30));
@@ -349,14 +360,6 @@ async fn every_sample_read_reaches_the_database_exactly_once(
     let (_, sites) = get_json(&format!("{api}/api/v1/sites")).await?;
     assert_eq!(sites["sites"][0]["site"], "site-001");
     assert!(sites["sites"][0]["last_seen"].is_string());
-
-    // The live client saw frames of this site.
-    let first = tokio::time::timeout(Duration::from_secs(10), live.next())
-        .await?
-        .context("live stream ended")??;
-    let frame: serde_json::Value = serde_json::from_str(first.to_text()?)?;
-    assert_eq!(frame["type"], "frame", "{frame}");
-    assert_eq!(frame["frame"]["site"], "site-001");
 
     // The bad message was set aside and counted; nothing was doubled.
     let rejected: i64 = db

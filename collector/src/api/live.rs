@@ -1,4 +1,4 @@
-//! `GET /api/v1/live`: a WebSocket that pushes committed frames as JSON.
+//! `GET /api/v1/live`: a WebSocket that pushes the live lane's frames as JSON.
 //! The frames, their view and its JSON come from [`crate::live`]; this
 //! handler only filters, queues and sends them.
 //!

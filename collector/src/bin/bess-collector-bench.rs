@@ -350,6 +350,7 @@ async fn run(
             properties: vec![],
             dead_letter_topic: Some("bess.telemetry.dlq".into()),
         },
+        live_topic: None,
         create_topic_partitions: None,
         listen: ([127, 0, 0, 1], api_port).into(),
         database_wait: Duration::from_secs(10),

@@ -1,8 +1,8 @@
-//! A committed frame in two shapes: [`CommittedFrame`], as the writer hands
-//! it on after COMMIT (the catalog layout, the frame's timestamp and raw
+//! A polled frame in two shapes: [`PolledFrame`], as the live lane
+//! decoded it (the catalog layout, the frame's timestamp and raw
 //! readings, when its message arrived), and [`LiveFrame`], the view a
 //! WebSocket client receives (RFC 3339 time, engineering values, units and
-//! quality names). The view is derived from the committed frame and never
+//! quality names). The view is derived from the polled frame and never
 //! the other way round; its names are the catalog's shared `Arc<str>`.
 
 use serde::Serialize;
@@ -13,9 +13,11 @@ use bess_protocol::Reading;
 use crate::catalog::{Layout, Layouts};
 use crate::time::{rfc3339, timestamp};
 
-/// One frame of a committed batch, in the writer's terms.
+/// One frame as the edge read it, matched to its catalog layout (from the
+/// live lane, or from a committed batch where a test or tool asks the
+/// writer for them).
 #[derive(Debug, Clone)]
-pub struct CommittedFrame {
+pub struct PolledFrame {
     pub site: Arc<str>,
     /// The layouts of the catalog version the batch named.
     pub layouts: Layouts,
@@ -30,7 +32,7 @@ pub struct CommittedFrame {
     pub readings: Vec<Reading>,
 }
 
-impl CommittedFrame {
+impl PolledFrame {
     /// The frame's layout: device, group and points.
     pub fn layout(&self) -> &Layout {
         &self.layouts[self.group]
@@ -71,17 +73,15 @@ pub struct LiveFrame {
     pub group: Arc<str>,
     pub ts: String,
     pub ts_ms: i64,
-    /// When the collector took the Kafka message carrying this frame off the
-    /// consumer (Unix epoch milliseconds, the collector's clock). The frame
-    /// reaches clients only after its transaction committed, so the time
-    /// from here to a client's receipt covers decoding, the database write
-    /// and the fan-out.
+    /// When the collector took the live message carrying this frame off
+    /// the live topic (Unix epoch milliseconds, the collector's clock); the
+    /// time from here to a client's receipt covers decoding and the fan-out.
     pub received_ms: i64,
     pub values: Vec<LiveValue>,
 }
 
-impl From<&CommittedFrame> for LiveFrame {
-    fn from(frame: &CommittedFrame) -> Self {
+impl From<&PolledFrame> for LiveFrame {
+    fn from(frame: &PolledFrame) -> Self {
         let layout = frame.layout();
         Self {
             site: frame.site.clone(),
@@ -115,7 +115,7 @@ pub(crate) mod tests {
         site: &str,
         ts_ms: i64,
         points: &[(&str, &str, Reading)],
-    ) -> CommittedFrame {
+    ) -> PolledFrame {
         let layout = Layout {
             layout_id: 1,
             device_id: 1,
@@ -134,7 +134,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
         };
-        CommittedFrame {
+        PolledFrame {
             site: site.into(),
             layouts: Arc::new(CatalogLayouts {
                 groups: vec![layout],

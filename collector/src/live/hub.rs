@@ -1,4 +1,4 @@
-//! `LiveHub`: where committed frames are published to the WebSocket
+//! `LiveHub`: where the live lane's frames are published to the WebSocket
 //! clients and the latest-value cache.
 //!
 //! The hub has one broadcast channel carrying every frame (the latest-value
@@ -20,7 +20,7 @@ pub const ALL_SITES_CHANNEL: usize = 4096;
 /// sites with live clients have one.
 pub const SITE_CHANNEL: usize = 1024;
 
-/// Where committed frames are published; cheap to clone.
+/// Where live frames are published; cheap to clone.
 #[derive(Clone)]
 pub struct LiveHub {
     all: broadcast::Sender<LiveMessage>,
@@ -56,7 +56,7 @@ impl LiveHub {
         }
     }
 
-    /// Publish one committed frame to the all-sites channel and to its
+    /// Publish one frame to the all-sites channel and to its
     /// site's channel, if anyone reads it.
     pub fn publish(&self, mut message: LiveMessage) {
         let mut sites = self.sites.lock().expect("live hub lock");

@@ -1,5 +1,5 @@
-//! `LiveMessage`: one committed frame as published through the hub. It
-//! carries the [`CommittedFrame`] (for the latest-value cache and for
+//! `LiveMessage`: one polled frame as published through the hub. It
+//! carries the [`PolledFrame`] (for the latest-value cache and for
 //! clients that filter by device or point), and builds the frame's
 //! WebSocket view and its JSON message when the first client needs them;
 //! every other client then shares the same bytes. Nothing is built for a
@@ -9,13 +9,13 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use std::sync::{Arc, OnceLock};
 
-use super::frame::{CommittedFrame, LiveFrame};
+use super::frame::{LiveFrame, PolledFrame};
 
-/// A committed frame as published to live readers; cheap to clone.
+/// A polled frame as published to live readers; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LiveMessage {
     pub site: Arc<str>,
-    pub frame: Arc<CommittedFrame>,
+    pub frame: Arc<PolledFrame>,
     view: Arc<OnceLock<LiveFrame>>,
     json: Arc<OnceLock<Utf8Bytes>>,
     /// Publication order, set by [`super::LiveHub::publish`].
@@ -30,7 +30,7 @@ struct FrameMessage<'a> {
 }
 
 impl LiveMessage {
-    pub fn new(frame: CommittedFrame) -> Self {
+    pub fn new(frame: PolledFrame) -> Self {
         Self {
             site: frame.site.clone(),
             frame: Arc::new(frame),

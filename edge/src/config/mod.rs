@@ -31,8 +31,9 @@ pub use devices::{
 };
 pub use error::{ConfigError, ConfigProblem};
 pub use schema::{
-    default_topic, BatchConfig, BufferConfig, ClockConfig, DownsampleConfig, DrainConfig,
-    EdgeConfig, KafkaConfig, MqttMirrorConfig, MqttUplinkConfig, StatusConfig,
+    default_live_topic, default_topic, BatchConfig, BufferConfig, ClockConfig, DownsampleConfig,
+    DrainConfig, EdgeConfig, KafkaConfig, LiveConfig, MqttMirrorConfig, MqttUplinkConfig,
+    StatusConfig,
 };
 pub use size::ByteSize;
 
@@ -53,6 +54,7 @@ pub struct ValidConfig {
     pub buffer: BufferConfig,
     pub batch: BatchConfig,
     pub uplink: UplinkConfig,
+    pub live: LiveConfig,
     pub mqtt_mirror: Option<MqttMirrorConfig>,
     pub status: StatusConfig,
     pub clock: ClockConfig,

@@ -30,6 +30,8 @@ pub struct EdgeConfig {
     pub batch: BatchConfig,
     pub kafka: Option<Spanned<KafkaConfig>>,
     pub mqtt_uplink: Option<Spanned<MqttUplinkConfig>>,
+    #[serde(default)]
+    pub live: LiveConfig,
     pub mqtt_mirror: Option<MqttMirrorConfig>,
     #[serde(default)]
     pub status: StatusConfig,
@@ -170,9 +172,16 @@ pub struct KafkaConfig {
     /// How long one delivery may take before it is retried from the buffer.
     #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// Topic of the live lane (see `[live]`): the newest frames, unbuffered.
+    #[serde(default = "default_live_topic")]
+    pub live_topic: String,
     /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.*` for MSK).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+pub fn default_live_topic() -> String {
+    "bess.live".into()
 }
 
 pub fn default_topic() -> String {
@@ -203,6 +212,58 @@ pub struct MqttUplinkConfig {
     /// Batches published and not yet acknowledged at once.
     #[serde(default = "default_mqtt_inflight")]
     pub inflight: u16,
+    /// Topic of the live lane (QoS 0, see `[live]`); `{site}` is replaced by the site id.
+    #[serde(default = "default_mqtt_live_topic")]
+    pub live_topic: String,
+}
+
+fn default_mqtt_live_topic() -> String {
+    "bess/{site}/live".into()
+}
+
+/// The live lane: every frame, the moment it is read, to the uplink's live
+/// topic, beside (never instead of) the buffered batches. Nothing of it is
+/// written to disk; a frame older than `max_age` is history, not live, and
+/// is not sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Frames read within this long of the first go in one message.
+    #[serde(default = "default_live_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Each poll group goes whole (not as a change) at least this often, so
+    /// a reader that joins late shows it within this long.
+    #[serde(default = "default_keyframe_every", with = "humantime_serde")]
+    pub keyframe_every: Duration,
+    /// Frames older than this when their message would leave are dropped.
+    #[serde(default = "default_live_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+const fn yes() -> bool {
+    true
+}
+const fn default_live_linger() -> Duration {
+    Duration::from_millis(20)
+}
+const fn default_keyframe_every() -> Duration {
+    Duration::from_secs(10)
+}
+const fn default_live_max_age() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            linger: default_live_linger(),
+            keyframe_every: default_keyframe_every(),
+            max_age: default_live_max_age(),
+        }
+    }
 }
 
 const fn default_mqtt_port() -> u16 {

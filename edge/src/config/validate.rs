@@ -36,6 +36,13 @@ impl EdgeConfig {
         };
         let uplink = match (self.kafka, self.mqtt_uplink) {
             (Some(kafka), None) => {
+                if kafka.get_ref().live_topic == kafka.get_ref().topic {
+                    problems.add(
+                        kafka.span(),
+                        "kafka.live_topic",
+                        "must differ from `topic`: live messages are not batches",
+                    );
+                }
                 if kafka.get_ref().brokers.trim().is_empty() {
                     problems.add(
                         kafka.span(),
@@ -56,11 +63,19 @@ impl EdgeConfig {
                 if m.keep_alive < Duration::from_secs(1) {
                     problems.add(mqtt.span(), "mqtt_uplink.keep_alive", "must be at least 1s");
                 }
-                if m.topic.is_empty() || m.topic.contains(['#', '+']) {
+                for (field, topic) in [
+                    ("mqtt_uplink.topic", &m.topic),
+                    ("mqtt_uplink.live_topic", &m.live_topic),
+                ] {
+                    if topic.is_empty() || topic.contains(['#', '+']) {
+                        problems.add(mqtt.span(), field, "must be a topic name without wildcards");
+                    }
+                }
+                if m.live_topic == m.topic {
                     problems.add(
                         mqtt.span(),
-                        "mqtt_uplink.topic",
-                        "must be a topic name without wildcards",
+                        "mqtt_uplink.live_topic",
+                        "must differ from `topic`: live messages are not batches",
                     );
                 }
                 Some(UplinkConfig::Mqtt(mqtt.into_inner()))
@@ -221,6 +236,7 @@ impl EdgeConfig {
                     buffer: self.buffer,
                     batch: self.batch,
                     uplink,
+                    live: self.live,
                     mqtt_mirror: self.mqtt_mirror,
                     status: self.status,
                     clock: self.clock,

@@ -1,0 +1,296 @@
+//! `LiveLane`: every instance reads the whole live topic, so any instance
+//! serves any site's live frames and `/latest`, whoever owns the site's
+//! partition of the telemetry topic.
+//!
+//! The consumer is not in a group and commits nothing: it is assigned every
+//! partition of the live topic at its end (what was sent before the
+//! instance started is history, served from the database), and takes up
+//! partitions added later. Each site's messages go through that site's
+//! [`LiveDecoder`]; a decoded frame is matched to its layouts (from the
+//! catalog the storage lane registered: cached, or read from the database at
+//! most once a second per unknown catalog) and published to the
+//! [`LiveHub`]. A frame not newer than the last one published for its
+//! layout is dropped, so each group's frames leave in timestamp order.
+//!
+//! Nothing here touches the stored history: a live message is never
+//! written, and its loss costs only what a dashboard shows until the next.
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use bess_protocol::{CatalogHash, LiveDecoder, LiveUpdate};
+
+use super::{LiveHub, LiveMessage, PolledFrame};
+use crate::catalog::{CatalogRegistry, Layouts};
+use crate::ingest::KafkaSettings;
+
+/// How often the topic's partition count is checked.
+const PARTITION_CHECK: Duration = Duration::from_secs(30);
+/// An unknown catalog is looked up again after this long.
+const CATALOG_RETRY: Duration = Duration::from_secs(1);
+
+/// librdkafka settings of the live reader: no group membership, no
+/// commits, fetches answered as soon as a byte is there.
+pub fn live_consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    for (key, value) in &settings.properties {
+        config.set(key, value);
+    }
+    config
+        // Required by the client; never joined (partitions are assigned).
+        .set("group.id", format!("{}-live", settings.group))
+        .set("client.id", "bess-collector-live")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.error.backoff.ms", "50")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// One site's reading state.
+struct SiteLane {
+    name: Arc<str>,
+    decoder: LiveDecoder,
+    /// Newest timestamp published per layout.
+    newest: HashMap<i32, i64>,
+}
+
+pub struct LiveLane {
+    consumer: StreamConsumer,
+    topic: String,
+    hub: LiveHub,
+    catalogs: Arc<CatalogRegistry>,
+    pool: Pool,
+    sites: HashMap<Box<str>, SiteLane>,
+    /// Catalogs not found, and when they were last looked for.
+    unknown: HashMap<(Arc<str>, CatalogHash), Instant>,
+    partitions: i32,
+}
+
+impl LiveLane {
+    pub fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        hub: LiveHub,
+        catalogs: Arc<CatalogRegistry>,
+        pool: Pool,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            consumer: live_consumer_config(settings).create()?,
+            topic: topic.to_owned(),
+            hub,
+            catalogs,
+            pool,
+            sites: HashMap::new(),
+            unknown: HashMap::new(),
+            partitions: 0,
+        })
+    }
+
+    /// Read until cancelled.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut check = tokio::time::interval(PARTITION_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if self.partitions == 0 {
+                // Not assigned yet: look again soon rather than in 30 s.
+                check.reset_after(Duration::from_secs(2));
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = check.tick() => self.assign_new_partitions().await,
+                received = self.consumer.recv(), if self.partitions > 0 => match received {
+                    Ok(message) => {
+                        let received_ms = crate::time::unix_ms_now();
+                        let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned);
+                        let payload = message.payload().unwrap_or_default().to_vec();
+                        drop(message);
+                        self.take(key, &payload, received_ms).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("live topic: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Assign the partitions this reader does not read yet, at their end.
+    async fn assign_new_partitions(&mut self) {
+        let consumer = &self.consumer;
+        let topic = self.topic.clone();
+        let count = tokio::task::block_in_place(|| {
+            consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len() as i32)
+                })
+        });
+        let count = match count {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, "live topic metadata: {e}");
+                return;
+            }
+        };
+        if count <= self.partitions {
+            if count == 0 {
+                tracing::debug!(topic = %self.topic, "live topic has no partitions yet");
+            }
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in self.partitions..count {
+            if let Err(e) = list.add_partition_offset(&self.topic, partition, Offset::End) {
+                tracing::warn!("live topic partition {partition}: {e}");
+                return;
+            }
+        }
+        match self.consumer.incremental_assign(&list) {
+            Ok(()) => {
+                tracing::info!(topic = %self.topic, partitions = count, "reading the live topic");
+                self.partitions = count;
+            }
+            Err(e) => tracing::warn!(topic = %self.topic, "assigning the live topic: {e}"),
+        }
+    }
+
+    async fn take(&mut self, key: Option<String>, payload: &[u8], received_ms: i64) {
+        let Some(site) = key.filter(|k| bess_protocol::SiteId::new(k.as_str()).is_ok()) else {
+            reject("bad_key");
+            return;
+        };
+        metrics::counter!("bess_collector_live_messages_total").increment(1);
+        let lane = self
+            .sites
+            .entry(site.as_str().into())
+            .or_insert_with(|| SiteLane {
+                name: site.as_str().into(),
+                decoder: LiveDecoder::new(),
+                newest: HashMap::new(),
+            });
+        let update = match lane.decoder.decode(payload) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::debug!(site, "live message set aside: {e}");
+                reject("undecodable");
+                return;
+            }
+        };
+        if update.skipped > 0 {
+            metrics::counter!("bess_collector_live_frames_waiting_total")
+                .increment(update.skipped as u64);
+        }
+        if update.frames.is_empty() {
+            return;
+        }
+        let name = lane.name.clone();
+        let Some(layouts) = self.layouts(&name, update.catalog_hash).await else {
+            metrics::counter!("bess_collector_live_frames_unknown_catalog_total")
+                .increment(update.frames.len() as u64);
+            return;
+        };
+        let lane = self.sites.get_mut(site.as_str()).expect("inserted above");
+        publish(&self.hub, lane, &layouts, update, received_ms);
+    }
+
+    /// The layouts of a site's catalog, if the storage lane registered it.
+    async fn layouts(&mut self, site: &Arc<str>, hash: CatalogHash) -> Option<Layouts> {
+        if let Some(layouts) = self
+            .catalogs
+            .cached_site(site)
+            .and_then(|id| self.catalogs.cached(id, hash))
+        {
+            return Some(layouts);
+        }
+        let key = (site.clone(), hash);
+        if self
+            .unknown
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < CATALOG_RETRY)
+        {
+            return None;
+        }
+        match self.look_up(site, hash).await {
+            Ok(Some(layouts)) => {
+                self.unknown.remove(&key);
+                Some(layouts)
+            }
+            Ok(None) => {
+                self.unknown.insert(key, Instant::now());
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%site, %hash, "looking up a live frame's catalog: {e:#}");
+                self.unknown.insert(key, Instant::now());
+                None
+            }
+        }
+    }
+
+    async fn look_up(&self, site: &str, hash: CatalogHash) -> anyhow::Result<Option<Layouts>> {
+        let mut client = self.pool.get().await?;
+        let Some(row) = client
+            .query_opt("SELECT site_id FROM sites WHERE name = $1", &[&site])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let site_id: i32 = row.get(0);
+        Ok(self.catalogs.lookup(&mut client, site_id, hash).await?)
+    }
+}
+
+fn publish(
+    hub: &LiveHub,
+    lane: &mut SiteLane,
+    layouts: &Layouts,
+    update: LiveUpdate,
+    received_ms: i64,
+) {
+    for frame in update.frames {
+        let group = usize::from(frame.group.0);
+        let Some(layout) = layouts.get(group) else {
+            reject("unknown_group");
+            continue;
+        };
+        if layout.points.len() != frame.values.len() {
+            reject("wrong_width");
+            continue;
+        }
+        let newest = lane.newest.entry(layout.layout_id).or_insert(i64::MIN);
+        if frame.ts_ms <= *newest {
+            metrics::counter!("bess_collector_live_frames_out_of_order_total").increment(1);
+            continue;
+        }
+        *newest = frame.ts_ms;
+        metrics::counter!("bess_collector_live_frames_total").increment(1);
+        hub.publish(LiveMessage::new(PolledFrame {
+            site: lane.name.clone(),
+            layouts: layouts.clone(),
+            group,
+            ts_ms: frame.ts_ms,
+            received_ms,
+            readings: frame.values,
+        }));
+    }
+}
+
+fn reject(reason: &'static str) {
+    metrics::counter!("bess_collector_live_rejected_total", "reason" => reason).increment(1);
+}

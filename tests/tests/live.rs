@@ -1,0 +1,317 @@
+//! The live lane across processes: `bess-sim` → `bess-edge` → Tansu →
+//! three `bess-collector` instances in one consumer group → WebSocket
+//! clients on every instance. Any instance serves any site: every client
+//! gets every frame of its site once, in timestamp order per poll group,
+//! with exactly the values stored later; `/latest` is as fresh on every
+//! instance; killing one instance interrupts nobody else, and its clients
+//! resume elsewhere from a snapshot. The stored lane still holds every
+//! sample exactly once.
+
+use anyhow::Context as _;
+use futures::{SinkExt, StreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+use bess_tests::audit::load_stored;
+use bess_tests::scenario::{
+    start_collector, start_edge, start_sim, stop_and_count, write_edge_config,
+};
+use bess_tests::*;
+
+/// One value of a live frame: (device, point, ts_ms) → (value, quality).
+type LiveSample = ((String, String, i64), (Option<f64>, String));
+
+/// What one WebSocket client saw.
+#[derive(Default)]
+struct Seen {
+    snapshots: usize,
+    /// (device, group) → timestamps in arrival order.
+    frames: BTreeMap<(String, String), Vec<i64>>,
+    samples: Vec<LiveSample>,
+    closed: bool,
+}
+
+impl Seen {
+    fn fast_frames(&self) -> usize {
+        self.frames
+            .iter()
+            .filter(|((_, group), _)| group == "fast")
+            .map(|(_, ts)| ts.len())
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn newest_ts(&self) -> i64 {
+        self.frames.values().flatten().copied().max().unwrap_or(0)
+    }
+}
+
+/// A client of `/api/v1/live` on `api` subscribed to site-001 (as the
+/// dashboard does: snapshot first, then frames), recording into a shared `Seen`.
+async fn follow(api: &str) -> anyhow::Result<Arc<Mutex<Seen>>> {
+    let url = format!("{}/api/v1/live", api.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .with_context(|| format!("connecting {url}"))?;
+    socket
+        .send(Message::Text(
+            r#"{"subscribe":{"sites":["site-001"]}}"#.into(),
+        ))
+        .await?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            while let Some(Ok(message)) = socket.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                let mut seen = seen.lock().unwrap();
+                match json["type"].as_str() {
+                    Some("snapshot") => seen.snapshots += 1,
+                    Some("frame") => {
+                        let frame = &json["frame"];
+                        let device = frame["device"].as_str().unwrap_or_default().to_owned();
+                        let group = frame["group"].as_str().unwrap_or_default().to_owned();
+                        let ts = frame["ts_ms"].as_i64().unwrap_or_default();
+                        for value in frame["values"].as_array().into_iter().flatten() {
+                            seen.samples.push((
+                                (
+                                    device.clone(),
+                                    value["point"].as_str().unwrap_or_default().to_owned(),
+                                    ts,
+                                ),
+                                (
+                                    value["value"].as_f64(),
+                                    value["quality"].as_str().unwrap_or_default().to_owned(),
+                                ),
+                            ));
+                        }
+                        seen.frames.entry((device, group)).or_default().push(ts);
+                    }
+                    _ => {}
+                }
+            }
+            seen.lock().unwrap().closed = true;
+        }
+    });
+    Ok(seen)
+}
+
+/// Wait until every client has at least `n` frames of each fast group.
+async fn wait_for_frames(clients: &[Arc<Mutex<Seen>>], n: usize, what: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(60), || async {
+        clients
+            .iter()
+            .all(|c| c.lock().unwrap().fast_frames() >= n)
+            .then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_serves_every_frame_once_in_order_and_losing_one_interrupts_no_one_else(
+) -> anyhow::Result<()> {
+    let scratch = Scratch::new("live-lane");
+    let broker = Broker::start(&scratch.dir).await?;
+    let database = TestDatabase::create("live_lane").await?;
+    let sim = start_sim(&scratch.dir, 3, 11).await?;
+    let mut instances = Vec::new();
+    for i in 1..=3 {
+        instances.push(
+            start_collector(
+                &scratch.dir,
+                &format!("collector-{i}"),
+                &database.url(),
+                &broker.brokers(),
+            )
+            .await?,
+        );
+    }
+    let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
+    let record = scratch.path("record.jsonl");
+    let (edge, edge_status) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+
+    // Two clients on each instance; only one instance consumes the site's
+    // partition of the telemetry topic, all of them read the live topic.
+    let mut clients = Vec::new();
+    for (_, api) in &instances {
+        for _ in 0..2 {
+            clients.push(follow(api).await?);
+        }
+    }
+    wait_for_frames(
+        &clients,
+        5,
+        "5 live frames of every fast group on every client",
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n{}\n{}",
+            edge.log_tail(20),
+            instances[0].0.log_tail(20)
+        )
+    })?;
+
+    // `/latest` on every instance is at least as new as anything stored:
+    // it comes from the live lane, which runs ahead of the database.
+    let db = database.client().await?;
+    for (_, api) in &instances {
+        let stored_newest: i64 = db
+            .query_one(
+                "SELECT coalesce((extract(epoch FROM max(ts)) * 1000)::int8, 0) FROM frames",
+                &[],
+            )
+            .await?
+            .get(0);
+        let (code, latest) = get_json(&format!("{api}/api/v1/sites/site-001/latest")).await?;
+        assert_eq!(code, 200, "{latest}");
+        let newest = latest["points"]
+            .as_array()
+            .context("points")?
+            .iter()
+            .filter_map(|p| p["ts"].as_str())
+            .filter_map(|ts| {
+                time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|ts| (ts.unix_timestamp_nanos() / 1_000_000) as i64)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            newest >= stored_newest,
+            "{api}: /latest at {newest}, database at {stored_newest}"
+        );
+    }
+
+    // Kill the third instance: the clients of the others go on, its own
+    // clients reconnect to the first and start from a snapshot.
+    let killed_at = clients
+        .iter()
+        .map(|c| c.lock().unwrap().newest_ts())
+        .max()
+        .unwrap_or(0);
+    let (mut third, _) = instances.pop().context("third instance")?;
+    third.kill9();
+    let orphans: Vec<_> = clients.drain(4..).collect();
+    wait_for(
+        "the killed instance's clients to see it close",
+        Duration::from_secs(30),
+        || async {
+            orphans
+                .iter()
+                .all(|c| c.lock().unwrap().closed)
+                .then_some(())
+        },
+    )
+    .await?;
+    let mut resumed = Vec::new();
+    for _ in &orphans {
+        resumed.push(follow(&instances[0].1).await?);
+    }
+    let all: Vec<_> = clients
+        .iter()
+        .chain(&orphans)
+        .chain(&resumed)
+        .cloned()
+        .collect();
+    let before: Vec<usize> = clients
+        .iter()
+        .map(|c| c.lock().unwrap().fast_frames())
+        .collect();
+    wait_for(
+        "frames after the kill on every client",
+        Duration::from_secs(60),
+        || async {
+            let survivors_moved = clients
+                .iter()
+                .zip(&before)
+                .all(|(c, n)| c.lock().unwrap().fast_frames() >= n + 5);
+            let resumed_moved = resumed.iter().all(|c| c.lock().unwrap().fast_frames() >= 5);
+            (survivors_moved && resumed_moved).then_some(())
+        },
+    )
+    .await?;
+    for client in &resumed {
+        assert_eq!(
+            client.lock().unwrap().snapshots,
+            1,
+            "a resumed client starts from a snapshot"
+        );
+    }
+
+    // The stored lane: every sample exactly once, through the kill.
+    let metrics = get_text(&format!("{edge_status}/metrics")).await?;
+    assert!(
+        prometheus_value(&metrics, "bess_edge_live_messages_total") > 0.0,
+        "{metrics}"
+    );
+    stop_and_count(edge, &[record], &database.url(), 0).await?;
+
+    // Live against stored: every value shown live is the value stored for
+    // that point and time; no client missed or doubled a stored frame of its
+    // window; each group's frames arrived in timestamp order.
+    let stored = load_stored(&db).await?;
+    let mut stored_ts: HashMap<(String, String), BTreeSet<i64>> = HashMap::new();
+    for (device, point, ts) in stored.samples.keys() {
+        stored_ts
+            .entry((device.clone(), point.clone()))
+            .or_default()
+            .insert(*ts);
+    }
+    for (index, client) in all.iter().enumerate() {
+        let seen = client.lock().unwrap();
+        for ((device, group), ts) in &seen.frames {
+            assert!(
+                ts.windows(2).all(|w| w[0] < w[1]),
+                "client {index}: {device}/{group} out of order or doubled: {ts:?}"
+            );
+        }
+        let mut live_ts: HashMap<(String, String), BTreeSet<i64>> = HashMap::new();
+        for ((device, point, ts), (value, quality)) in &seen.samples {
+            let at = stored
+                .samples
+                .get(&(device.clone(), point.clone(), *ts))
+                .with_context(|| {
+                    format!("client {index}: {device}/{point} at {ts} shown live, never stored")
+                })?;
+            assert_eq!(at.len(), 1);
+            assert_eq!(
+                (&at[0].value, &at[0].quality),
+                (value, quality),
+                "client {index}: {device}/{point} at {ts}"
+            );
+            live_ts
+                .entry((device.clone(), point.clone()))
+                .or_default()
+                .insert(*ts);
+        }
+        for (key, shown) in &live_ts {
+            let (first, last) = (
+                shown.first().copied().unwrap(),
+                shown.last().copied().unwrap(),
+            );
+            let expected: BTreeSet<i64> = stored_ts[key].range(first..=last).copied().collect();
+            let missing: Vec<_> = expected.difference(shown).collect();
+            assert!(
+                missing.is_empty(),
+                "client {index}: {key:?} missed stored frames {missing:?}"
+            );
+        }
+        // Survivors' windows span the kill: they were not interrupted.
+        if index < clients.len() {
+            assert!(seen.frames.values().flatten().any(|ts| *ts < killed_at));
+            assert!(seen
+                .frames
+                .values()
+                .flatten()
+                .any(|ts| *ts > killed_at + 3000));
+        }
+    }
+    Ok(())
+}
