@@ -7,13 +7,16 @@
 //! simulated pack. A site's sequence numbers start at `unix_ms × 1000` like
 //! a fresh edge buffer; its first batch carries the catalog; every batch is
 //! encoded with zstd and keyed by site id, sent by an idempotent producer
-//! with `acks=all`. Progress goes to the log; [`LoadSummary`] is the result.
+//! with `acks=all`. With a live topic, each batch's frames also go there as
+//! one live message per site, encoded as an edge's live lane encodes them
+//! (acks=1, not counted in the summary). Progress goes to the log;
+//! [`LoadSummary`] is the result.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bess_protocol::{
-    Batch, BatchSeq, Catalog, Codec, DeviceInfo, Frame, GroupIndex, GroupInfo, PointInfo,
-    PointKind, Reading, SiteId,
+    Batch, BatchSeq, Catalog, Codec, DeviceInfo, Frame, GroupIndex, GroupInfo, LiveEncoder,
+    PointInfo, PointKind, Reading, SiteId,
 };
 use futures::{stream::FuturesUnordered, FutureExt as _, StreamExt as _};
 use rdkafka::{
@@ -36,6 +39,8 @@ use crate::{
 pub struct LoadConfig {
     pub brokers: String,
     pub topic: String,
+    /// Where each batch's frames also go as live messages (`None`: nowhere).
+    pub live_topic: Option<String>,
     pub sites: u16,
     pub units: u8,
     /// Target samples per second over all sites.
@@ -198,6 +203,7 @@ struct SyntheticSite {
     next_seq: u64,
     packs: Vec<SimulatedPack>,
     last_ts: Vec<i64>,
+    live: LiveEncoder,
 }
 
 fn unix_ms() -> i64 {
@@ -265,6 +271,16 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
         client.set(key, value);
     }
     let producer: FutureProducer = client.create().map_err(LoadError::Producer)?;
+    let mut live_client = ClientConfig::new();
+    live_client
+        .set("bootstrap.servers", &config.brokers)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "5000");
+    for (key, value) in &config.kafka_properties {
+        live_client.set(key, value);
+    }
+    let live_producer: FutureProducer = live_client.create().map_err(LoadError::Producer)?;
 
     let interval_ms = config.batch_interval.as_millis() as u32;
     let start_seq = unix_ms() as u64 * 1000;
@@ -279,6 +295,11 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
                 .map(|u| SimulatedPack::new(config.seed ^ u64::from(i) << 16, u))
                 .collect(),
             last_ts: vec![0; usize::from(config.units)],
+            live: LiveEncoder::new(
+                site_catalog(config.units, interval_ms).hash(),
+                10_000,
+                unix_ms() as u64 + u64::from(i),
+            ),
         })
         .collect();
 
@@ -307,6 +328,16 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
             }
             *owed -= frames as f64;
             let batch = site.batch(frames, config.batch_interval);
+            if let Some(live_topic) = &config.live_topic {
+                let message = site.live.encode(&batch.frames);
+                let record = FutureRecord::to(live_topic)
+                    .key(site.id.as_str())
+                    .payload(&message);
+                if live_producer.send_result(record).is_err() {
+                    // The live lane is best effort, as on an edge.
+                    site.live.restart();
+                }
+            }
             let samples = batch.sample_count() as u64;
             let bytes = batch.encode(Codec::Zstd)?;
             let record = FutureRecord::to(&config.topic)
@@ -346,6 +377,7 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
     while let Some(done) = pending.next().await {
         count(&mut summary, done);
     }
+    let _ = rdkafka::producer::Producer::flush(&live_producer, Duration::from_secs(5));
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -401,6 +433,7 @@ mod tests {
             next_seq: 5_000,
             packs: vec![SimulatedPack::new(1, 1), SimulatedPack::new(1, 2)],
             last_ts: vec![0; 2],
+            live: LiveEncoder::new(site_catalog(2, 1000).hash(), 10_000, 1),
         };
         let first = site.batch(6, Duration::from_secs(1));
         let second = site.batch(6, Duration::from_secs(1));

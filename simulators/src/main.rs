@@ -197,6 +197,11 @@ struct LoadArgs {
     #[arg(long, env = "BESS_KAFKA_TOPIC", default_value = "bess.telemetry")]
     topic: String,
 
+    /// Live topic: each batch's frames also go here as live messages, as an
+    /// edge's live lane sends them (empty: no live lane).
+    #[arg(long, env = "BESS_LIVE_TOPIC", default_value = "bess.live")]
+    live_topic: String,
+
     /// Number of synthetic sites (ids load-site-001, ...).
     #[arg(long, env = "BESS_LOAD_SITES", default_value_t = 10)]
     sites: u16,
@@ -426,6 +431,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     let config = LoadConfig {
         brokers: args.brokers,
         topic: args.topic,
+        live_topic: Some(args.live_topic).filter(|t| !t.trim().is_empty()),
         sites: args.sites,
         units: args.units,
         rate: args.rate,

@@ -17,6 +17,7 @@ async fn load_generator_writes_valid_batches_that_decode_to_the_reported_sample_
     let scratch = Scratch::new("sim-load");
     let broker = Broker::start(&scratch.dir).await.unwrap();
     let config = LoadConfig {
+        live_topic: None,
         brokers: broker.brokers(),
         topic: "bess.telemetry.load-test".into(),
         sites: 3,

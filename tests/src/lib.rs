@@ -637,7 +637,7 @@ pub fn edge_config(sim: SocketAddr, brokers: &str, buffer: &Path, extra_devices:
             "path = \"bess-edge-buffer.sqlite\"",
             &format!("path = \"{}\"", buffer.display()),
         )
-        .replace("max_age = \"1s\"", "max_age = \"500ms\"");
+        .replace("max_age = \"15s\"", "max_age = \"500ms\"");
     config.push_str(extra_devices);
     config
 }

@@ -145,8 +145,10 @@ pub struct BatchConfig {
 const fn default_max_frames() -> NonZeroU32 {
     NonZeroU32::new(1000).expect("non-zero")
 }
+/// Batches are the stored history (the live lane carries what is shown
+/// now): 15 s compresses to about a byte a sample.
 const fn default_max_age() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_secs(15)
 }
 const fn default_catalog_every() -> Duration {
     Duration::from_secs(3600)

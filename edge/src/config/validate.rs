@@ -275,11 +275,34 @@ mod tests {
         let both = EXAMPLE.replacen("[status]", "[mqtt_uplink]\nhost = \"h\"\n\n[status]", 1);
         let problems = ValidConfig::parse(&both).unwrap_err();
         assert_eq!(problems[0].field, "mqtt_uplink", "{problems:?}");
-        let mqtt_only = EXAMPLE
-            .replacen("[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"bess.telemetry\"\ndelivery_timeout = \"30s\"", "[mqtt_uplink]\nhost = \"h\"", 1);
+        let kafka = EXAMPLE.find("[kafka]\n").unwrap();
+        let end_line = "delivery_timeout = \"30s\"\n";
+        let kafka_end = kafka + EXAMPLE[kafka..].find(end_line).unwrap() + end_line.len();
+        let mqtt_only = format!(
+            "{}[mqtt_uplink]\nhost = \"h\"\n{}",
+            &EXAMPLE[..kafka],
+            &EXAMPLE[kafka_end..]
+        );
         let config = ValidConfig::parse(&mqtt_only).unwrap_or_else(|p| panic!("{p:?}"));
         assert!(
-            matches!(&config.uplink, UplinkConfig::Mqtt(m) if m.topic == "bess/{site}/batches")
+            matches!(&config.uplink, UplinkConfig::Mqtt(m) if m.topic == "bess/{site}/batches" && m.live_topic == "bess/{site}/live")
         );
+    }
+
+    #[test]
+    fn the_live_lane_is_on_by_default_and_its_topic_must_differ_from_the_batches() {
+        let config = ValidConfig::parse(EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(config.live.enabled);
+        assert_eq!(config.batch.max_age, Duration::from_secs(15));
+        let same = EXAMPLE.replacen(
+            "live_topic = \"bess.live\"",
+            "live_topic = \"bess.telemetry\"",
+            1,
+        );
+        let problems = ValidConfig::parse(&same).unwrap_err();
+        assert_eq!(problems[0].field, "kafka.live_topic", "{problems:?}");
+        let typo = EXAMPLE.replacen("linger = \"20ms\"", "lingr = \"20ms\"", 1);
+        let problems = ValidConfig::parse(&typo).unwrap_err();
+        assert!(problems[0].message.contains("lingr"), "{problems:?}");
     }
 }

@@ -20,10 +20,14 @@
 //!
 //! Layout (`SPEC.md`, "Live messages"): one flags byte (version, catalog
 //! hash present), the chain id, the counter, the catalog hash (8 bytes,
-//! big-endian) when flagged, then the frames, postcard-encoded.
+//! big-endian) when flagged, then the frames (`wire.rs`): a change carries
+//! a bit per slot that changed and only those slots' differences.
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+mod wire;
+
+use wire::WireFrame;
 
 use crate::{CatalogHash, Frame, GroupIndex, Reading};
 
@@ -48,30 +52,7 @@ pub enum LiveDecodeError {
     #[error("unknown live flags {0:#06b}")]
     UnknownFlags(u8),
     #[error("live body is not valid: {0}")]
-    Body(postcard::Error),
-}
-
-/// One frame on the wire: whole, or the change since the previous frame of
-/// its group on this chain.
-#[derive(Debug, Serialize, Deserialize)]
-enum WireLiveFrame {
-    Whole {
-        group: u16,
-        ts_ms: i64,
-        values: Vec<Reading>,
-    },
-    Change {
-        group: u16,
-        /// This frame's interval minus the previous frame's interval (the
-        /// jitter of the poll period; a few milliseconds, one byte).
-        ts_jitter_ms: i64,
-        /// For every slot that holds an integer in both frames, in slot
-        /// order and not listed in `changed`: the difference.
-        int_deltas: Vec<i64>,
-        /// Every other slot whose reading differs from the previous frame's
-        /// (a float that changed, a value that went missing or came back).
-        changed: Vec<(u16, Reading)>,
-    },
+    Body(#[from] wire::WireError),
 }
 
 /// What a reader keeps of one group: its last frame on this chain.
@@ -158,7 +139,7 @@ impl LiveEncoder {
                 }
                 None => {
                     any_whole = true;
-                    wire.push(WireLiveFrame::Whole {
+                    wire.push(WireFrame::Whole {
                         group,
                         ts_ms: frame.ts_ms,
                         values: frame.values.clone(),
@@ -186,27 +167,32 @@ impl LiveEncoder {
         if any_whole {
             out.extend_from_slice(&self.catalog_hash.0.to_be_bytes());
         }
-        let out = postcard::to_extend(&wire, out).expect("serializing to a Vec cannot fail");
+        wire::encode(&wire, &mut out);
         self.counter = self.counter.wrapping_add(1);
         out
     }
 }
 
-fn change_from(base: &GroupBase, frame: &Frame) -> WireLiveFrame {
-    let mut int_deltas = Vec::with_capacity(frame.values.len());
-    let mut changed = Vec::new();
+fn change_from(base: &GroupBase, frame: &Frame) -> WireFrame {
+    let mut mask = vec![0u8; frame.values.len().div_ceil(8)];
+    let mut deltas = Vec::new();
+    let mut others = Vec::new();
     for (slot, (before, now)) in base.values.iter().zip(&frame.values).enumerate() {
         match (before, now) {
-            (Reading::Int(before), Reading::Int(now)) => int_deltas.push(now.wrapping_sub(*before)),
             (before, now) if before == now => {}
-            (_, now) => changed.push((slot as u16, *now)),
+            (Reading::Int(before), Reading::Int(now)) => {
+                mask[slot / 8] |= 1 << (slot % 8);
+                deltas.push(now.wrapping_sub(*before));
+            }
+            (_, now) => others.push((slot as u16, *now)),
         }
     }
-    WireLiveFrame::Change {
+    WireFrame::Change {
         group: frame.group.0,
         ts_jitter_ms: base.interval_to(frame.ts_ms).wrapping_sub(base.interval_ms),
-        int_deltas,
-        changed,
+        mask,
+        deltas,
+        others,
     }
 }
 
@@ -265,7 +251,7 @@ impl LiveDecoder {
         } else {
             (None, &bytes[3..])
         };
-        let wire: Vec<WireLiveFrame> = postcard::from_bytes(body).map_err(LiveDecodeError::Body)?;
+        let wire = wire::decode(body)?;
 
         let follows = matches!(self.position,
             Some((c, n, _)) if c == chain && n.wrapping_add(1) == counter);
@@ -293,7 +279,7 @@ impl LiveDecoder {
         let mut skipped = 0;
         for frame in wire {
             match frame {
-                WireLiveFrame::Whole {
+                WireFrame::Whole {
                     group,
                     ts_ms,
                     values,
@@ -312,17 +298,18 @@ impl LiveDecoder {
                         values,
                     });
                 }
-                WireLiveFrame::Change {
+                WireFrame::Change {
                     group,
                     ts_jitter_ms,
-                    int_deltas,
-                    changed,
+                    mask,
+                    deltas,
+                    others,
                 } => {
                     let Some(base) = self.bases.get_mut(&group) else {
                         skipped += 1;
                         continue;
                     };
-                    match apply_change(base, ts_jitter_ms, &int_deltas, &changed) {
+                    match apply_change(base, ts_jitter_ms, &mask, &deltas, &others) {
                         Some(frame_values) => {
                             frames.push(Frame {
                                 group: GroupIndex(group),
@@ -351,20 +338,37 @@ impl LiveDecoder {
 fn apply_change(
     base: &mut GroupBase,
     ts_jitter_ms: i64,
-    int_deltas: &[i64],
-    changed: &[(u16, Reading)],
+    mask: &[u8],
+    deltas: &[i64],
+    others: &[(u16, Reading)],
 ) -> Option<Vec<Reading>> {
+    if mask.len() > base.values.len().div_ceil(8) {
+        return None;
+    }
     let mut values = base.values.clone();
-    let mut changed = changed.iter().peekable();
-    let mut deltas = int_deltas.iter();
+    let mut others = others.iter().peekable();
+    let mut deltas = deltas.iter();
     for (slot, value) in values.iter_mut().enumerate() {
-        if let Some((_, reading)) = changed.next_if(|(s, _)| usize::from(*s) == slot) {
+        let flagged = mask
+            .get(slot / 8)
+            .is_some_and(|b| b & (1 << (slot % 8)) != 0);
+        if let Some((_, reading)) = others.next_if(|(s, _)| usize::from(*s) == slot) {
+            if flagged {
+                return None;
+            }
             *value = *reading;
-        } else if let Reading::Int(before) = value {
+        } else if flagged {
+            let Reading::Int(before) = value else {
+                return None;
+            };
             *before = before.wrapping_add(*deltas.next()?);
         }
     }
-    if changed.next().is_some() || deltas.next().is_some() {
+    let mask_beyond = mask
+        .iter()
+        .enumerate()
+        .any(|(i, b)| (0..8).any(|bit| b & (1 << bit) != 0 && i * 8 + bit >= base.values.len()));
+    if mask_beyond || others.next().is_some() || deltas.next().is_some() {
         return None;
     }
     let interval = base.interval_ms.wrapping_add(ts_jitter_ms);
@@ -447,11 +451,17 @@ mod tests {
         let first = encoder.encode(&[frame(0, 1_000, &values(0))]);
         let change = encoder.encode(&[frame(0, 2_002, &values(1))]);
         assert!(first.len() > 11 + 20 * 2, "{}", first.len());
+        // Header 3, frame count 1, frame head 1, jitter 2, mask 1 + 3, a byte a value.
         assert!(
-            change.len() <= 3 + 7 + 20,
+            change.len() <= 3 + 8 + 20,
             "a change of 20 values took {} bytes",
             change.len()
         );
+        // Values that did not change cost nothing.
+        let mut steady = values(1);
+        steady[3] = Reading::Int(1);
+        let one_changed = encoder.encode(&[frame(0, 3_001, &steady)]);
+        assert!(one_changed.len() <= 3 + 7 + 1, "{}", one_changed.len());
     }
 
     #[test]
