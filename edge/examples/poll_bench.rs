@@ -1,7 +1,8 @@
 //! Polling benchmark: the edge polls N devices × R holding registers at
 //! 1 Hz (default 50 × 200) through the real pipeline — `ModbusLink`s,
-//! `ModbusPoller`s, `BatchSealer`, `SqliteBuffer` — with a drain standing in
-//! for the uplink's acknowledgements. The devices are served by a child
+//! `ModbusPoller`s, `BatchSealer`, `SqliteBuffer`, the live lane's
+//! encoding — with a drain standing in for the uplink's acknowledgements
+//! and a sink that discards what the live lane's broker client would send. The devices are served by a child
 //! process (this binary with `serve`), so the figures are the edge's alone:
 //!
 //! - CPU share: CPU time of this process / wall time, in % of one core;
@@ -24,6 +25,7 @@ use bess_edge::buffer::{BufferHandle, SqliteBuffer};
 use bess_edge::clock::now_ms;
 use bess_edge::config::ValidConfig;
 use bess_edge::link::links_for;
+use bess_edge::live::{LiveFeed, LiveLane, LiveSink};
 use bess_edge::poller::ModbusPoller;
 use bess_edge::sealer::BatchSealer;
 use bess_edge::status::{AgentStatus, Totals};
@@ -35,6 +37,19 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The live lane's broker client, with nothing sent.
+struct DiscardingSink;
+
+impl LiveSink for DiscardingSink {
+    const NAME: &'static str = "discarding";
+    fn send(&mut self, _message: Vec<u8>) -> bool {
+        true
+    }
+    async fn next_loss(&mut self) {
+        std::future::pending().await
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,7 +110,7 @@ fn main() -> anyhow::Result<()> {
             "bench".into(),
             config.devices.iter().map(|d| d.name.clone()),
         ));
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, from_pollers) = mpsc::channel(4096);
         let sealed = Arc::new(Notify::new());
         let sealer = BatchSealer {
             site: config.site.clone(),
@@ -107,6 +122,21 @@ fn main() -> anyhow::Result<()> {
             status: status.clone(),
             cap_bytes: None,
         };
+        // Every frame also goes through the live lane, as in the agent.
+        let (to_sealer, rx) = mpsc::channel(4096);
+        let (feed, live_frames) = LiveFeed::channel();
+        let live_task = tokio::spawn(
+            LiveLane::new(config.catalog.hash(), &config.live, DiscardingSink).run(live_frames),
+        );
+        let tee = tokio::spawn(async move {
+            let mut from_pollers = from_pollers;
+            while let Some(frame) = from_pollers.recv().await {
+                feed.offer(&frame);
+                if to_sealer.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        });
         let sealer_task = tokio::spawn(sealer.run(rx));
         // Stand-in for the uplink: acknowledge every sealed batch.
         let drain_stop = CancellationToken::new();
@@ -152,6 +182,8 @@ fn main() -> anyhow::Result<()> {
         for p in pollers {
             p.await?;
         }
+        tee.await?;
+        live_task.await?;
         sealer_task.await??;
         drain_stop.cancel();
         drain.await?;

@@ -284,6 +284,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker process's id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn tansu_binary() -> PathBuf {
         if let Some(path) = std::env::var_os("BESS_TANSU_BIN") {
             return PathBuf::from(path);

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::audit::{load_record, load_stored, reconcile, unrecorded_batches};
-use crate::{binary, connect, edge_config, wait_for, Proc};
+use crate::proxy::LinkProxy;
+use crate::{binary, connect, edge_config, free_port, wait_for, Broker, Proc, Scratch};
 
 pub struct Sim {
     pub proc: Proc,
@@ -47,6 +48,16 @@ pub async fn start_sim_with_config(
         .await?;
     let addr = line.rsplit(' ').next().context("address")?.parse()?;
     Ok(Sim { proc, addr })
+}
+
+/// A broker that clients reach only through a [`LinkProxy`] (the broker
+/// advertises the proxy's address), so cutting the proxy cuts the site's link.
+pub async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy, Broker)> {
+    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let broker_port = free_port();
+    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
+    let broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
+    Ok((proxy, broker))
 }
 
 /// A collector on a free API port; returns it with its API base URL.

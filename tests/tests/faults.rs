@@ -26,16 +26,6 @@ async fn wait_acked(status_url: &str, n: u64) -> anyhow::Result<u64> {
     .await
 }
 
-/// A broker that clients reach only through a [`LinkProxy`] (the broker
-/// advertises the proxy's address), so cutting the proxy cuts the site's link.
-async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy, Broker)> {
-    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let broker_port = free_port();
-    let proxy = LinkProxy::start(proxy_listener, ([127, 0, 0, 1], broker_port).into())?;
-    let broker = Broker::start_advertising(&scratch.dir, broker_port, proxy.addr.port()).await?;
-    Ok((proxy, broker))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_buffers_at_the_edge_and_loses_nothing_when_restored() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;

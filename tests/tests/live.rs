@@ -315,3 +315,75 @@ async fn every_instance_serves_every_frame_once_in_order_and_losing_one_interrup
     }
     Ok(())
 }
+
+/// While the link is down nothing is kept as "live": when it returns,
+/// dashboards get current frames (never ones polled during the outage),
+/// while the backlog goes to the stored lane and is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_live_shows_current_values_and_the_backlog_is_stored_not_shown(
+) -> anyhow::Result<()> {
+    let scratch = Scratch::new("live-outage");
+    let (link, broker) = bess_tests::scenario::broker_behind_link(&scratch).await?;
+    let brokers = link.addr.to_string();
+    let database = TestDatabase::create("live_outage").await?;
+    let sim = start_sim(&scratch.dir, 3, 12).await?;
+    let (_collector, api) =
+        start_collector(&scratch.dir, "collector", &database.url(), &brokers).await?;
+    let config = write_edge_config(&scratch.dir, sim.addr, &brokers, "")?;
+    let record = scratch.path("record.jsonl");
+    let (edge, _) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+    let client = follow(&api).await?;
+    wait_for_frames(
+        std::slice::from_ref(&client),
+        3,
+        "live frames before the outage",
+    )
+    .await?;
+
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let cut_at = now();
+    link.cut();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let restored_at = now();
+    link.restore();
+    wait_for(
+        "a live frame polled after the link returned",
+        Duration::from_secs(60),
+        || async { (client.lock().unwrap().newest_ts() > restored_at).then_some(()) },
+    )
+    .await?;
+
+    // A live frame is at most `live.max_age` (5 s) old when it leaves: none
+    // polled in the middle of the outage reaches a dashboard.
+    let history = (cut_at + 5_000)..(restored_at - 5_000);
+    let shown_from_outage: Vec<i64> = client
+        .lock()
+        .unwrap()
+        .frames
+        .values()
+        .flatten()
+        .copied()
+        .filter(|ts| history.contains(ts))
+        .collect();
+    assert!(
+        shown_from_outage.is_empty(),
+        "shown live from the outage: {shown_from_outage:?}"
+    );
+    stop_and_count(edge, &[record], &database.url(), 0).await?;
+    // The outage's frames are in the database: they were history, not lost.
+    let db = database.client().await?;
+    let stored_in_outage: i64 = db
+        .query_one(
+            "SELECT count(*) FROM frames WHERE ts >= to_timestamp($1::float8 / 1000) AND ts < to_timestamp($2::float8 / 1000)",
+            &[&(history.start as f64), &(history.end as f64)],
+        )
+        .await?
+        .get(0);
+    assert!(stored_in_outage > 0, "the backlog of the outage was stored");
+    drop(broker);
+    Ok(())
+}

@@ -329,7 +329,17 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     let (queue, mut outbox) = mpsc::channel::<Message>(CLIENT_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(message) = outbox.recv().await {
-            match tokio::time::timeout(timings.send_timeout, sink.send(message)).await {
+            // Everything queued by now goes in one write: frames of a poll
+            // cycle arrive together, and a write per frame is most of the
+            // fan-out's cost.
+            let send_all = async {
+                sink.feed(message).await?;
+                while let Ok(more) = outbox.try_recv() {
+                    sink.feed(more).await?;
+                }
+                sink.flush().await
+            };
+            match tokio::time::timeout(timings.send_timeout, send_all).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {

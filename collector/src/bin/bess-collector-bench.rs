@@ -42,8 +42,8 @@ struct Args {
     /// Seconds of data per site.
     #[arg(long, default_value_t = 300)]
     seconds: i64,
-    /// Seconds of frames per batch (the edge seals every `max_age`, 1 s by default).
-    #[arg(long, default_value_t = 1)]
+    /// Seconds of frames per batch (the edge seals every `batch.max_age`, 15 s by default).
+    #[arg(long, default_value_t = 15)]
     batch_seconds: i64,
     /// Topic partitions.
     #[arg(long, default_value_t = 4)]
@@ -58,6 +58,9 @@ struct Args {
     /// Tansu binary.
     #[arg(long, env = "BESS_TANSU_BIN")]
     tansu: Option<PathBuf>,
+    /// Fleet shape: many small sites, or cell-level sites (use `--sites 100`).
+    #[arg(long, value_enum, default_value_t = Shape::Small)]
+    shape: Shape,
     /// Series requests per resolution for the latency figures.
     #[arg(long, default_value_t = 100)]
     requests: usize,
@@ -68,7 +71,7 @@ const FAST_POINTS: usize = 8;
 const SLOW_POINTS: usize = 12;
 const SLOW_EVERY_S: i64 = 60;
 
-fn catalog() -> Catalog {
+fn small_catalog() -> Catalog {
     let mut devices = Vec::new();
     let mut groups = Vec::new();
     for d in 0..DEVICES {
@@ -97,8 +100,8 @@ fn catalog() -> Catalog {
     Catalog { devices, groups }
 }
 
-/// A site's frames for `[start_s, end_s)`: slowly moving register values.
-fn frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
+/// A small site's frames for `[start_s, end_s)`: slowly moving register values.
+fn small_frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
     let mut out = Vec::new();
     for s in start_s..end_s {
         for d in 0..DEVICES {
@@ -126,8 +129,125 @@ fn frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
     out
 }
 
+/// Racks per cell-level site, and the cells' poll groups per rack (each one
+/// full 125-register Modbus read: cell voltages, then cell temperatures).
+const RACKS: usize = 10;
+const CELL_GROUPS: [(&str, &str, f64); 4] = [
+    ("cell_v_a", "V", 0.001),
+    ("cell_v_b", "V", 0.001),
+    ("cell_t_a", "°C", 0.1),
+    ("cell_t_b", "°C", 0.1),
+];
+const CELLS_PER_GROUP: usize = 125;
+
+/// Which fleet the bench loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    /// 3 controllers × 20 points (8 at 1 Hz, 12 at 1/min) per site.
+    Small,
+    /// 10 racks × 500 cell points at 1 Hz per site (5,000 points).
+    Cells,
+}
+
+impl Shape {
+    fn catalog(self) -> Catalog {
+        match self {
+            Shape::Small => small_catalog(),
+            Shape::Cells => cells_catalog(),
+        }
+    }
+
+    fn frames(self, site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
+        match self {
+            Shape::Small => small_frames(site, t0_ms, start_s, end_s),
+            Shape::Cells => cells_frames(site, t0_ms, start_s, end_s),
+        }
+    }
+}
+
+fn cells_catalog() -> Catalog {
+    let mut devices = Vec::new();
+    let mut groups = Vec::new();
+    for rack in 0..RACKS {
+        devices.push(DeviceInfo {
+            name: format!("rack-{:02}", rack + 1),
+            model: "bess-rack v1".into(),
+        });
+        for (name, unit, scale) in CELL_GROUPS {
+            groups.push(GroupInfo {
+                device: rack as u16,
+                name: name.into(),
+                interval_ms: 1000,
+                points: (0..CELLS_PER_GROUP)
+                    .map(|c| {
+                        PointInfo::new(
+                            &format!("{name}_{c:03}"),
+                            unit,
+                            PointKind::Analog,
+                            scale,
+                            0.0,
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
+    Catalog { devices, groups }
+}
+
+/// A cell-level site's frames: cell voltages (mV) drifting with the state of
+/// charge and a millivolt of noise, temperatures (0.1 °C) drifting slowly.
+fn cells_frames(site: usize, t0_ms: i64, start_s: i64, end_s: i64) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for s in start_s..end_s {
+        for rack in 0..RACKS {
+            for (g, _) in CELL_GROUPS.iter().enumerate() {
+                let voltage = g < 2;
+                let ts_ms = t0_ms + s * 1000 + (rack * 4 + g) as i64 * 5 + (site as i64 % 50);
+                let values = (0..CELLS_PER_GROUP)
+                    .map(|c| {
+                        let seed = (site * 7919 + rack * 131 + g * 17 + c) as i64;
+                        let noise = (seed * 31 + s * 17).rem_euclid(3) - 1;
+                        Reading::Int(if voltage {
+                            3300 + (s / 20) % 100 + seed % 7 + noise
+                        } else {
+                            250 + (s / 60) % 30 + seed % 11 + noise * ((s + seed) % 5 == 0) as i64
+                        })
+                    })
+                    .collect();
+                out.push(Frame {
+                    group: GroupIndex((rack * CELL_GROUPS.len() + g) as u16),
+                    ts_ms,
+                    values,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Bytes the live lane would carry for the same frames: each site's frames
+/// of one second in one message, encoded as the edge encodes them (whole
+/// every 10 s), key = site id.
+fn live_lane_bytes(args: &Args, t0_ms: i64) -> usize {
+    let hash = args.shape.catalog().hash();
+    (0..args.sites)
+        .map(|site| {
+            let key = format!("site-{site:04}").len();
+            let mut encoder = LiveEncoder::new(hash, 10_000, site as u64);
+            (0..args.seconds)
+                .map(|s| {
+                    key + encoder
+                        .encode(&args.shape.frames(site, t0_ms, s, s + 1))
+                        .len()
+                })
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
-    let catalog = catalog();
+    let catalog = args.shape.catalog();
     let mut out = Vec::new();
     for start in (0..args.seconds).step_by(args.batch_seconds as usize) {
         for site in 0..args.sites {
@@ -136,7 +256,7 @@ fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
                 seq: BatchSeq(1 + (start / args.batch_seconds) as u64),
                 catalog_hash: catalog.hash(),
                 catalog: (start == 0).then(|| catalog.clone()),
-                frames: frames(
+                frames: args.shape.frames(
                     site,
                     t0_ms,
                     start,
@@ -306,6 +426,7 @@ async fn run(
         .map(|b| Ok((b.site.as_str().to_owned(), b.encode(Codec::Zstd)?)))
         .collect::<Result<_, EncodeError>>()?;
     let topic_bytes: usize = payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let live_bytes = live_lane_bytes(args, t0_ms);
     eprintln!(
         "producing {} messages ({samples} samples) ...",
         payloads.len()
@@ -414,7 +535,7 @@ async fn run(
     service::prepare_database(&ceiling_pool, Duration::from_secs(5)).await?;
     let mut ceiling = connect(ceiling_url).await?;
     let catalogs = CatalogRegistry::default();
-    let catalog = catalog();
+    let catalog = args.shape.catalog();
     let per_tx = ((payloads.len() as f64) / transactions.max(1.0))
         .ceil()
         .max(1.0) as usize;
@@ -481,11 +602,12 @@ async fn run(
     let day_start = today_ms - 86_400_000;
     let site_id = catalogs.site_id(&db, "site-day").await?;
     let mut db_mut = connect(collector_url).await?;
+    let catalog = small_catalog();
     let layouts = CatalogRegistry::default()
         .register(&mut db_mut, site_id, catalog.hash(), &catalog)
         .await?;
     let mut encoder = FrameCopyEncoder::default();
-    for frame in frames(0, day_start, 0, 86_400) {
+    for frame in small_frames(0, day_start, 0, 86_400) {
         let layout = &layouts[usize::from(frame.group.0)];
         encoder.frame(layout.layout_id, frame.ts_ms, &layout.points, &frame.values);
     }
@@ -563,8 +685,8 @@ async fn run(
     let _ = std::fs::remove_dir_all(&scratch);
 
     println!(
-        "bess-collector-bench: {} sites, {} s of data each, {} s per batch, {} partitions",
-        args.sites, args.seconds, args.batch_seconds, args.partitions
+        "bess-collector-bench: {} sites ({:?}), {} s of data each, {} s per batch, {} partitions",
+        args.sites, args.shape, args.seconds, args.batch_seconds, args.partitions
     );
     println!("  messages                 {:>12}", payloads.len());
     println!("  samples                  {:>12}", samples);
@@ -585,6 +707,14 @@ async fn run(
     println!(
         "  topic bytes/sample       {:>12.2}",
         topic_bytes as f64 / samples as f64
+    );
+    println!(
+        "  live lane bytes/sample   {:>12.2}  (the same frames as an edge's live lane sends them: one message per site and second, key + value)",
+        live_bytes as f64 / samples as f64
+    );
+    println!(
+        "  uplink bytes/sample      {:>12.2}  (both lanes, a site somebody watches)",
+        (topic_bytes + live_bytes) as f64 / samples as f64
     );
     println!(
         "  disk bytes/sample        {:>12.2}  (frames partitions incl. indexes, plain PostgreSQL)",

@@ -248,7 +248,7 @@ const fn yes() -> bool {
     true
 }
 const fn default_live_linger() -> Duration {
-    Duration::from_millis(20)
+    Duration::from_millis(5)
 }
 const fn default_keyframe_every() -> Duration {
     Duration::from_secs(10)

@@ -163,11 +163,20 @@ struct LaneBytes {
     messages: u64,
     bytes: u64,
     samples: u64,
+    /// Of these, the batches that carry a catalog (the first after a start).
+    catalog_bytes: u64,
+    catalog_samples: u64,
 }
 
 impl LaneBytes {
     fn per_sample(&self) -> f64 {
         self.bytes as f64 / self.samples.max(1) as f64
+    }
+
+    /// Without the batches that carry a catalog: what a running site sends.
+    fn steady_per_sample(&self) -> f64 {
+        (self.bytes - self.catalog_bytes) as f64
+            / (self.samples - self.catalog_samples).max(1) as f64
     }
 }
 
@@ -217,16 +226,21 @@ fn measure_topic(brokers: &str, topic: &str, live: bool) -> anyhow::Result<LaneB
                 .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
                 .sum::<usize>()
         });
+        let bytes = (key.len() + payload.len() + headers) as u64;
         lane.messages += 1;
-        lane.bytes += (key.len() + payload.len() + headers) as u64;
-        lane.samples += if live {
+        lane.bytes += bytes;
+        if live {
             let decoder = decoders.entry(key.to_vec()).or_default();
-            decoder
+            lane.samples += decoder
                 .decode(payload)
-                .map_or(0, |u| u.frames.iter().map(|f| f.values.len() as u64).sum())
-        } else {
-            Batch::decode(payload).map_or(0, |b| b.sample_count() as u64)
-        };
+                .map_or(0, |u| u.frames.iter().map(|f| f.values.len() as u64).sum());
+        } else if let Ok(batch) = Batch::decode(payload) {
+            lane.samples += batch.sample_count() as u64;
+            if batch.catalog.is_some() {
+                lane.catalog_bytes += bytes;
+                lane.catalog_samples += batch.sample_count() as u64;
+            }
+        }
     }
     Ok(lane)
 }
@@ -308,20 +322,21 @@ pub async fn run(args: LanesArgs) -> anyhow::Result<()> {
             Box::new(|o: &Outcome| format!("{} / {} / {}", o.missing, o.duplicates, o.foreign)),
         ),
         (
-            "stored lane B/sample (messages)",
+            "stored lane B/sample, whole run (messages)",
             Box::new(|o: &Outcome| format!("{:.2} ({})", o.stored.per_sample(), o.stored.messages)),
+        ),
+        (
+            "stored lane B/sample without the catalog batches",
+            Box::new(|o: &Outcome| format!("{:.2}", o.stored.steady_per_sample())),
         ),
         (
             "live lane B/sample (messages)",
             Box::new(|o: &Outcome| format!("{:.2} ({})", o.live.per_sample(), o.live.messages)),
         ),
         (
-            "uplink total B/sample (a watched site)",
+            "uplink total B/sample, running site (stored without catalogs + live)",
             Box::new(|o: &Outcome| {
-                format!(
-                    "{:.2}",
-                    (o.stored.bytes + o.live.bytes) as f64 / o.stored.samples.max(1) as f64
-                )
+                format!("{:.2}", o.stored.steady_per_sample() + o.live.per_sample())
             }),
         ),
         (
@@ -339,6 +354,10 @@ pub async fn run(args: LanesArgs) -> anyhow::Result<()> {
         (
             "edge RSS per edge (max)",
             Box::new(|o: &Outcome| mib(o.edge_rss_kib)),
+        ),
+        (
+            "beside: this bench's clients / Tansu (% of a core)",
+            Box::new(|o: &Outcome| format!("{:.0} % / {:.0} %", o.bench_cpu, o.broker_cpu)),
         ),
     ];
     for (name, value) in rows {
@@ -369,6 +388,8 @@ struct Outcome {
     collector_rss_kib: u64,
     edge_cpu: f64,
     edge_rss_kib: u64,
+    bench_cpu: f64,
+    broker_cpu: f64,
 }
 
 async fn run_once(args: &LanesArgs, instances: usize) -> anyhow::Result<Outcome> {
@@ -518,6 +539,8 @@ async fn run_once(args: &LanesArgs, instances: usize) -> anyhow::Result<Outcome>
         .iter()
         .map(|e| CpuWindow::start(e.pid()))
         .collect::<Result<_, _>>()?;
+    let bench_cpu = CpuWindow::start(std::process::id())?;
+    let broker_cpu = CpuWindow::start(broker.pid())?;
     let from_ms = unix_micros() / 1000;
     window.from_ms.store(from_ms, Ordering::SeqCst);
     window
@@ -541,6 +564,7 @@ async fn run_once(args: &LanesArgs, instances: usize) -> anyhow::Result<Outcome>
                 .count()
         );
     }
+    let (bench_cpu, broker_cpu) = (bench_cpu.percent()?, broker_cpu.percent()?);
     let collector_cpu: f64 = collector_cpu
         .iter()
         .map(|w| w.percent())
@@ -653,5 +677,7 @@ async fn run_once(args: &LanesArgs, instances: usize) -> anyhow::Result<Outcome>
         collector_rss_kib,
         edge_cpu,
         edge_rss_kib,
+        bench_cpu,
+        broker_cpu,
     })
 }
