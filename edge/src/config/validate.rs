@@ -301,7 +301,7 @@ mod tests {
         );
         let problems = ValidConfig::parse(&same).unwrap_err();
         assert_eq!(problems[0].field, "kafka.live_topic", "{problems:?}");
-        let typo = EXAMPLE.replacen("linger = \"20ms\"", "lingr = \"20ms\"", 1);
+        let typo = EXAMPLE.replacen("linger = \"5ms\"", "lingr = \"5ms\"", 1);
         let problems = ValidConfig::parse(&typo).unwrap_err();
         assert!(problems[0].message.contains("lingr"), "{problems:?}");
     }
