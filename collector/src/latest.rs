@@ -138,7 +138,7 @@ impl LatestCache {
                 // of groups whose live frames have not come yet (slow groups,
                 // an instance that joined late) are in the database.
                 let read_within = if fed { STREAM_FRESH } else { DB_REFRESH };
-                !s.db_read_at.is_some_and(|t| t.elapsed() < read_within)
+                s.db_read_at.is_none_or(|t| t.elapsed() >= read_within)
             }
         }
     }

@@ -15,7 +15,7 @@ use bess_protocol::SiteId;
 
 use super::LiveSink;
 use crate::config::MqttUplinkConfig;
-use crate::uplink::mqtt::{mqtt_options, MqttError};
+use crate::uplink::mqtt::{uplink_options, MqttError};
 
 /// Messages the client may hold before `send` refuses.
 const REQUEST_QUEUE: usize = 64;
@@ -34,24 +34,7 @@ impl MqttLiveSink {
         site: &SiteId,
         stop: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), MqttError> {
-        let client_id = format!(
-            "{}-live",
-            config
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("bess-edge-{site}"))
-        );
-        let credentials = config
-            .username
-            .as_deref()
-            .map(|u| (u, config.password.as_deref().unwrap_or("")));
-        let mut options = mqtt_options(
-            &client_id,
-            &config.host,
-            config.port,
-            config.keep_alive,
-            credentials,
-        )?;
+        let mut options = uplink_options(config, site, "-live")?;
         options.set_clean_session(true);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));

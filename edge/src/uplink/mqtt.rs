@@ -63,6 +63,31 @@ pub fn mqtt_options(
     Ok(options)
 }
 
+/// Options for a client of the uplink's broker: its host, credentials and
+/// keep-alive, and the client id (`client_id`, default `bess-edge-{site}`)
+/// with `suffix` appended.
+pub fn uplink_options(
+    config: &MqttUplinkConfig,
+    site: &SiteId,
+    suffix: &str,
+) -> Result<MqttOptions, MqttError> {
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("bess-edge-{site}"));
+    let credentials = config
+        .username
+        .as_deref()
+        .map(|u| (u, config.password.as_deref().unwrap_or("")));
+    mqtt_options(
+        &format!("{client_id}{suffix}"),
+        &config.host,
+        config.port,
+        config.keep_alive,
+        credentials,
+    )
+}
+
 /// The drain loop over MQTT.
 pub type MqttUplink = Uplink<MqttTransport>;
 
@@ -98,21 +123,7 @@ impl MqttTransport {
         if config.inflight == 0 {
             return Err(MqttError::Option("inflight must be at least 1".into()));
         }
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("bess-edge-{site}"));
-        let credentials = config
-            .username
-            .as_deref()
-            .map(|u| (u, config.password.as_deref().unwrap_or("")));
-        let mut options = mqtt_options(
-            &client_id,
-            &config.host,
-            config.port,
-            config.keep_alive,
-            credentials,
-        )?;
+        let mut options = uplink_options(config, site, "")?;
         options
             .set_clean_session(false)
             .set_inflight(config.inflight);

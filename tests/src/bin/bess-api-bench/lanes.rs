@@ -296,7 +296,7 @@ pub async fn run(args: LanesArgs) -> anyhow::Result<()> {
             .join(" | ")
     );
     println!("|---|{}", "---|".repeat(results.len()));
-    let rows: Vec<(&str, Box<dyn Fn(&Outcome) -> String>)> = vec![
+    let rows: Vec<(&str, Figure)> = vec![
         (
             "clients connected",
             Box::new(|o: &Outcome| format!("{} of {}", o.connected, o.clients)),
@@ -372,6 +372,9 @@ pub async fn run(args: LanesArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// One row of the result table: how to show a figure of an outcome.
+type Figure = Box<dyn Fn(&Outcome) -> String>;
 
 struct Outcome {
     clients: usize,
