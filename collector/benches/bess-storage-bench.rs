@@ -687,6 +687,7 @@ async fn measure(
             dead_letter_topic: Some(format!("{topic}.dlq")),
         },
         live_topic: None,
+        live_replay: std::time::Duration::ZERO,
         create_topic_partitions: None,
         listen: ([127, 0, 0, 1], free_port()).into(),
         database_wait: Duration::from_secs(10),

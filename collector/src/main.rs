@@ -123,6 +123,11 @@ struct RunArgs {
     /// live lane).
     #[arg(long, env = "BESS_LIVE_TOPIC", default_value = "bess.live")]
     live_topic: String,
+    /// How far back into the live topic an instance starts: the edges send
+    /// each group whole at least every `live.keyframe_every` (30 s), so
+    /// reading that far back shows every site at once (0: start at the end).
+    #[arg(long, env = "BESS_LIVE_REPLAY", default_value = "35s", value_parser = humantime::parse_duration)]
+    live_replay: Duration,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
     group: String,
@@ -285,6 +290,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             dead_letter_topic: Some(args.dead_letter_topic).filter(|t| !t.trim().is_empty()),
         },
         live_topic: Some(args.live_topic).filter(|t| !t.trim().is_empty()),
+        live_replay: args.live_replay,
         create_topic_partitions: (args.create_topic_partitions > 0)
             .then_some(args.create_topic_partitions),
         listen: args.listen,

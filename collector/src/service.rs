@@ -34,6 +34,9 @@ pub struct CollectorSettings {
     /// WebSocket clients then get no frames and `/latest` comes from the
     /// database).
     pub live_topic: Option<String>,
+    /// How far back into the live topic an instance starts reading (at
+    /// least the edges' `live.keyframe_every`, so every site shows at once).
+    pub live_replay: Duration,
     /// Create the topic with this many partitions if it does not exist.
     pub create_topic_partitions: Option<i32>,
     pub listen: SocketAddr,
@@ -194,6 +197,7 @@ pub async fn run_with_access(
             let lane = LiveLane::new(
                 &settings.kafka,
                 topic,
+                settings.live_replay,
                 live.clone(),
                 writer.catalogs.clone(),
                 pool.clone(),

@@ -387,3 +387,74 @@ async fn after_an_outage_live_shows_current_values_and_the_backlog_is_stored_not
     drop(broker);
     Ok(())
 }
+
+/// An instance that starts after the edges shows their sites at once: it
+/// reads the live topic back `--live-replay` far, so it holds each group's
+/// last whole frame without waiting for the next. The edge here sends whole
+/// frames only when its chain starts (`keyframe_every` of an hour), so an
+/// instance that began at the topic's end would never show the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_starts_later_reads_the_live_topic_back_and_shows_every_site(
+) -> anyhow::Result<()> {
+    let scratch = Scratch::new("live-replay");
+    let broker = Broker::start(&scratch.dir).await?;
+    let database = TestDatabase::create("live_replay").await?;
+    let sim = start_sim(&scratch.dir, 3, 13).await?;
+    let (_first, first_api) = start_collector(
+        &scratch.dir,
+        "collector-1",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
+    let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
+    let text = std::fs::read_to_string(&config)?;
+    assert!(text.contains("keyframe_every = \"30s\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("keyframe_every = \"30s\"", "keyframe_every = \"1h\""),
+    )?;
+    let record = scratch.path("record.jsonl");
+    let (edge, _) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+    let early = follow(&first_api).await?;
+    wait_for_frames(
+        std::slice::from_ref(&early),
+        3,
+        "live frames on the first instance",
+    )
+    .await?;
+
+    let (_late, late_api) = start_collector(
+        &scratch.dir,
+        "collector-2",
+        &database.url(),
+        &broker.brokers(),
+    )
+    .await?;
+    let late = follow(&late_api).await?;
+    wait_for_frames(
+        std::slice::from_ref(&late),
+        3,
+        "live frames on the instance that started later",
+    )
+    .await?;
+    stop_and_count(edge, &[record], &database.url(), 0).await?;
+
+    // What the late instance showed is what was stored.
+    let db = database.client().await?;
+    let stored = load_stored(&db).await?;
+    let seen = late.lock().unwrap();
+    for ((device, point, ts), (value, quality)) in &seen.samples {
+        let at = stored
+            .samples
+            .get(&(device.clone(), point.clone(), *ts))
+            .with_context(|| format!("{device}/{point} at {ts} shown live, never stored"))?;
+        assert_eq!(
+            (&at[0].value, &at[0].quality),
+            (value, quality),
+            "{device}/{point} at {ts}"
+        );
+    }
+    drop(broker);
+    Ok(())
+}

@@ -194,14 +194,14 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// WebSocket: committed frames as they are stored.
+/// WebSocket: each frame the moment the edge's live message arrives.
 ///
 /// Upgrade to a WebSocket. Send `{"subscribe":{"sites":[..],"devices":[..],"points":["soc","cell_*"]}}`
 /// to get `{"type":"snapshot","points":[LatestPoint...]}`, then
 /// `{"type":"frame","frame":{site,device,group,ts,ts_ms,received_ms,values:[{point,value,unit,quality}]}}`
-/// for each matching frame, sent after its COMMIT (`received_ms`: Unix epoch
-/// milliseconds when the collector took the Kafka message carrying the
-/// frame off the topic). Without a subscription every frame of the
+/// for each matching frame, sent as its live message is read (`received_ms`:
+/// Unix epoch milliseconds when the collector took the message carrying the
+/// frame off the live topic; the values are the ones stored later). Without a subscription every frame of the
 /// token's sites (or of `?site=`) is sent. Other messages:
 /// `{"type":"lagged","missed":N}`, `{"type":"error","error":{code,message}}`.
 /// Pings every 20 s; clients silent for 60 s are closed.

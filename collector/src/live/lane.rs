@@ -3,9 +3,10 @@
 //! partition of the telemetry topic.
 //!
 //! The consumer is not in a group and commits nothing: it is assigned every
-//! partition of the live topic at its end (what was sent before the
-//! instance started is history, served from the database), and takes up
-//! partitions added later. Each site's messages go through that site's
+//! partition of the live topic `replay` back from now (so each site's
+//! latest whole frames, sent at least every `live.keyframe_every`, are read
+//! again and every site shows at once; older messages are history, served
+//! from the database), and takes up partitions added later the same way. Each site's messages go through that site's
 //! [`LiveDecoder`]; a decoded frame is matched to its layouts (from the
 //! catalog the storage lane registered: cached, or read from the database at
 //! most once a second per unknown catalog) and published to the
@@ -75,12 +76,14 @@ pub struct LiveLane {
     /// Catalogs not found, and when they were last looked for.
     unknown: HashMap<(Arc<str>, CatalogHash), Instant>,
     partitions: i32,
+    replay: Duration,
 }
 
 impl LiveLane {
     pub fn new(
         settings: &KafkaSettings,
         topic: &str,
+        replay: Duration,
         hub: LiveHub,
         catalogs: Arc<CatalogRegistry>,
         pool: Pool,
@@ -94,6 +97,7 @@ impl LiveLane {
             sites: HashMap::new(),
             unknown: HashMap::new(),
             partitions: 0,
+            replay,
         })
     }
 
@@ -154,20 +158,57 @@ impl LiveLane {
             }
             return;
         }
+        let since_ms = crate::time::unix_ms_now() - self.replay.as_millis() as i64;
+        let start = if self.replay.is_zero() {
+            Offset::End
+        } else {
+            Offset::Offset(since_ms)
+        };
         let mut list = TopicPartitionList::new();
         for partition in self.partitions..count {
-            if let Err(e) = list.add_partition_offset(&self.topic, partition, Offset::End) {
+            if let Err(e) = list.add_partition_offset(&self.topic, partition, start) {
                 tracing::warn!("live topic partition {partition}: {e}");
                 return;
             }
         }
+        if !self.replay.is_zero() {
+            list = self.replay_offsets(list);
+        }
         match self.consumer.incremental_assign(&list) {
             Ok(()) => {
-                tracing::info!(topic = %self.topic, partitions = count, "reading the live topic");
+                tracing::info!(topic = %self.topic, partitions = count, replay = ?self.replay, "reading the live topic");
                 self.partitions = count;
             }
             Err(e) => tracing::warn!(topic = %self.topic, "assigning the live topic: {e}"),
         }
+    }
+
+    /// Where to start each partition: its first message at or after the
+    /// timestamps in `list`, or its end where none is that new or the
+    /// broker cannot say.
+    fn replay_offsets(&self, list: TopicPartitionList) -> TopicPartitionList {
+        let consumer = &self.consumer;
+        let found = tokio::task::block_in_place(|| {
+            consumer.offsets_for_times(list.clone(), Duration::from_secs(5))
+        });
+        let mut starts = TopicPartitionList::new();
+        for element in list.elements() {
+            let offset = match &found {
+                Ok(found) => found
+                    .find_partition(&self.topic, element.partition())
+                    .filter(|e| e.error().is_ok())
+                    .map_or(Offset::End, |e| match e.offset() {
+                        offset @ Offset::Offset(_) => offset,
+                        _ => Offset::End,
+                    }),
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, "live topic offsets for the replay: {e}; starting at the end");
+                    Offset::End
+                }
+            };
+            let _ = starts.add_partition_offset(&self.topic, element.partition(), offset);
+        }
+        starts
     }
 
     async fn take(&mut self, key: Option<String>, payload: &[u8], received_ms: i64) {

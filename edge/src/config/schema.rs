@@ -236,7 +236,9 @@ pub struct LiveConfig {
     #[serde(default = "default_live_linger", with = "humantime_serde")]
     pub linger: Duration,
     /// Each poll group goes whole (not as a change) at least this often, so
-    /// a reader that joins late shows it within this long.
+    /// a reader that joins late shows it within this long (a collector
+    /// instance reads `--live-replay` back when it starts, which should be
+    /// longer).
     #[serde(default = "default_keyframe_every", with = "humantime_serde")]
     pub keyframe_every: Duration,
     /// Frames older than this when their message would leave are dropped.
@@ -251,7 +253,7 @@ const fn default_live_linger() -> Duration {
     Duration::from_millis(5)
 }
 const fn default_keyframe_every() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(30)
 }
 const fn default_live_max_age() -> Duration {
     Duration::from_secs(5)

@@ -25,14 +25,17 @@
 
 use std::collections::HashMap;
 
+mod coded;
 mod wire;
 
 use wire::WireFrame;
 
 use crate::{CatalogHash, Frame, GroupIndex, Reading};
 
-/// The version this crate writes and reads, in the flags byte's high nibble.
-pub const LIVE_FORMAT_VERSION: u8 = 1;
+/// The version this crate writes, in the flags byte's high nibble. Readers
+/// also take version 1 (changes as a mask and byte-aligned deltas).
+pub const LIVE_FORMAT_VERSION: u8 = 2;
+const OLDEST_READ_VERSION: u8 = 1;
 const FLAG_HAS_CATALOG_HASH: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_HAS_CATALOG_HASH;
 /// Largest live message accepted (a guard, far above any site's one poll).
@@ -46,7 +49,7 @@ pub enum LiveDecodeError {
     #[error("live message of {0} bytes exceeds the {MAX_LIVE_BYTES}-byte limit")]
     TooLarge(usize),
     #[error(
-        "unsupported live format version {0} (this build reads version {LIVE_FORMAT_VERSION})"
+        "unsupported live format version {0} (this build reads versions {OLDEST_READ_VERSION} to {LIVE_FORMAT_VERSION})"
     )]
     UnsupportedVersion(u8),
     #[error("unknown live flags {0:#06b}")]
@@ -62,6 +65,8 @@ struct GroupBase {
     /// The previous frame's interval (0 until two frames were seen).
     interval_ms: i64,
     values: Vec<Reading>,
+    /// The code widths its changes use (format 2), once announced.
+    widths: Option<coded::Widths>,
 }
 
 impl GroupBase {
@@ -125,17 +130,24 @@ impl LiveEncoder {
                     if frame.ts_ms.wrapping_sub(*whole_at) < self.keyframe_every_ms
                         && base.values.len() == frame.values.len() =>
                 {
-                    Some(change_from(base, frame))
+                    Some((
+                        coded::encode(base, frame),
+                        base.interval_to(frame.ts_ms),
+                        *whole_at,
+                    ))
                 }
                 _ => None,
             };
             // A whole frame starts its group's intervals afresh, so a
             // reader that has no base yet counts them the same way.
-            let (interval, whole_at) = match change {
-                Some(change) => {
-                    wire.push(change);
-                    let (base, whole_at) = &self.bases[&group];
-                    (base.interval_to(frame.ts_ms), *whole_at)
+            let (interval, whole_at, widths) = match change {
+                Some((change, interval, whole_at)) => {
+                    wire.push(WireFrame::Coded {
+                        group,
+                        bits: change.bits,
+                        others: change.others,
+                    });
+                    (interval, whole_at, change.widths)
                 }
                 None => {
                     any_whole = true;
@@ -144,7 +156,7 @@ impl LiveEncoder {
                         ts_ms: frame.ts_ms,
                         values: frame.values.clone(),
                     });
-                    (0, frame.ts_ms)
+                    (0, frame.ts_ms, None)
                 }
             };
             self.bases.insert(
@@ -154,6 +166,7 @@ impl LiveEncoder {
                         ts_ms: frame.ts_ms,
                         interval_ms: interval,
                         values: frame.values.clone(),
+                        widths,
                     },
                     whole_at,
                 ),
@@ -170,29 +183,6 @@ impl LiveEncoder {
         wire::encode(&wire, &mut out);
         self.counter = self.counter.wrapping_add(1);
         out
-    }
-}
-
-fn change_from(base: &GroupBase, frame: &Frame) -> WireFrame {
-    let mut mask = vec![0u8; frame.values.len().div_ceil(8)];
-    let mut deltas = Vec::new();
-    let mut others = Vec::new();
-    for (slot, (before, now)) in base.values.iter().zip(&frame.values).enumerate() {
-        match (before, now) {
-            (before, now) if before == now => {}
-            (Reading::Int(before), Reading::Int(now)) => {
-                mask[slot / 8] |= 1 << (slot % 8);
-                deltas.push(now.wrapping_sub(*before));
-            }
-            (_, now) => others.push((slot as u16, *now)),
-        }
-    }
-    WireFrame::Change {
-        group: frame.group.0,
-        ts_jitter_ms: base.interval_to(frame.ts_ms).wrapping_sub(base.interval_ms),
-        mask,
-        deltas,
-        others,
     }
 }
 
@@ -233,7 +223,7 @@ impl LiveDecoder {
             return Err(LiveDecodeError::TooLarge(bytes.len()));
         }
         let version = bytes[0] >> 4;
-        if version != LIVE_FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=LIVE_FORMAT_VERSION).contains(&version) {
             return Err(LiveDecodeError::UnsupportedVersion(version));
         }
         let flags = bytes[0] & 0x0f;
@@ -251,7 +241,7 @@ impl LiveDecoder {
         } else {
             (None, &bytes[3..])
         };
-        let wire = wire::decode(body)?;
+        let wire = wire::decode(body, version)?;
 
         let follows = matches!(self.position,
             Some((c, n, _)) if c == chain && n.wrapping_add(1) == counter);
@@ -290,6 +280,7 @@ impl LiveDecoder {
                             ts_ms,
                             interval_ms: 0,
                             values: values.clone(),
+                            widths: None,
                         },
                     );
                     frames.push(Frame {
@@ -298,7 +289,37 @@ impl LiveDecoder {
                         values,
                     });
                 }
-                WireFrame::Change {
+                WireFrame::Coded {
+                    group,
+                    bits,
+                    others,
+                } => {
+                    let Some(base) = self.bases.get_mut(&group) else {
+                        skipped += 1;
+                        continue;
+                    };
+                    match coded::apply(base, &bits, &others) {
+                        Ok((ts_ms, interval_ms, values, widths)) => {
+                            *base = GroupBase {
+                                ts_ms,
+                                interval_ms,
+                                values: values.clone(),
+                                widths,
+                            };
+                            frames.push(Frame {
+                                group: GroupIndex(group),
+                                ts_ms,
+                                values,
+                            });
+                        }
+                        Err(coded::Misfit) => {
+                            // A change that does not fit its base: drop the base.
+                            self.bases.remove(&group);
+                            skipped += 1;
+                        }
+                    }
+                }
+                WireFrame::Masked {
                     group,
                     ts_jitter_ms,
                     mask,
@@ -309,7 +330,7 @@ impl LiveDecoder {
                         skipped += 1;
                         continue;
                     };
-                    match apply_change(base, ts_jitter_ms, &mask, &deltas, &others) {
+                    match apply_masked(base, ts_jitter_ms, &mask, &deltas, &others) {
                         Some(frame_values) => {
                             frames.push(Frame {
                                 group: GroupIndex(group),
@@ -318,7 +339,6 @@ impl LiveDecoder {
                             });
                         }
                         None => {
-                            // A change that does not fit its base: drop the base.
                             self.bases.remove(&group);
                             skipped += 1;
                         }
@@ -334,8 +354,9 @@ impl LiveDecoder {
     }
 }
 
-/// Apply a change to its base (updating the base); `None` if it does not fit.
-fn apply_change(
+/// Apply a version 1 change to its base (updating the base); `None` if it
+/// does not fit.
+fn apply_masked(
     base: &mut GroupBase,
     ts_jitter_ms: i64,
     mask: &[u8],
@@ -439,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_of_slowly_moving_integers_costs_about_a_byte_a_value() {
+    fn a_change_costs_a_bit_a_still_value_and_a_few_a_small_move() {
         let mut encoder = LiveEncoder::new(CatalogHash(42), 10_000, 1);
         let values = |s: i64| {
             ints(
@@ -449,19 +470,59 @@ mod tests {
             )
         };
         let first = encoder.encode(&[frame(0, 1_000, &values(0))]);
-        let change = encoder.encode(&[frame(0, 2_002, &values(1))]);
         assert!(first.len() > 11 + 20 * 2, "{}", first.len());
-        // Header 3, frame count 1, frame head 1, jitter 2, mask 1 + 3, a byte a value.
+        // 20 moves of +7 or -2: header 3, frame count, head and length 3,
+        // then bits: the first interval (21), widths (17), 4 or 7 a value.
+        let change = encoder.encode(&[frame(0, 2_002, &values(1))]);
         assert!(
-            change.len() <= 3 + 8 + 20,
+            change.len() <= 3 + 3 + 17,
             "a change of 20 values took {} bytes",
             change.len()
         );
-        // Values that did not change cost nothing.
+        // One value moved far: the others cost a bit each, the jitter a few.
         let mut steady = values(1);
         steady[3] = Reading::Int(1);
         let one_changed = encoder.encode(&[frame(0, 3_001, &steady)]);
-        assert!(one_changed.len() <= 3 + 7 + 1, "{}", one_changed.len());
+        assert!(one_changed.len() <= 3 + 3 + 6, "{}", one_changed.len());
+        // Nothing moved, on time: the jitter's one bit.
+        let still = encoder.encode(&[frame(0, 4_000, &steady)]);
+        assert_eq!(still.len(), 3 + 3 + 1, "{still:?}");
+        let mut decoder = LiveDecoder::new();
+        for (message, ts_ms, values) in [
+            (&first, 1_000, values(0)),
+            (&change, 2_002, values(1)),
+            (&one_changed, 3_001, steady.clone()),
+            (&still, 4_000, steady.clone()),
+        ] {
+            assert_eq!(
+                decoder.decode(message).unwrap().frames,
+                vec![frame(0, ts_ms, &values)]
+            );
+        }
+    }
+
+    #[test]
+    fn version_1_messages_still_decode() {
+        // flags (version 1, catalog hash), chain 9, counter 0, hash 42,
+        // one whole frame of group 0 at ts 1000: [5000, 17].
+        let whole = [
+            &[0x11, 9, 0][..],
+            &42u64.to_be_bytes(),
+            &[1, 0x01, 0xd0, 0x0f, 2, 0, 0x90, 0x4e, 0x22],
+        ]
+        .concat();
+        // Counter 1, a change: head 0, jitter +2 (interval 1002), mask slot 0,
+        // delta -3; so [4997, 17] at 2002.
+        let change = [0x10, 9, 1, 1, 0x00, 0xd4, 0x0f, 1, 0x01, 0x05];
+        let mut decoder = LiveDecoder::new();
+        assert_eq!(
+            decoder.decode(&whole).unwrap().frames,
+            vec![frame(0, 1_000, &ints(&[5000, 17]))]
+        );
+        assert_eq!(
+            decoder.decode(&change).unwrap().frames,
+            vec![frame(0, 2_002, &ints(&[4997, 17]))]
+        );
     }
 
     #[test]
@@ -531,19 +592,19 @@ mod tests {
             Err(LiveDecodeError::Truncated(1))
         ));
         assert!(matches!(
-            decoder.decode(&[0x20, 0, 0]),
-            Err(LiveDecodeError::UnsupportedVersion(2))
+            decoder.decode(&[0x30, 0, 0]),
+            Err(LiveDecodeError::UnsupportedVersion(3))
         ));
         assert!(matches!(
-            decoder.decode(&[0x1f, 0, 0]),
+            decoder.decode(&[0x2f, 0, 0]),
             Err(LiveDecodeError::UnknownFlags(_))
         ));
         assert!(matches!(
-            decoder.decode(&[0x11, 0, 0, 1]),
+            decoder.decode(&[0x21, 0, 0, 1]),
             Err(LiveDecodeError::Truncated(4))
         ));
         assert!(matches!(
-            decoder.decode(&[0x10, 0, 0, 0xff, 0xff]),
+            decoder.decode(&[0x20, 0, 0, 0xff, 0xff]),
             Err(LiveDecodeError::Body(_))
         ));
     }

@@ -6,7 +6,9 @@
 //! frame    := head:varint (group << 2 | has_others << 1 | whole) body
 //! whole    := ts_ms:zigzag count:varint mask_len:varint mask:u8*mask_len
 //!             (value:zigzag | reading)*   (a reading where the mask bit is set)
-//! change   := ts_jitter_ms:zigzag mask_len:varint mask:u8*mask_len
+//! change   := bits_len:varint bits:u8*bits_len                 (version 2)
+//!             [others_count:varint (slot:varint reading)*]   if has_others
+//! change₁  := ts_jitter_ms:zigzag mask_len:varint mask:u8*mask_len  (version 1)
 //!             delta:zigzag* (one per set bit, slot order)
 //!             [others_count:varint (slot:varint reading)*]   if has_others
 //! reading  := 0 value:zigzag | 1 value:f64-le | 2 status:varint
@@ -15,10 +17,10 @@
 //! Masks are bit `i % 8` of byte `i / 8` for slot `i`, trailing zero bytes
 //! left out. A whole frame's mask marks the slots that do not hold an
 //! integer (those are full readings; the rest bare zigzag integers). A
-//! change's mask marks the slots that hold an integer in both frames and
-//! changed. Slots
-//! whose reading changed otherwise (a float, a value that went missing or
-//! came back) are listed in `others`. Every other slot is unchanged.
+//! version 2 change's bits (`coded.rs`) code every integer slot's move; a
+//! version 1 change's mask marks the slots that hold an integer in both
+//! frames and changed. Slots whose reading changed otherwise (a float, a
+//! value that went missing or came back) are listed in `others`.
 
 use crate::{MissingReason, Reading};
 
@@ -31,7 +33,14 @@ pub(super) enum WireFrame {
         ts_ms: i64,
         values: Vec<Reading>,
     },
-    Change {
+    /// Version 2: the change's bits, read against the base (`coded.rs`).
+    Coded {
+        group: u16,
+        bits: Vec<u8>,
+        others: Vec<(u16, Reading)>,
+    },
+    /// Version 1: a mask of the integer slots that moved, and their moves.
+    Masked {
         group: u16,
         /// This frame's interval minus the previous frame's interval.
         ts_jitter_ms: i64,
@@ -84,33 +93,51 @@ pub(super) fn encode(frames: &[WireFrame], out: &mut Vec<u8>) {
                     }
                 }
             }
-            WireFrame::Change {
+            WireFrame::Coded {
+                group,
+                bits,
+                others,
+            } => {
+                put_varint(out, u64::from(*group) << 2 | has_others(others));
+                put_varint(out, bits.len() as u64);
+                out.extend_from_slice(bits);
+                put_others(out, others);
+            }
+            WireFrame::Masked {
                 group,
                 ts_jitter_ms,
                 mask,
                 deltas,
                 others,
             } => {
-                let has_others = u64::from(!others.is_empty()) << 1;
-                put_varint(out, u64::from(*group) << 2 | has_others);
+                put_varint(out, u64::from(*group) << 2 | has_others(others));
                 put_zigzag(out, *ts_jitter_ms);
                 put_mask(out, mask);
                 for delta in deltas {
                     put_zigzag(out, *delta);
                 }
-                if !others.is_empty() {
-                    put_varint(out, others.len() as u64);
-                    for (slot, reading) in others {
-                        put_varint(out, u64::from(*slot));
-                        put_reading(out, reading);
-                    }
-                }
+                put_others(out, others);
             }
         }
     }
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Vec<WireFrame>, WireError> {
+fn has_others(others: &[(u16, Reading)]) -> u64 {
+    u64::from(!others.is_empty()) << 1
+}
+
+fn put_others(out: &mut Vec<u8>, others: &[(u16, Reading)]) {
+    if !others.is_empty() {
+        put_varint(out, others.len() as u64);
+        for (slot, reading) in others {
+            put_varint(out, u64::from(*slot));
+            put_reading(out, reading);
+        }
+    }
+}
+
+/// The frames of a body written in live format `version` (1 or 2).
+pub(super) fn decode(bytes: &[u8], version: u8) -> Result<Vec<WireFrame>, WireError> {
     let mut input = Input(bytes);
     let count = input.varint("frame count")?;
     // Each frame takes at least two bytes: a guard against absurd counts.
@@ -118,6 +145,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<WireFrame>, WireError> {
     for _ in 0..count {
         let head = input.varint("frame head")?;
         let group = u16::try_from(head >> 2).map_err(|_| WireError::Group(head >> 2))?;
+        let has_others = head & 2 == 2;
         if head & 1 == 1 {
             let ts_ms = input.zigzag("timestamp")?;
             let n = input.varint("value count")? as usize;
@@ -139,25 +167,26 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<WireFrame>, WireError> {
                 ts_ms,
                 values,
             });
+        } else if version >= 2 {
+            let used = input.varint("change length")? as usize;
+            let bits = input.take(used, "change")?.to_vec();
+            let others = input.others(has_others)?;
+            frames.push(WireFrame::Coded {
+                group,
+                bits,
+                others,
+            });
         } else {
             let ts_jitter_ms = input.zigzag("timestamp")?;
             let used = input.varint("mask length")? as usize;
             let mask = input.take(used, "mask")?.to_vec();
             let set = mask.iter().map(|b| b.count_ones() as usize).sum::<usize>();
-            let mut deltas = Vec::with_capacity(set);
+            let mut deltas = Vec::with_capacity(set.min(input.0.len()));
             for _ in 0..set {
                 deltas.push(input.zigzag("delta")?);
             }
-            let mut others = Vec::new();
-            if head & 2 == 2 {
-                let n = input.varint("change count")?;
-                for _ in 0..n {
-                    let slot = input.varint("slot")?;
-                    let slot = u16::try_from(slot).map_err(|_| WireError::Group(slot))?;
-                    others.push((slot, input.reading()?));
-                }
-            }
-            frames.push(WireFrame::Change {
+            let others = input.others(has_others)?;
+            frames.push(WireFrame::Masked {
                 group,
                 ts_jitter_ms,
                 mask,
@@ -240,6 +269,19 @@ impl<'a> Input<'a> {
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
     }
 
+    fn others(&mut self, present: bool) -> Result<Vec<(u16, Reading)>, WireError> {
+        let mut others = Vec::new();
+        if present {
+            let n = self.varint("change count")?;
+            for _ in 0..n {
+                let slot = self.varint("slot")?;
+                let slot = u16::try_from(slot).map_err(|_| WireError::Group(slot))?;
+                others.push((slot, self.reading()?));
+            }
+        }
+        Ok(others)
+    }
+
     fn reading(&mut self) -> Result<Reading, WireError> {
         match self.take(1, "reading")?[0] {
             0 => Ok(Reading::Int(self.zigzag("integer")?)),
@@ -291,52 +333,78 @@ mod tests {
         ]
     }
 
-    fn frame() -> impl Strategy<Value = WireFrame> {
-        prop_oneof![
-            (
-                any::<u16>(),
-                any::<i64>(),
-                prop::collection::vec(reading(), 0..20)
-            )
-                .prop_map(|(group, ts_ms, values)| WireFrame::Whole {
+    /// Frames of `version`: whole frames and that version's changes.
+    fn frame(version: u8) -> impl Strategy<Value = WireFrame> {
+        let whole = (
+            any::<u16>(),
+            any::<i64>(),
+            prop::collection::vec(reading(), 0..20),
+        )
+            .prop_map(|(group, ts_ms, values)| WireFrame::Whole {
+                group,
+                ts_ms,
+                values,
+            });
+        let coded = (
+            any::<u16>(),
+            prop::collection::vec(any::<u8>(), 0..6),
+            prop::collection::vec((any::<u16>(), reading()), 0..4),
+        )
+            .prop_map(|(group, bits, others)| WireFrame::Coded {
+                group,
+                bits,
+                others,
+            });
+        let masked = masked_frame();
+        if version >= 2 {
+            prop_oneof![whole, coded].boxed()
+        } else {
+            prop_oneof![whole, masked].boxed()
+        }
+    }
+
+    fn masked_frame() -> impl Strategy<Value = WireFrame> {
+        (
+            any::<u16>(),
+            any::<i64>(),
+            prop::collection::vec(any::<u8>(), 0..4),
+            prop::collection::vec((any::<u16>(), reading()), 0..4),
+            any::<i64>(),
+        )
+            .prop_map(|(group, ts_jitter_ms, mut mask, others, delta)| {
+                while mask.last() == Some(&0) {
+                    mask.pop();
+                }
+                let set = mask.iter().map(|b| b.count_ones() as usize).sum();
+                WireFrame::Masked {
                     group,
-                    ts_ms,
-                    values
-                }),
-            (
-                any::<u16>(),
-                any::<i64>(),
-                prop::collection::vec(any::<u8>(), 0..4),
-                prop::collection::vec((any::<u16>(), reading()), 0..4),
-                any::<i64>(),
-            )
-                .prop_map(|(group, ts_jitter_ms, mut mask, others, delta)| {
-                    while mask.last() == Some(&0) {
-                        mask.pop();
-                    }
-                    let set = mask.iter().map(|b| b.count_ones() as usize).sum();
-                    WireFrame::Change {
-                        group,
-                        ts_jitter_ms,
-                        mask,
-                        deltas: vec![delta; set],
-                        others,
-                    }
-                }),
-        ]
+                    ts_jitter_ms,
+                    mask,
+                    deltas: vec![delta; set],
+                    others,
+                }
+            })
     }
 
     proptest! {
         #[test]
-        fn frames_round_trip(frames in prop::collection::vec(frame(), 0..6)) {
+        fn frames_round_trip(frames in prop::collection::vec(frame(2), 0..6)) {
             let mut out = Vec::new();
             encode(&frames, &mut out);
-            prop_assert_eq!(decode(&out).unwrap(), frames);
+            prop_assert_eq!(decode(&out, 2).unwrap(), frames);
+        }
+
+        #[test]
+        fn version_1_frames_still_decode(frames in prop::collection::vec(frame(1), 0..6)) {
+            let mut out = Vec::new();
+            encode(&frames, &mut out);
+            prop_assert_eq!(decode(&out, 1).unwrap(), frames);
         }
 
         #[test]
         fn any_bytes_decode_or_fail_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode(&bytes);
+            let _ = decode(&bytes, 1);
+            let _ = decode(&bytes, 2);
         }
     }
 }

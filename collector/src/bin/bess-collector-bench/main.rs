@@ -316,6 +316,7 @@ async fn run(
             dead_letter_topic: Some("bess.telemetry.dlq".into()),
         },
         live_topic: None,
+        live_replay: std::time::Duration::ZERO,
         create_topic_partitions: None,
         listen: ([127, 0, 0, 1], api_port).into(),
         database_wait: Duration::from_secs(10),
