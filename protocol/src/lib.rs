@@ -40,7 +40,7 @@ mod reading;
 pub use batch::{Batch, Frame, Gap, GapReason};
 pub use catalog::{engineering_value, Catalog, DeviceInfo, GroupInfo, PointInfo, PointKind};
 pub use envelope::{
-    Codec, DecodeError, EncodeError, Header, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
+    Codec, DecodeError, Effort, EncodeError, Header, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
 };
 pub use ids::{BatchSeq, CatalogHash, GroupIndex, InvalidSiteId, SiteId};
 pub use live::{

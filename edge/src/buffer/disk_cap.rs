@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
 
-use bess_protocol::{Batch, Catalog, CatalogHash, Codec, Gap, GapReason};
+use bess_protocol::{Batch, Catalog, CatalogHash, Gap, GapReason};
 
 use super::content::{content_of, event_groups, BatchContent};
 use super::gaps::{count_into_gap, queue_gap};
@@ -200,7 +200,7 @@ impl SqliteBuffer {
                 dropped.batches_removed += 1;
                 saved += old_len as u64;
             } else {
-                let bytes = batch.encode(Codec::Zstd)?;
+                let bytes = super::encode_for_uplink(&batch)?;
                 let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
                 tx.execute(
                     "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5, downsampled = 1 WHERE seq = ?1",
@@ -280,7 +280,7 @@ impl SqliteBuffer {
                 BatchContent::Events
             };
             batch.frames = keep;
-            let bytes = batch.encode(Codec::Zstd)?;
+            let bytes = super::encode_for_uplink(&batch)?;
             let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
             tx.execute(
                 "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5 WHERE seq = ?1",
@@ -568,7 +568,7 @@ mod tests {
                         frames: frames(&[1], 1),
                         gaps,
                     }
-                    .encode(Codec::Zstd)
+                    .encode(bess_protocol::Codec::Zstd)
                 },
             )
             .unwrap();

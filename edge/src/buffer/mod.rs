@@ -33,9 +33,15 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use bess_protocol::CatalogHash;
+use bess_protocol::{Batch, CatalogHash, Codec, Effort, EncodeError};
 
 pub use content::{content_of, event_groups, BatchContent};
+
+/// A batch as the buffer keeps and the uplink sends it: zstd at
+/// [`Effort::Compact`], since each batch crosses the site's link once.
+fn encode_for_uplink(batch: &Batch) -> Result<Vec<u8>, EncodeError> {
+    batch.encode_with(Codec::Zstd, Effort::Compact)
+}
 pub use disk_cap::Dropped;
 pub use handle::BufferHandle;
 pub use queue::{BufferStats, SealRequest, SealSummary, Sealed, StoredBatch};

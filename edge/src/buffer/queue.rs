@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use bess_protocol::{Batch, BatchSeq, Catalog, Codec, Frame, Gap, SiteId};
+use bess_protocol::{Batch, BatchSeq, Catalog, Frame, Gap, SiteId};
 
 use super::content::{content_of, event_groups};
 use super::disk_cap::Dropped;
@@ -156,7 +156,7 @@ impl SqliteBuffer {
         self.seal_with_content(summary, content, |seq, gaps| {
             batch.seq = seq;
             batch.gaps = gaps;
-            let payload = batch.encode(Codec::Zstd)?;
+            let payload = super::encode_for_uplink(&batch)?;
             bytes = payload.len();
             Ok(payload)
         })?;
