@@ -44,6 +44,7 @@ pub use envelope::{
 };
 pub use ids::{BatchSeq, CatalogHash, GroupIndex, InvalidSiteId, SiteId};
 pub use live::{
-    LiveDecodeError, LiveDecoder, LiveEncoder, LiveUpdate, LIVE_FORMAT_VERSION, MAX_LIVE_BYTES,
+    LiveDecodeError, LiveDecoder, LiveEncoder, LiveUpdate, DEFAULT_KEYFRAME_EVERY_MS,
+    LIVE_FORMAT_VERSION, MAX_LIVE_BYTES,
 };
 pub use reading::{MissingReason, Quality, Reading};

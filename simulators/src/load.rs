@@ -297,7 +297,7 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
             last_ts: vec![0; usize::from(config.units)],
             live: LiveEncoder::new(
                 site_catalog(config.units, interval_ms).hash(),
-                10_000,
+                bess_protocol::DEFAULT_KEYFRAME_EVERY_MS,
                 unix_ms() as u64 + u64::from(i),
             ),
         })
@@ -339,7 +339,7 @@ pub async fn run(config: &LoadConfig, cancel: CancellationToken) -> Result<LoadS
                 }
             }
             let samples = batch.sample_count() as u64;
-            let bytes = batch.encode(Codec::Zstd)?;
+            let bytes = batch.encode_with(Codec::Zstd, bess_protocol::Effort::Compact)?;
             let record = FutureRecord::to(&config.topic)
                 .key(site.id.as_str())
                 .payload(&bytes);

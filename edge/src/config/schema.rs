@@ -253,7 +253,7 @@ const fn default_live_linger() -> Duration {
     Duration::from_millis(5)
 }
 const fn default_keyframe_every() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_millis(bess_protocol::DEFAULT_KEYFRAME_EVERY_MS as u64)
 }
 const fn default_live_max_age() -> Duration {
     Duration::from_secs(5)

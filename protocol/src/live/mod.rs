@@ -38,6 +38,10 @@ pub const LIVE_FORMAT_VERSION: u8 = 2;
 const OLDEST_READ_VERSION: u8 = 1;
 const FLAG_HAS_CATALOG_HASH: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_HAS_CATALOG_HASH;
+/// How often an edge sends each group whole unless configured otherwise: a
+/// reader that starts this far back into the live topic decodes every
+/// group at once.
+pub const DEFAULT_KEYFRAME_EVERY_MS: i64 = 30_000;
 /// Largest live message accepted (a guard, far above any site's one poll).
 pub const MAX_LIVE_BYTES: usize = 4 * 1024 * 1024;
 

@@ -72,13 +72,13 @@ struct Args {
 
 /// Bytes the live lane would carry for the same frames: each site's frames
 /// of one second in one message, encoded as the edge encodes them (whole
-/// every 10 s), key = site id.
+/// at the edge's default interval), key = site id.
 fn live_lane_bytes(args: &Args, t0_ms: i64) -> usize {
     let hash = args.shape.catalog().hash();
     (0..args.sites)
         .map(|site| {
             let key = format!("site-{site:04}").len();
-            let mut encoder = LiveEncoder::new(hash, 10_000, site as u64);
+            let mut encoder = LiveEncoder::new(hash, DEFAULT_KEYFRAME_EVERY_MS, site as u64);
             (0..args.seconds)
                 .map(|s| {
                     key + encoder
@@ -267,7 +267,12 @@ async fn run(
     let samples: u64 = batches.iter().map(|b| b.sample_count() as u64).sum();
     let payloads: Vec<(String, Vec<u8>)> = batches
         .iter()
-        .map(|b| Ok((b.site.as_str().to_owned(), b.encode(Codec::Zstd)?)))
+        .map(|b| {
+            Ok((
+                b.site.as_str().to_owned(),
+                b.encode_with(Codec::Zstd, Effort::Compact)?,
+            ))
+        })
         .collect::<Result<_, EncodeError>>()?;
     let topic_bytes: usize = payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
     let live_bytes = live_lane_bytes(args, t0_ms);
