@@ -18,6 +18,7 @@ pub mod copy;
 pub mod dead_letter;
 pub mod ingest;
 pub mod lake;
+pub mod last_seen;
 pub mod late_rollups;
 pub mod latest;
 pub mod live;

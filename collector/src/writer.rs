@@ -32,6 +32,7 @@ use bess_protocol::Batch;
 use crate::catalog::{CatalogRegistry, Layouts};
 use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
 use crate::dead_letter::{RejectClass, Rejection};
+use crate::last_seen::LastSeenThrottle;
 use crate::late_rollups;
 use crate::live::PolledFrame;
 use crate::message::IngestMessage;
@@ -141,6 +142,7 @@ pub struct SampleWriter {
     pub catalogs: Arc<CatalogRegistry>,
     pub backend: StorageBackend,
     pub partitions: Arc<FramePartitions>,
+    last_seen: LastSeenThrottle,
 }
 
 /// A batch's site and catalog, or why it is set aside.
@@ -153,6 +155,7 @@ impl SampleWriter {
             catalogs: Arc::new(CatalogRegistry::default()),
             backend,
             partitions: Arc::new(FramePartitions::default()),
+            last_seen: LastSeenThrottle::default(),
         }
     }
 
@@ -375,10 +378,11 @@ impl SampleWriter {
             )
             .await?;
         }
+        let last_seen = self.last_seen.due(last_seen);
         if !last_seen.is_empty() {
             let (ids, ts): (Vec<i32>, Vec<OffsetDateTime>) = last_seen
-                .into_iter()
-                .map(|(id, ms)| (id, timestamp(ms)))
+                .iter()
+                .map(|(id, ms)| (*id, timestamp(*ms)))
                 .unzip();
             tx.execute(
                 "UPDATE sites s SET last_seen = greatest(coalesce(s.last_seen, v.ts), v.ts)
@@ -438,6 +442,7 @@ impl SampleWriter {
             .await?;
         }
         tx.commit().await?;
+        self.last_seen.written(&last_seen);
         Ok(outcome)
     }
 }

@@ -32,7 +32,7 @@ pub struct SiteSummary {
     /// When the first batch of the site arrived.
     #[schema(format = DateTime)]
     first_seen: String,
-    /// When the newest batch arrived.
+    /// The newest stored reading's time, at most a minute behind it.
     #[schema(format = DateTime)]
     last_seen: Option<String>,
     devices: i64,
