@@ -1,22 +1,15 @@
-//! What is wrong with a config file, as the technician reads it.
+//! Why a config file could not be loaded, as the technician reads it.
 //!
-//! `ConfigProblem` is one problem with its 1-based line and column and the
-//! dotted path of its field (`devices[0].groups[1].points[2].bit`);
-//! `ConfigError` is why a file could not be loaded, and its `Display` gives
+//! A `ConfigProblem` (from `bess_config_report`) is one problem with its
+//! 1-based line and column and the dotted path of its field
+//! (`devices[0].groups[1].points[2].bit`); `ConfigError`'s `Display` gives
 //! one `file:line:column: field: message` line per problem, the format
 //! editors and `grep -n` users already know.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// One problem in a config file, located by line and column.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigProblem {
-    pub line: usize,
-    pub column: usize,
-    pub field: String,
-    pub message: String,
-}
+use bess_config_report::render_problems;
+pub use bess_config_report::ConfigProblem;
 
 /// Why a config could not be loaded. `Display` names the file, the line and
 /// the field of every problem.
@@ -32,33 +25,6 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<ConfigProblem>,
     },
-}
-
-fn render_problems(path: &Path, problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}:{}: {}: {}",
-                path.display(),
-                p.line,
-                p.column,
-                p.field,
-                p.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.line, self.column, self.field, self.message
-        )
-    }
 }
 
 #[cfg(test)]

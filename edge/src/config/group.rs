@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 use toml::Spanned;
 
+use bess_config_report::Problems;
 use bess_protocol::PointKind;
 
 use super::devices::GroupConfig;
-use super::spans::Problems;
 use crate::register::{DataType, PointCodec, RegisterTable, WordOrder};
 use crate::site_plan::{plan_points, GroupPlan, PointSpec, MAX_REGISTERS_PER_READ};
 
@@ -32,7 +32,7 @@ pub(super) fn plan_group(
     problems: &mut Problems<'_>,
 ) -> Option<GroupPlan> {
     let group = spanned.get_ref();
-    let before = problems.found.len();
+    let before = problems.len();
     if group.interval.is_zero() {
         problems.add(
             spanned.span(),
@@ -215,7 +215,7 @@ pub(super) fn plan_group(
             "strings are shown by `read` but never sent: a group needs at least one number",
         );
     }
-    if problems.found.len() != before {
+    if problems.len() != before {
         return None;
     }
     match plan_points(

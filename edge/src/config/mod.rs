@@ -6,10 +6,11 @@
 //! the first such error; `validate` then checks what types cannot say (one
 //! uplink, unique names, transport settings, point options against their
 //! types, requests within protocol limits) and collects every problem at
-//! once. Either way each problem names its line and field (`spans`) and is
-//! shown as `file:line:column: field: message` (`error`). Only a file with
-//! no problem becomes a `ValidConfig`, whose devices are already a site
-//! plan (`crate::site_plan`): requests planned, catalog built.
+//! once. Either way each problem names its line and field (located with
+//! `bess_config_report`) and is shown as `file:line:column: field: message`
+//! (`error`). Only a file with no problem becomes a `ValidConfig`, whose
+//! devices are already a site plan (`crate::site_plan`): requests planned,
+//! catalog built.
 
 mod devices;
 mod error;
@@ -18,12 +19,12 @@ mod fixtures;
 mod group;
 mod schema;
 mod size;
-mod spans;
 mod transport;
 mod validate;
 
 use std::path::Path;
 
+use bess_config_report::{problem_of_toml_error, LineIndex};
 use bess_protocol::{Catalog, SiteId};
 
 pub use devices::{
@@ -38,7 +39,6 @@ pub use schema::{
 pub use size::ByteSize;
 
 use crate::site_plan::{build_catalog, DevicePlan};
-use spans::LineIndex;
 
 /// Which uplink carries the batches.
 #[derive(Debug)]
@@ -76,8 +76,8 @@ impl ValidConfig {
 
     pub fn parse(text: &str) -> Result<Self, Vec<ConfigProblem>> {
         let lines = LineIndex::new(text);
-        let raw: EdgeConfig = toml::from_str(text)
-            .map_err(|e| vec![spans::problem_of_toml_error(&e, text, &lines)])?;
+        let raw: EdgeConfig =
+            toml::from_str(text).map_err(|e| vec![problem_of_toml_error(&e, text, &lines)])?;
         raw.validate(&lines)
     }
 
@@ -107,5 +107,48 @@ mod tests {
         assert_eq!(config.devices.len(), 3);
         assert!(config.catalog.point_count() > 10);
         assert_eq!(config.devices[0].groups[0].requests[0].start, 0);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_field() {
+        let text = EXAMPLE.replacen(
+            "site_id = \"site-001\"",
+            "site_id = \"site-001\"\nsite_name = \"x\"",
+            1,
+        );
+        let problems = ValidConfig::parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "site_name");
+        let expected_line = text
+            .lines()
+            .position(|l| l.starts_with("site_name"))
+            .unwrap()
+            + 1;
+        assert_eq!(problems[0].line, expected_line, "{problems:?}");
+    }
+    #[test]
+    fn wrong_type_names_line_and_field() {
+        let text = EXAMPLE.replacen("port = 5020", "port = \"5020\"", 1);
+        let problems = ValidConfig::parse(&text).unwrap_err();
+        let expected_line = text
+            .lines()
+            .position(|l| l.contains("port = \"5020\""))
+            .unwrap()
+            + 1;
+        assert_eq!(problems[0].line, expected_line, "{problems:?}");
+        assert_eq!(problems[0].field, "port", "{problems:?}");
+        assert!(problems[0].message.contains("u16"), "{problems:?}");
+    }
+    #[test]
+    fn wrong_type_inside_an_inline_table_names_that_key() {
+        let text = EXAMPLE.replacen("address = 7,", "address = \"7\",", 1);
+        let problems = ValidConfig::parse(&text).unwrap_err();
+        assert_eq!(problems[0].field, "address", "{problems:?}");
+    }
+    #[test]
+    fn missing_field_is_named() {
+        let text = EXAMPLE.replacen("site_id = \"site-001\"", "", 1);
+        let problems = ValidConfig::parse(&text).unwrap_err();
+        assert_eq!(problems[0].field, "site_id", "{problems:?}");
     }
 }

@@ -3,8 +3,9 @@
 //! port, a serial device a port, sane line settings and no host, and an RTU
 //! device a unit id other than the broadcast id 0.
 
+use bess_config_report::Problems;
+
 use super::devices::{DeviceConfig, TransportKind};
-use super::spans::Problems;
 use crate::site_plan::{Endpoint, LinkPlan, SerialSettings};
 
 /// The device's link, or `None` after adding its problems.
@@ -14,7 +15,7 @@ pub(super) fn link_of(
     span: std::ops::Range<usize>,
     problems: &mut Problems<'_>,
 ) -> Option<LinkPlan> {
-    let before = problems.found.len();
+    let before = problems.len();
     let endpoint = match device.transport {
         TransportKind::Tcp | TransportKind::RtuOverTcp => {
             if device.serial.is_some() {
@@ -94,7 +95,7 @@ pub(super) fn link_of(
             "unit 0 is broadcast on RTU: give the device's own id (1-247)",
         );
     }
-    let endpoint = endpoint.filter(|_| problems.found.len() == before)?;
+    let endpoint = endpoint.filter(|_| problems.len() == before)?;
     Some(LinkPlan {
         endpoint,
         unit: device.unit,

@@ -11,11 +11,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use bess_config_report::{LineIndex, Problems};
 use bess_protocol::SiteId;
 
 use super::devices::{default_max_gap, SUNSPEC_MAP};
 use super::group::{plan_group, MapDefaults};
-use super::spans::{LineIndex, Problems};
 use super::transport::link_of;
 use super::{ConfigProblem, EdgeConfig, UplinkConfig, ValidConfig};
 use crate::register::WordOrder;
@@ -23,10 +23,7 @@ use crate::site_plan::{build_catalog, DevicePlan, SunspecPlan};
 
 impl EdgeConfig {
     pub(super) fn validate(self, lines: &LineIndex) -> Result<ValidConfig, Vec<ConfigProblem>> {
-        let mut problems = Problems {
-            lines,
-            found: Vec::new(),
-        };
+        let mut problems = Problems::new(lines);
         let site = match SiteId::new(self.site_id.get_ref().clone()) {
             Ok(site) => Some(site),
             Err(e) => {
@@ -228,7 +225,7 @@ impl EdgeConfig {
                 groups: group_plans,
             });
         }
-        match (site, uplink, problems.found.is_empty()) {
+        match (site, uplink, problems.is_empty()) {
             (Some(site), Some(uplink), true) => {
                 let catalog = build_catalog(&mut devices);
                 Ok(ValidConfig {
@@ -244,7 +241,7 @@ impl EdgeConfig {
                     catalog,
                 })
             }
-            _ => Err(problems.found),
+            _ => Err(problems.into_vec()),
         }
     }
 }
