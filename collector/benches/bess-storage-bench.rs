@@ -700,6 +700,7 @@ async fn measure(
             maintenance_interval: Duration::from_secs(24 * 3600),
         },
         live_timings: Default::default(),
+        rules_file: None,
     };
     let mut collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(3600);

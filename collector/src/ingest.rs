@@ -244,9 +244,11 @@ async fn prepare_chunks(
         let mut decoded = Some(decoded);
         let mut delays = retry_delays(DATABASE_RETRY);
         let chunk = loop {
-            // Live views come from the live lane; the stored lane hands on no frames.
+            // Live views come from the live lane; the stored lane builds
+            // frames only for the alert rules.
+            let frames = writer.wants_frames();
             match writer
-                .prepare(decoded.take().expect("handed back on error"), false)
+                .prepare(decoded.take().expect("handed back on error"), frames)
                 .await
             {
                 Ok(chunk) => break chunk,

@@ -24,6 +24,8 @@ pub mod latest;
 pub mod live;
 pub mod message;
 pub mod migrations;
+pub mod notify;
+pub mod rules;
 pub mod series;
 pub mod service;
 pub mod storage;

@@ -128,6 +128,11 @@ struct RunArgs {
     /// reading that far back shows every site at once (0: start at the end).
     #[arg(long, env = "BESS_LIVE_REPLAY", default_value = "35s", value_parser = humantime::parse_duration)]
     live_replay: Duration,
+    /// Alert rules and notification receivers (TOML; see
+    /// `deploy/local/rules.example.toml`). Reloaded on SIGHUP; a file with
+    /// problems is refused at start with file, line and field.
+    #[arg(long, env = "BESS_RULES", value_name = "FILE")]
+    rules: Option<std::path::PathBuf>,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
     group: String,
@@ -305,6 +310,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             idle_timeout: args.live_idle_timeout,
             send_timeout: args.live_send_timeout,
         },
+        rules_file: args.rules,
     };
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();

@@ -80,6 +80,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: None,
         sql: include_str!("sql/007_lake.sql"),
     },
+    Migration {
+        version: 8,
+        name: "rules",
+        backend: None,
+        sql: include_str!("sql/008_rules.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

@@ -8,7 +8,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use crate::ingest::{consumer_config, KafkaIngest, KafkaSettings};
 use crate::latest::LatestCache;
 use crate::live::{LiveHub, LiveLane};
 use crate::migrations::MigrationError;
+use crate::rules::{self, Rules};
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
 
@@ -44,6 +47,8 @@ pub struct CollectorSettings {
     pub storage: StorageSettings,
     /// Pings and timeouts of live WebSocket clients.
     pub live_timings: api::LiveTimings,
+    /// The alert rules and receivers (`None`: no rules); reloaded on SIGHUP.
+    pub rules_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +195,25 @@ pub async fn run_with_access(
         pool.clone(),
         cancel.clone(),
     ));
-    let writer = SampleWriter::new(pool.clone(), backend);
+    let rule_set = match &settings.rules_file {
+        Some(path) => rules::config::load(path)?,
+        None => rules::model::RuleSet::default(),
+    };
+    tracing::info!(
+        rules = rule_set.rules.len(),
+        receivers = rule_set.receivers.len(),
+        "alert rules"
+    );
+    let rules = Rules::new(rule_set);
+    {
+        // Episodes of rules that were removed while no instance ran.
+        let client = pool.get().await?;
+        rules
+            .replace(rules.current().as_ref().clone(), &**client)
+            .await
+            .context("loading the alert rules' state")?;
+    }
+    let writer = SampleWriter::new(pool.clone(), backend).with_rules(rules.clone());
     let partitions = writer.partitions.clone();
     let live_lane = match &settings.live_topic {
         Some(topic) => {
@@ -211,6 +234,25 @@ pub async fn run_with_access(
         }
     };
     let ingest = KafkaIngest::new(&settings.kafka, writer).context("creating Kafka consumer")?;
+    let offline_checks = tokio::spawn(rules.clone().run_offline_checks(
+        pool.clone(),
+        assigned_partitions(ingest.consumer.clone()),
+        cancel.clone(),
+    ));
+    let rules_reload = settings.rules_file.clone().map(|path| {
+        tokio::spawn(reload_rules_on_hangup(
+            path,
+            rules.clone(),
+            pool.clone(),
+            cancel.clone(),
+        ))
+    });
+    // Its own connections: a delivery cycle holds one while it posts.
+    let notify_pool = self::pool(&settings.database_url, 2)?;
+    let notifier = tokio::spawn(
+        crate::notify::Notifier::new(notify_pool, rules.subscribe(), reqwest::Client::new())
+            .run(cancel.clone()),
+    );
     let upkeep = tokio::spawn(maintain_storage(
         pool.clone(),
         backend,
@@ -267,11 +309,74 @@ pub async fn run_with_access(
     }
     upkeep.await.ok();
     latest_feed.await.ok();
+    offline_checks.await.ok();
+    notifier.await.ok();
+    if let Some(reload) = rules_reload {
+        reload.await.ok();
+    }
     tracing::info!("ingest stopped; closing the API");
     api_stop.cancel();
     server.await.ok();
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// The partitions of the stored topic the consumer owns now.
+fn assigned_partitions(
+    consumer: Arc<rdkafka::consumer::StreamConsumer>,
+) -> impl Fn() -> HashSet<i32> + Send {
+    use rdkafka::consumer::Consumer as _;
+    move || {
+        consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// On SIGHUP, load the rules file again; a file with problems is logged
+/// (file, line, field) and the rules in force stay.
+async fn reload_rules_on_hangup(
+    path: PathBuf,
+    rules: Arc<Rules>,
+    pool: Pool,
+    cancel: CancellationToken,
+) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot watch SIGHUP: the rules file is read once");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = hangup.recv() => {}
+        }
+        let set = match rules::config::load(&path) {
+            Ok(set) => set,
+            Err(e) => {
+                metrics::counter!("bess_collector_rules_reload_failures_total").increment(1);
+                tracing::error!("rules file not reloaded, the rules in force stay:\n{e}");
+                continue;
+            }
+        };
+        let count = set.rules.len();
+        let replaced = match pool.get().await {
+            Ok(client) => rules
+                .replace(set, &**client)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        match replaced {
+            Ok(()) => {
+                metrics::counter!("bess_collector_rules_reloads_total").increment(1);
+                tracing::info!(rules = count, path = %path.display(), "rules reloaded");
+                println!("bess-collector: rules reloaded ({count} rules)");
+            }
+            Err(e) => tracing::error!("rules not reloaded: {e:#}"),
+        }
+    }
 }
 
 /// Every `maintenance_interval`: on plain PostgreSQL recompute stale

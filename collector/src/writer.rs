@@ -36,6 +36,7 @@ use crate::last_seen::LastSeenThrottle;
 use crate::late_rollups;
 use crate::live::PolledFrame;
 use crate::message::IngestMessage;
+use crate::rules::{CommittedBatch, Rules};
 use crate::storage::{self, FramePartitions, StorageBackend};
 use crate::time::timestamp;
 
@@ -59,12 +60,30 @@ pub struct WriteOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("database: {0}")]
+    #[error("database: {}", database_detail(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("encoding task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// A database error with the server's message ("db error" alone says
+/// nothing), its detail and the constraint or column it names.
+pub fn database_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(" [constraint {constraint}]"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
 }
 
 /// Messages and what decoding made of each.
@@ -143,6 +162,8 @@ pub struct SampleWriter {
     pub backend: StorageBackend,
     pub partitions: Arc<FramePartitions>,
     last_seen: LastSeenThrottle,
+    /// Alert rules evaluated in each transaction on its new batches.
+    rules: Option<Arc<Rules>>,
 }
 
 /// A batch's site and catalog, or why it is set aside.
@@ -156,7 +177,20 @@ impl SampleWriter {
             backend,
             partitions: Arc::new(FramePartitions::default()),
             last_seen: LastSeenThrottle::default(),
+            rules: None,
         }
+    }
+
+    /// Evaluate these rules on every new batch, in its transaction.
+    pub fn with_rules(mut self, rules: Arc<Rules>) -> Self {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// Whether [`prepare`](Self::prepare) must build the batches' frames
+    /// (some rule reads them).
+    pub fn wants_frames(&self) -> bool {
+        self.rules.as_ref().is_some_and(|r| !r.is_empty())
     }
 
     /// All three steps in one call (for tests and tools).
@@ -441,7 +475,35 @@ impl SampleWriter {
             )
             .await?;
         }
-        tx.commit().await?;
+        let evaluated = match &self.rules {
+            Some(rules) if !written.is_empty() && !rules.is_empty() => {
+                let batches: Vec<CommittedBatch> = written
+                    .iter()
+                    .map(|b| CommittedBatch {
+                        site_id: b.site_id,
+                        partition: chunk.messages[b.message].partition,
+                        frames: &b.live,
+                    })
+                    .collect();
+                match rules.evaluate(&tx, &batches).await {
+                    Ok(evaluated) => Some((rules, evaluated)),
+                    Err(e) => {
+                        rules.failed(written.iter().map(|b| b.site_id));
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Err(e) = tx.commit().await {
+            if let Some((rules, _)) = &evaluated {
+                rules.failed(written.iter().map(|b| b.site_id));
+            }
+            return Err(e.into());
+        }
+        if let Some((rules, evaluated)) = &evaluated {
+            rules.committed(evaluated);
+        }
         self.last_seen.written(&last_seen);
         Ok(outcome)
     }

@@ -5,11 +5,13 @@
 //! Every wait here is on a condition (a port, a line, a row count) with a
 //! generous deadline; nothing sleeps for a fixed time and hopes.
 
+pub mod alertmanager;
 pub mod audit;
 pub mod lake;
 pub mod postgres;
 pub mod proxy;
 pub mod scenario;
+pub mod webhook;
 
 use anyhow::{bail, Context as _};
 use std::io::{BufRead, BufReader, Write};

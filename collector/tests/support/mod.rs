@@ -62,8 +62,8 @@ impl Backend {
     /// late-rollup marks.
     pub fn migration_count(self) -> i64 {
         match self {
-            Backend::PostgreSql => 6,
-            Backend::TimescaleDb => 7,
+            Backend::PostgreSql => 7,
+            Backend::TimescaleDb => 8,
         }
     }
 

@@ -331,6 +331,7 @@ async fn run(
             maintenance_interval: Duration::from_secs(3600),
         },
         live_timings: Default::default(),
+        rules_file: None,
     };
     let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(1800);

@@ -1,0 +1,227 @@
+//! `Rules`: the collector's live rule set and everything that evaluates it.
+//!
+//! - The writer calls [`Rules::evaluate`] inside each transaction with the
+//!   frames of the batches the ledger found new, and [`Rules::committed`]
+//!   (or [`Rules::failed`]) after it; so transitions are persisted exactly
+//!   once, with the readings that caused them.
+//! - [`Rules::run_offline_checks`] is the timer of offline rules.
+//! - [`Rules::replace`] swaps the set (SIGHUP); the notifier follows the
+//!   set through [`Rules::subscribe`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Change, RuleEngine};
+use super::model::RuleSet;
+use super::offline::OfflineWatch;
+use super::store::{self, Persisted};
+use crate::live::PolledFrame;
+use crate::time::unix_ms_now;
+
+/// How often offline rules are checked.
+const OFFLINE_TICK: Duration = Duration::from_secs(1);
+
+/// The frames of one new batch, for the rules.
+pub struct CommittedBatch<'a> {
+    pub site_id: i32,
+    pub partition: i32,
+    pub frames: &'a [PolledFrame],
+}
+
+/// What one transaction's evaluation wrote (see [`Rules::committed`]).
+#[derive(Debug, Default)]
+pub struct Evaluated {
+    changes: Vec<Change>,
+    sites: Vec<(i32, Arc<str>, i32)>,
+    pub persisted: Persisted,
+}
+
+pub struct Rules {
+    engine: Mutex<RuleEngine>,
+    offline: OfflineWatch,
+    published: watch::Sender<Arc<RuleSet>>,
+}
+
+impl Rules {
+    pub fn new(set: RuleSet) -> Arc<Self> {
+        let set = Arc::new(set);
+        Arc::new(Self {
+            engine: Mutex::new(RuleEngine::new(set.clone())),
+            offline: OfflineWatch::default(),
+            published: watch::Sender::new(set),
+        })
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.published.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<RuleSet>> {
+        self.published.subscribe()
+    }
+
+    /// Whether the writer must hand frames over (some rule reads them).
+    pub fn wants_frames(&self) -> bool {
+        self.engine.lock().expect("engine lock").evaluates_frames()
+    }
+
+    /// Whether any rule exists at all (offline rules need arrivals).
+    pub fn is_empty(&self) -> bool {
+        self.current().rules.is_empty()
+    }
+
+    /// Swap the rule set: open episodes of removed rules are closed, every
+    /// cached state is reloaded from the database as it is needed.
+    pub async fn replace(
+        &self,
+        set: RuleSet,
+        client: &impl tokio_postgres::GenericClient,
+    ) -> Result<(), tokio_postgres::Error> {
+        store::close_removed_rules(client, &set).await?;
+        let set = Arc::new(set);
+        self.engine
+            .lock()
+            .expect("engine lock")
+            .replace_rules(set.clone());
+        self.offline.seed(client, &set).await?;
+        self.published.send_replace(set);
+        Ok(())
+    }
+
+    /// Evaluate the new batches of a transaction and persist what changed,
+    /// in that transaction.
+    pub async fn evaluate(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        batches: &[CommittedBatch<'_>],
+    ) -> Result<Evaluated, tokio_postgres::Error> {
+        let mut evaluated = Evaluated::default();
+        if batches.is_empty() {
+            return Ok(evaluated);
+        }
+        let site_ids: HashSet<i32> = batches.iter().map(|b| b.site_id).collect();
+        let to_load: Vec<i32> = {
+            let engine = self.engine.lock().expect("engine lock");
+            site_ids
+                .iter()
+                .copied()
+                .filter(|id| engine.needs_load(*id))
+                .collect()
+        };
+        let mut loaded = Vec::with_capacity(to_load.len());
+        for site_id in to_load {
+            loaded.push((site_id, store::load_site(tx, site_id).await?));
+        }
+        let rules = {
+            let mut engine = self.engine.lock().expect("engine lock");
+            for (site_id, persisted) in loaded {
+                engine.load_site(site_id, persisted);
+            }
+            for batch in batches {
+                for frame in batch.frames {
+                    engine.evaluate(batch.site_id, frame, &mut evaluated.changes);
+                }
+            }
+            metrics::gauge!("bess_collector_rule_readings_out_of_order")
+                .set(engine.out_of_order() as f64);
+            engine.rules().clone()
+        };
+        let now_ms = unix_ms_now();
+        evaluated
+            .changes
+            .extend(self.offline.resolutions(&rules, &site_ids, now_ms));
+        for batch in batches {
+            if let Some(frame) = batch.frames.first() {
+                evaluated
+                    .sites
+                    .push((batch.site_id, frame.site.clone(), batch.partition));
+            }
+        }
+        evaluated.persisted = store::persist(tx, &rules, &evaluated.changes).await?;
+        Ok(evaluated)
+    }
+
+    /// After COMMIT of a transaction [`evaluate`](Self::evaluate) wrote to.
+    pub fn committed(&self, evaluated: &Evaluated) {
+        let rules = self.current();
+        self.offline.settled(&rules, &evaluated.changes);
+        self.offline.arrived(
+            evaluated.sites.iter().map(|(id, name, p)| (*id, name, *p)),
+            unix_ms_now(),
+        );
+        record(&evaluated.persisted);
+    }
+
+    /// After a failed transaction: what the engine moved for these sites
+    /// was never persisted, so it is reloaded before their next frames.
+    pub fn failed(&self, site_ids: impl IntoIterator<Item = i32>) {
+        self.engine
+            .lock()
+            .expect("engine lock")
+            .forget_sites(site_ids);
+    }
+
+    /// Check offline rules every second until cancelled. `assigned` gives
+    /// the partitions of the stored topic this instance owns now (`None`
+    /// while it owns none).
+    pub async fn run_offline_checks(
+        self: Arc<Self>,
+        pool: deadpool_postgres::Pool,
+        assigned: impl Fn() -> HashSet<i32> + Send,
+        cancel: CancellationToken,
+    ) {
+        let mut owned: Option<HashSet<i32>> = None;
+        let mut tick = tokio::time::interval(OFFLINE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now_owned = assigned();
+            if let Err(e) = self.check_offline(&pool, &mut owned, now_owned).await {
+                tracing::warn!("offline rules: {e}");
+                owned = None;
+            }
+        }
+    }
+
+    async fn check_offline(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        owned: &mut Option<HashSet<i32>>,
+        now_owned: HashSet<i32>,
+    ) -> anyhow::Result<()> {
+        let mut client = pool.get().await?;
+        if owned.as_ref() != Some(&now_owned) {
+            // Partitions moved: another instance may have moved their sites'
+            // rules on; reload them before their next frames.
+            self.engine.lock().expect("engine lock").forget_all();
+            let rules = self.current();
+            self.offline.seed(&**client, &rules).await?;
+            *owned = Some(now_owned.clone());
+        }
+        let rules = self.current();
+        let due = self.offline.due(&rules, &now_owned, unix_ms_now());
+        if due.is_empty() {
+            return Ok(());
+        }
+        let tx = client.transaction().await?;
+        let persisted = store::persist(&*tx, &rules, &due).await?;
+        tx.commit().await?;
+        self.offline.settled(&rules, &due);
+        record(&persisted);
+        Ok(())
+    }
+}
+
+fn record(persisted: &Persisted) {
+    metrics::counter!("bess_collector_alert_episodes_fired_total").increment(persisted.fired);
+    metrics::counter!("bess_collector_alert_episodes_resolved_total").increment(persisted.resolved);
+    metrics::counter!("bess_collector_notifications_queued_total")
+        .increment(persisted.notifications);
+}
