@@ -225,7 +225,8 @@ pub async fn run_with_access(
                 writer.catalogs.clone(),
                 pool.clone(),
             )
-            .context("creating the live topic's consumer")?;
+            .context("creating the live topic's consumer")?
+            .with_derived(rules.clone());
             Some(tokio::spawn(lane.run(cancel.clone())))
         }
         None => {

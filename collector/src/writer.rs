@@ -34,8 +34,8 @@ use crate::copy::{FrameCopyEncoder, COPY_FRAMES, COPY_HEADER, COPY_TRAILER};
 use crate::dead_letter::{RejectClass, Rejection};
 use crate::last_seen::LastSeenThrottle;
 use crate::late_rollups;
-use crate::live::PolledFrame;
 use crate::message::IngestMessage;
+use crate::polled::PolledFrame;
 use crate::rules::{CommittedBatch, Rules};
 use crate::storage::{self, FramePartitions, StorageBackend};
 use crate::time::timestamp;
@@ -52,6 +52,8 @@ pub struct WriteOutcome {
     pub frames_written: u64,
     pub samples_written: u64,
     pub gaps_written: u64,
+    /// Frames of derived points computed from the new frames and stored.
+    pub derived_written: u64,
     /// The new frames, committed, for the live hub (empty unless asked for).
     pub live: Vec<PolledFrame>,
     /// Messages set aside, to be dead-lettered.
@@ -133,6 +135,8 @@ struct GapRow {
 #[derive(Debug, Clone)]
 pub struct PreparedBatch {
     pub site_id: i32,
+    /// The edge catalog version its frames follow (for derived points).
+    pub catalog_hash: u64,
     pub seq: i64,
     pub message: usize,
     pub frames: u64,
@@ -300,6 +304,19 @@ impl SampleWriter {
                 out.push(reject(RejectClass::BadFrame, reason));
                 continue;
             }
+            if let Some(rules) = &self.rules {
+                let c = connection(&self.pool, &mut client).await?;
+                rules
+                    .prepare_derived(
+                        &self.catalogs,
+                        c,
+                        site_id,
+                        batch.site.as_str(),
+                        batch.catalog_hash.0,
+                        &layouts,
+                    )
+                    .await?;
+            }
             out.push(Ok((site_id, layouts)));
         }
         Ok(out)
@@ -359,12 +376,28 @@ impl SampleWriter {
             ..WriteOutcome::default()
         };
 
-        if written.iter().any(|b| b.frames > 0) {
+        // Derived points of the new frames, stored with them.
+        let derived: Vec<Vec<PolledFrame>> = match &self.rules {
+            Some(rules) if !written.is_empty() => rules.derive(
+                &written
+                    .iter()
+                    .map(|b| (b.site_id, b.catalog_hash, &b.live[..]))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => Vec::new(),
+        };
+        let derived_rows = encode_derived(&derived);
+        outcome.derived_written = derived.iter().map(|d| d.len() as u64).sum();
+
+        if written.iter().any(|b| b.frames > 0) || !derived_rows.is_empty() {
             let sink = tx.copy_in::<_, Bytes>(COPY_FRAMES).await?;
             pin_mut!(sink);
             sink.feed(Bytes::from_static(COPY_HEADER)).await?;
             for batch in written.iter().filter(|b| !b.rows.is_empty()) {
                 sink.feed(batch.rows.clone()).await?;
+            }
+            if !derived_rows.is_empty() {
+                sink.feed(Bytes::from(derived_rows)).await?;
             }
             sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
             sink.finish().await?;
@@ -382,6 +415,9 @@ impl SampleWriter {
         let mut last_seen: HashMap<i32, i64> = HashMap::new();
         let mut minutes = BTreeSet::new();
         let mut site_hours = BTreeSet::new();
+        for frame in derived.iter().flatten() {
+            minutes.insert(storage::minute_of(frame.ts_ms));
+        }
         for batch in &written {
             outcome.frames_written += batch.frames;
             outcome.samples_written += batch.samples;
@@ -477,7 +513,7 @@ impl SampleWriter {
         }
         let evaluated = match &self.rules {
             Some(rules) if !written.is_empty() && !rules.is_empty() => {
-                let batches: Vec<CommittedBatch> = written
+                let mut batches: Vec<CommittedBatch> = written
                     .iter()
                     .map(|b| CommittedBatch {
                         site_id: b.site_id,
@@ -485,6 +521,16 @@ impl SampleWriter {
                         frames: &b.live,
                     })
                     .collect();
+                // Rules see derived points like any other.
+                for (b, frames) in written.iter().zip(&derived) {
+                    if !frames.is_empty() {
+                        batches.push(CommittedBatch {
+                            site_id: b.site_id,
+                            partition: chunk.messages[b.message].partition,
+                            frames,
+                        });
+                    }
+                }
                 match rules.evaluate(&tx, &batches).await {
                     Ok(evaluated) => Some((rules, evaluated)),
                     Err(e) => {
@@ -560,6 +606,21 @@ fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
     Ok(())
 }
 
+/// Binary COPY tuples of derived frames (no header/trailer).
+fn encode_derived(derived: &[Vec<PolledFrame>]) -> Vec<u8> {
+    let mut encoder = FrameCopyEncoder { buf: Vec::new() };
+    for frame in derived.iter().flatten() {
+        let layout = frame.layout();
+        encoder.frame(
+            layout.layout_id,
+            frame.ts_ms,
+            &layout.points,
+            &frame.readings,
+        );
+    }
+    encoder.buf
+}
+
 /// Encode the accepted batches (blocking pool).
 fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChunk {
     let DecodedChunk { messages, batches } = decoded;
@@ -582,6 +643,7 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
         };
         let mut out = PreparedBatch {
             site_id,
+            catalog_hash: batch.catalog_hash.0,
             seq: batch.seq.0 as i64,
             message: index,
             frames: batch.frames.len() as u64,

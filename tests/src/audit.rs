@@ -70,7 +70,21 @@ pub struct Stored {
     pub rows: u64,
 }
 
+/// The model of the devices the collector stores derived points under.
+pub const DERIVED_MODEL: &str = "derived";
+
+/// Every stored sample of the edges' devices (derived points are the
+/// collector's own, see [`load_derived`]).
 pub async fn load_stored(db: &tokio_postgres::Client) -> anyhow::Result<Stored> {
+    load_samples(db, false).await
+}
+
+/// Every stored sample of derived points.
+pub async fn load_derived(db: &tokio_postgres::Client) -> anyhow::Result<Stored> {
+    load_samples(db, true).await
+}
+
+async fn load_samples(db: &tokio_postgres::Client, derived: bool) -> anyhow::Result<Stored> {
     let rows = db
         .query(
             "SELECT d.name, p.name, (extract(epoch FROM f.ts) * 1000)::int8, f.vals[s.i], coalesce(f.status[s.i], 0::int2)
@@ -78,8 +92,9 @@ pub async fn load_stored(db: &tokio_postgres::Client) -> anyhow::Result<Stored> 
              JOIN layouts l USING (layout_id)
              JOIN devices d ON d.device_id = l.device_id
              CROSS JOIN LATERAL generate_subscripts(l.point_ids, 1) AS s(i)
-             JOIN points p ON p.point_id = l.point_ids[s.i]",
-            &[],
+             JOIN points p ON p.point_id = l.point_ids[s.i]
+             WHERE (d.model = $1) = $2",
+            &[&DERIVED_MODEL, &derived],
         )
         .await?;
     let mut stored = Stored {

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-use bess_tests::audit::load_stored;
+use bess_tests::audit::{load_derived, load_stored};
 use bess_tests::scenario::{
-    start_collector, start_edge, start_sim, stop_and_count, write_edge_config,
+    start_collector, start_collector_with, start_edge, start_sim, stop_and_count, write_edge_config,
 };
 use bess_tests::*;
 
@@ -455,6 +455,94 @@ async fn an_instance_that_starts_later_reads_the_live_topic_back_and_shows_every
             "{device}/{point} at {ts}"
         );
     }
+    drop(broker);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_points_go_live_and_are_stored_once_with_the_values_shown() -> anyhow::Result<()> {
+    let scratch = Scratch::new("live-derived");
+    let broker = Broker::start(&scratch.dir).await?;
+    let database = TestDatabase::create("live_derived").await?;
+    let rules = scratch.path("rules.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[derived]]
+name = "power"
+device = "site"
+unit = "kW"
+expression = "sum(*/active_power) / 1000"
+
+[[derived]]
+name = "{device}.cell_spread"
+for_each = "bms-*"
+unit = "V"
+expression = "cell_voltage_max - cell_voltage_min"
+"#,
+    )?;
+    let sim = start_sim(&scratch.dir, 3, 17).await?;
+    let rules_arg = rules.display().to_string();
+    let (_collector, api) = start_collector_with(
+        &scratch.dir,
+        "collector",
+        &database.url(),
+        &broker.brokers(),
+        &["--rules", &rules_arg],
+    )
+    .await?;
+    let config = write_edge_config(&scratch.dir, sim.addr, &broker.brokers(), "")?;
+    let record = scratch.path("record.jsonl");
+    let (edge, _) = start_edge(&scratch.dir, "edge", &config, &record).await?;
+    let client = follow(&api).await?;
+    wait_for(
+        "five seconds of live site power",
+        Duration::from_secs(60),
+        || async {
+            let seen = client.lock().unwrap();
+            let power = seen
+                .frames
+                .get(&("site".to_owned(), "power".to_owned()))
+                .map_or(0, Vec::len);
+            (power >= 5).then_some(())
+        },
+    )
+    .await?;
+    // The edges' own samples are all stored once, derived points aside.
+    stop_and_count(edge, &[record], &database.url(), 0).await?;
+
+    let db = database.client().await?;
+    let derived = load_derived(&db).await?;
+    let seen = client.lock().unwrap();
+    let live: Vec<_> = seen
+        .samples
+        .iter()
+        .filter(|((device, point, _), _)| device == "site" || point.ends_with(".cell_spread"))
+        .collect();
+    assert!(live.len() >= 5, "{} derived samples live", live.len());
+    for ((device, point, ts), (value, _)) in live {
+        let stored = derived
+            .samples
+            .get(&(device.clone(), point.clone(), *ts))
+            .with_context(|| format!("{device}/{point} at {ts} shown live, never stored"))?;
+        assert_eq!(
+            stored.len(),
+            1,
+            "{device}/{point} at {ts} stored {} times",
+            stored.len()
+        );
+        assert_eq!(&stored[0].value, value, "{device}/{point} at {ts}");
+    }
+    assert!(
+        derived.samples.values().all(|s| s.len() == 1),
+        "a derived sample stored twice"
+    );
+    let (_, latest) = get_json(&format!("{api}/api/v1/sites/site-001/latest")).await?;
+    let text = latest.to_string();
+    assert!(
+        text.contains("\"power\""),
+        "no site power in /latest: {text}"
+    );
     drop(broker);
     Ok(())
 }

@@ -28,6 +28,8 @@ use bess_protocol::{CatalogHash, LiveDecoder, LiveUpdate};
 
 use super::{LiveHub, LiveMessage, PolledFrame};
 use crate::catalog::{CatalogRegistry, Layouts};
+use crate::derived::engine::DerivedEngine;
+use crate::derived::plan::PlanSource;
 use crate::ingest::KafkaSettings;
 
 /// How often the topic's partition count is checked.
@@ -68,6 +70,9 @@ struct SiteLane {
 
 pub struct LiveLane {
     consumer: StreamConsumer,
+    /// Derived points computed from the live frames, as the stored lane
+    /// computes them from the committed ones (`None`: none declared).
+    derived: Option<LiveDerived>,
     topic: String,
     hub: LiveHub,
     catalogs: Arc<CatalogRegistry>,
@@ -90,6 +95,7 @@ impl LiveLane {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             consumer: live_consumer_config(settings).create()?,
+            derived: None,
             topic: topic.to_owned(),
             hub,
             catalogs,
@@ -99,6 +105,15 @@ impl LiveLane {
             partitions: 0,
             replay,
         })
+    }
+
+    /// Also publish the derived points of these rules' plans.
+    pub fn with_derived(mut self, plans: Arc<dyn PlanSource>) -> Self {
+        self.derived = Some(LiveDerived {
+            plans,
+            engine: DerivedEngine::default(),
+        });
+        self
     }
 
     /// Read until cancelled.
@@ -247,7 +262,18 @@ impl LiveLane {
             return;
         };
         let lane = self.sites.get_mut(site.as_str()).expect("inserted above");
-        publish(&self.hub, lane, &layouts, update, received_ms);
+        let catalog = update.catalog_hash.0;
+        let keep = self
+            .derived
+            .as_ref()
+            .is_some_and(|d| d.plans.declares_any());
+        let published = publish(&self.hub, lane, &layouts, update, received_ms, keep);
+        if let (Some(derived), Some(site_id)) =
+            (&mut self.derived, self.catalogs.cached_site(&name))
+        {
+            let lane = self.sites.get_mut(site.as_str()).expect("inserted above");
+            derived.publish(&self.hub, lane, site_id, catalog, &published);
+        }
     }
 
     /// The layouts of a site's catalog, if the storage lane registered it.
@@ -297,13 +323,16 @@ impl LiveLane {
     }
 }
 
+/// Publish a message's frames; with `keep`, hand the published ones back.
 fn publish(
     hub: &LiveHub,
     lane: &mut SiteLane,
     layouts: &Layouts,
     update: LiveUpdate,
     received_ms: i64,
-) {
+    keep: bool,
+) -> Vec<PolledFrame> {
+    let mut published = Vec::new();
     for frame in update.frames {
         let group = usize::from(frame.group.0);
         let Some(layout) = layouts.get(group) else {
@@ -321,14 +350,62 @@ fn publish(
         }
         *newest = frame.ts_ms;
         metrics::counter!("bess_collector_live_frames_total").increment(1);
-        hub.publish(LiveMessage::new(PolledFrame {
+        let polled = PolledFrame {
             site: lane.name.clone(),
             layouts: layouts.clone(),
             group,
             ts_ms: frame.ts_ms,
             received_ms,
             readings: frame.values,
-        }));
+        };
+        if keep {
+            published.push(polled.clone());
+        }
+        hub.publish(LiveMessage::new(polled));
+    }
+    published
+}
+
+/// The live lane's own derived-point state (the stored lane has another:
+/// each evaluates the frames it sees, and both see the same frames).
+struct LiveDerived {
+    plans: Arc<dyn PlanSource>,
+    engine: DerivedEngine,
+}
+
+impl LiveDerived {
+    /// Publish the derived frames `frames` complete. A plan is taken from
+    /// the stored lane once it has made it (it registers the derived
+    /// catalog first).
+    fn publish(
+        &mut self,
+        hub: &LiveHub,
+        lane: &mut SiteLane,
+        site_id: i32,
+        catalog: u64,
+        frames: &[PolledFrame],
+    ) {
+        if !self.engine.has_plan(site_id, catalog) {
+            let Some((plan, layouts)) = self.plans.plan_of(site_id, catalog) else {
+                return;
+            };
+            self.engine.install(site_id, catalog, plan, layouts);
+        }
+        let mut derived = Vec::new();
+        for frame in frames {
+            self.engine.evaluate(site_id, catalog, frame, &mut derived);
+        }
+        for frame in derived {
+            let newest = lane
+                .newest
+                .entry(frame.layout().layout_id)
+                .or_insert(i64::MIN);
+            if frame.ts_ms <= *newest {
+                continue;
+            }
+            *newest = frame.ts_ms;
+            hub.publish(LiveMessage::new(frame));
+        }
     }
 }
 

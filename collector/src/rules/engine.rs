@@ -30,7 +30,7 @@ use bess_protocol::{Quality, Reading};
 
 use super::model::{Bound, Condition, RuleSet};
 use crate::catalog::Layout;
-use crate::live::PolledFrame;
+use crate::polled::PolledFrame;
 
 /// A reading is *late* when it reached the collector this long after it was
 /// taken: a backlog after an outage, not the stream (stored batches are

@@ -8,7 +8,7 @@
 //! - [`Rules::replace`] swaps the set (SIGHUP); the notifier follows the
 //!   set through [`Rules::subscribe`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,10 @@ use super::engine::{Change, RuleEngine};
 use super::model::RuleSet;
 use super::offline::OfflineWatch;
 use super::store::{self, Persisted};
-use crate::live::PolledFrame;
+use crate::catalog::{CatalogLayouts, CatalogRegistry, Layouts};
+use crate::derived::engine::DerivedEngine;
+use crate::derived::plan::{plan, DerivedPlan, PlanSource};
+use crate::polled::PolledFrame;
 use crate::time::unix_ms_now;
 
 /// How often offline rules are checked.
@@ -42,6 +45,9 @@ pub struct Evaluated {
 
 pub struct Rules {
     engine: Mutex<RuleEngine>,
+    derived: Mutex<DerivedEngine>,
+    /// Plans by (site, catalog version), shared with the live lane.
+    plans: Mutex<HashMap<(i32, u64), DerivedPlan>>,
     offline: OfflineWatch,
     published: watch::Sender<Arc<RuleSet>>,
 }
@@ -51,6 +57,8 @@ impl Rules {
         let set = Arc::new(set);
         Arc::new(Self {
             engine: Mutex::new(RuleEngine::new(set.clone())),
+            derived: Mutex::new(DerivedEngine::default()),
+            plans: Mutex::new(HashMap::new()),
             offline: OfflineWatch::default(),
             published: watch::Sender::new(set),
         })
@@ -69,9 +77,100 @@ impl Rules {
         self.engine.lock().expect("engine lock").evaluates_frames()
     }
 
-    /// Whether any rule exists at all (offline rules need arrivals).
+    /// Whether nothing is declared at all (no rule, no derived point).
     pub fn is_empty(&self) -> bool {
-        self.current().rules.is_empty()
+        let set = self.current();
+        set.rules.is_empty() && set.derived.is_empty()
+    }
+
+    /// Plan the derived points of a site's catalog version once, and
+    /// register the derived devices' catalog (outside any transaction: the
+    /// registration is idempotent and shared by every instance).
+    pub async fn prepare_derived(
+        &self,
+        catalogs: &CatalogRegistry,
+        client: &mut tokio_postgres::Client,
+        site_id: i32,
+        site: &str,
+        catalog_hash: u64,
+        layouts: &Layouts,
+    ) -> Result<(), tokio_postgres::Error> {
+        let set = self.current();
+        if set.derived.is_empty() {
+            return Ok(());
+        }
+        let known = self.plan_of(site_id, catalog_hash);
+        let mut engine_has_it = self
+            .derived
+            .lock()
+            .expect("derived lock")
+            .has_plan(site_id, catalog_hash);
+        if let (Some((plan, layouts)), false) = (known, engine_has_it) {
+            self.derived.lock().expect("derived lock").install(
+                site_id,
+                catalog_hash,
+                plan,
+                layouts,
+            );
+            engine_has_it = true;
+        }
+        if engine_has_it {
+            return Ok(());
+        }
+        let site_plan = Arc::new(plan(&set.derived, site, layouts));
+        for (point, reason) in &site_plan.skipped {
+            tracing::info!(site, point, "derived point left out: {reason}");
+        }
+        let derived = if site_plan.is_empty() {
+            Arc::new(CatalogLayouts {
+                groups: Vec::new(),
+                device_ids: Vec::new(),
+            })
+        } else {
+            let hash = site_plan.catalog.hash();
+            catalogs
+                .register(client, site_id, hash, &site_plan.catalog)
+                .await?
+        };
+        self.plans.lock().expect("plans lock").insert(
+            (site_id, catalog_hash),
+            (site_plan.clone(), derived.clone()),
+        );
+        self.derived.lock().expect("derived lock").install(
+            site_id,
+            catalog_hash,
+            site_plan,
+            derived,
+        );
+        Ok(())
+    }
+
+    /// A planned site catalog version's derived plan (see
+    /// [`prepare_derived`](Self::prepare_derived)).
+    pub fn plan_of(&self, site_id: i32, catalog_hash: u64) -> Option<DerivedPlan> {
+        self.plans
+            .lock()
+            .expect("plans lock")
+            .get(&(site_id, catalog_hash))
+            .cloned()
+    }
+
+    /// The derived frames the new batches' frames complete, per batch.
+    pub fn derive(&self, batches: &[(i32, u64, &[PolledFrame])]) -> Vec<Vec<PolledFrame>> {
+        let mut engine = self.derived.lock().expect("derived lock");
+        let out = batches
+            .iter()
+            .map(|(site_id, catalog, frames)| {
+                let mut out = Vec::new();
+                for frame in *frames {
+                    engine.evaluate(*site_id, *catalog, frame, &mut out);
+                }
+                out
+            })
+            .collect();
+        metrics::gauge!("bess_collector_derived_frames_skipped_late")
+            .set(engine.skipped_late() as f64);
+        out
     }
 
     /// Swap the rule set: open episodes of removed rules are closed, every
@@ -83,12 +182,14 @@ impl Rules {
     ) -> Result<(), tokio_postgres::Error> {
         store::close_removed_rules(client, &set).await?;
         let set = Arc::new(set);
+        self.published.send_replace(set.clone());
         self.engine
             .lock()
             .expect("engine lock")
             .replace_rules(set.clone());
+        self.derived.lock().expect("derived lock").clear();
+        self.plans.lock().expect("plans lock").clear();
         self.offline.seed(client, &set).await?;
-        self.published.send_replace(set);
         Ok(())
     }
 
@@ -159,6 +260,11 @@ impl Rules {
     /// After a failed transaction: what the engine moved for these sites
     /// was never persisted, so it is reloaded before their next frames.
     pub fn failed(&self, site_ids: impl IntoIterator<Item = i32>) {
+        let site_ids: Vec<i32> = site_ids.into_iter().collect();
+        self.derived
+            .lock()
+            .expect("derived lock")
+            .forget_sites(&site_ids);
         self.engine
             .lock()
             .expect("engine lock")
@@ -224,4 +330,14 @@ fn record(persisted: &Persisted) {
     metrics::counter!("bess_collector_alert_episodes_resolved_total").increment(persisted.resolved);
     metrics::counter!("bess_collector_notifications_queued_total")
         .increment(persisted.notifications);
+}
+
+impl PlanSource for Rules {
+    fn plan_of(&self, site_id: i32, catalog_hash: u64) -> Option<DerivedPlan> {
+        Rules::plan_of(self, site_id, catalog_hash)
+    }
+
+    fn declares_any(&self) -> bool {
+        !self.current().derived.is_empty()
+    }
 }

@@ -5,7 +5,7 @@ use bess_protocol::{MissingReason, Reading};
 
 use super::*;
 use crate::catalog::{CatalogLayouts, Layout, PointMeta};
-use crate::live::PolledFrame;
+use crate::polled::PolledFrame;
 use crate::rules::model::{Pattern, Rule, Severity, Target};
 
 fn layout(device: &str, points: &[&str]) -> Layout {
@@ -73,6 +73,7 @@ fn engine(rules: Vec<Rule>) -> RuleEngine {
     let mut engine = RuleEngine::new(Arc::new(RuleSet {
         rules,
         receivers: Vec::new(),
+        derived: Vec::new(),
     }));
     engine.load_site(1, Vec::new());
     engine
@@ -511,6 +512,7 @@ fn rules_bind_by_site_device_and_point_patterns() {
             ..overtemp(0)
         }],
         receivers: Vec::new(),
+        derived: Vec::new(),
     }));
     engine.load_site(1, Vec::new());
     engine.load_site(2, Vec::new());
