@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+use crate::catalog::{write_catalog, FlagNames, Layout};
 use crate::{BatchSeq, Catalog, CatalogHash, GroupIndex, MissingReason, Reading, SiteId};
 
 /// One poll of one register group: one timestamp, many values.
@@ -115,13 +116,23 @@ impl Batch {
     }
 }
 
-/// The postcard body of a batch, as documented in `SPEC.md`.
-#[derive(Serialize, Deserialize)]
+/// The postcard body of a batch, as documented in `SPEC.md`: its fields in
+/// order, with the catalog's flag-names section (section 4.1) between the
+/// catalog and the frames when envelope flag bit 2 says so.
 pub(crate) struct WireBody {
     base_ts_ms: i64,
     catalog: Option<Catalog>,
     frames: Vec<WireFrame>,
     gaps: Vec<Gap>,
+}
+
+/// A decoded body whose catalog (if any) has no flag names yet: they are
+/// attached once the envelope's flags have been checked against the body.
+pub(crate) struct BodyParts {
+    pub(crate) catalog: Option<Catalog>,
+    pub(crate) flag_names: Option<FlagNames<'static>>,
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) gaps: Vec<Gap>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,8 +192,58 @@ impl WireBody {
         }
     }
 
+    /// The plain body bytes, and whether they hold a flag-names section
+    /// (then the envelope sets flag bit 2).
+    pub(crate) fn to_bytes(&self) -> Result<(Vec<u8>, bool), postcard::Error> {
+        let mut out = postcard::to_stdvec(&self.base_ts_ms)?;
+        let flag_names = match &self.catalog {
+            None => {
+                out.push(0);
+                false
+            }
+            Some(catalog) => {
+                out.push(1);
+                let (bytes, flag_names) = write_catalog(catalog, out);
+                out = bytes;
+                flag_names
+            }
+        };
+        let out = postcard::to_extend(&self.frames, out)?;
+        let out = postcard::to_extend(&self.gaps, out)?;
+        Ok((out, flag_names))
+    }
+
+    /// Read a plain body, with a flag-names section after the catalog if
+    /// `flag_names` (envelope flag bit 2), and undo the delta coding.
+    /// Bytes after the gaps are ignored (SPEC section 12).
+    pub(crate) fn decode(bytes: &[u8], flag_names: bool) -> Result<BodyParts, postcard::Error> {
+        let (base_ts_ms, rest) = postcard::take_from_bytes::<i64>(bytes)?;
+        let (layout, rest) = postcard::take_from_bytes::<Option<Layout>>(rest)?;
+        let (names, rest) = if flag_names {
+            let (names, rest) = postcard::take_from_bytes::<FlagNames<'static>>(rest)?;
+            (Some(names), rest)
+        } else {
+            (None, rest)
+        };
+        let (frames, rest) = postcard::take_from_bytes::<Vec<WireFrame>>(rest)?;
+        let (gaps, _) = postcard::take_from_bytes::<Vec<Gap>>(rest)?;
+        let body = WireBody {
+            base_ts_ms,
+            catalog: layout.map(Layout::into_catalog),
+            frames,
+            gaps,
+        };
+        let (catalog, frames, gaps) = body.into_parts();
+        Ok(BodyParts {
+            catalog,
+            flag_names: names,
+            frames,
+            gaps,
+        })
+    }
+
     /// Undo the delta coding. Returns (catalog, frames, gaps).
-    pub(crate) fn into_parts(self) -> (Option<Catalog>, Vec<Frame>, Vec<Gap>) {
+    fn into_parts(self) -> (Option<Catalog>, Vec<Frame>, Vec<Gap>) {
         let mut previous_ts = self.base_ts_ms;
         let mut previous_ints: HashMap<(u16, usize), i64> = HashMap::new();
         let frames = self

@@ -4,10 +4,21 @@
 //! The edge sends the catalog inside a batch whenever it starts or the
 //! catalog changes; every batch names the catalog it was written against by
 //! its [`CatalogHash`]. Nobody configures points twice.
+//!
+//! The serde derives are the catalog's JSON form (the collector stores it
+//! so); `flags` may be absent there and reads as empty. They are not the
+//! wire form: a catalog's bytes come from [`Catalog::to_bytes`] (SPEC
+//! sections 4, 4.1 and 7), where flag names travel in a section of their
+//! own that only a catalog with flag names has.
 
 use serde::{Deserialize, Serialize};
 
 use crate::CatalogHash;
+
+mod wire;
+
+pub(crate) use wire::{write_catalog, FlagNames, Layout};
+pub use wire::{CatalogBytesError, FlagNamesError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -42,9 +53,33 @@ pub struct PointInfo {
     /// Engineering value = raw * scale + offset.
     pub scale: f64,
     pub offset: f64,
+    /// Names of the bits of a bitfield or flag point, bits ascending, each
+    /// bit and each name at most once; empty for other points and for bits
+    /// nobody named.
+    #[serde(default)]
+    pub flags: Vec<FlagName>,
+}
+
+/// One named bit of a point's raw value: flag `name` is set in a reading
+/// `Int(v)` when bit `bit` of `v` is 1.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlagName {
+    /// 0 is the least significant bit; at most 63.
+    pub bit: u8,
+    pub name: String,
+}
+
+impl FlagName {
+    pub fn new(bit: u8, name: &str) -> Self {
+        Self {
+            bit,
+            name: name.into(),
+        }
+    }
 }
 
 impl PointInfo {
+    /// A point without flag names (add them with [`PointInfo::with_flags`]).
     pub fn new(name: &str, unit: &str, kind: PointKind, scale: f64, offset: f64) -> Self {
         Self {
             name: name.into(),
@@ -52,7 +87,19 @@ impl PointInfo {
             kind,
             scale,
             offset,
+            flags: Vec::new(),
         }
+    }
+
+    /// The point with these flag names (bits ascending).
+    pub fn with_flags(mut self, flags: impl IntoIterator<Item = FlagName>) -> Self {
+        self.flags = flags.into_iter().collect();
+        self
+    }
+
+    /// The bit of the flag called `name`, if the point has one.
+    pub fn flag_bit(&self, name: &str) -> Option<u8> {
+        self.flags.iter().find(|f| f.name == name).map(|f| f.bit)
     }
 
     /// The engineering value of a raw reading (see [`engineering_value`]).
@@ -99,11 +146,46 @@ pub fn engineering_value(raw: f64, scale: f64, offset: f64) -> f64 {
 }
 
 impl Catalog {
-    /// FNV-1a 64 over the catalog's postcard encoding: the same catalog
-    /// always has the same hash, on every platform.
+    /// FNV-1a 64 over the catalog's canonical bytes ([`Catalog::to_bytes`]):
+    /// the same catalog always has the same hash, on every platform, and a
+    /// catalog without flag names the hash it had before flag names existed.
     pub fn hash(&self) -> CatalogHash {
-        let bytes = postcard::to_stdvec(self).expect("a catalog always serializes");
-        CatalogHash(fnv1a64(&bytes))
+        CatalogHash(fnv1a64(&self.to_bytes()))
+    }
+
+    /// The canonical bytes (SPEC section 7): the layout of section 4, then,
+    /// only if some point has flag names, the flag-names section (4.1).
+    /// What the hash covers and what a batch body carries after its
+    /// `Option` tag; also a store's way to keep a catalog.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        write_catalog(self, Vec::new()).0
+    }
+
+    /// Read [`Catalog::to_bytes`] back: bytes after the layout are its
+    /// flag-names section, which must then end the input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Catalog, CatalogBytesError> {
+        wire::read_catalog(bytes)
+    }
+
+    /// Whether some point has flag names (so its bytes carry section 4.1
+    /// and a batch with it sets envelope flag bit 2).
+    pub fn has_flag_names(&self) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.points)
+            .any(|p| !p.flags.is_empty())
+    }
+
+    /// Every point's flag names follow the rules of SPEC section 4.1 (bits
+    /// ascending, 0 to 63, names distinct within the point); a writer
+    /// refuses a catalog that breaks them, as a reader would.
+    pub fn check_flag_names(&self) -> Result<(), FlagNamesError> {
+        for (g, group) in self.groups.iter().enumerate() {
+            for (p, point) in group.points.iter().enumerate() {
+                wire::check_point_flags(g, p, &point.flags)?;
+            }
+        }
+        Ok(())
     }
 
     /// Number of value slots over all groups.
@@ -159,5 +241,95 @@ mod tests {
         assert_eq!(before, catalog.clone().hash());
         catalog.groups[0].points[0].unit = "kV".into();
         assert_ne!(before, catalog.hash());
+    }
+
+    fn status_catalog() -> Catalog {
+        Catalog {
+            devices: vec![DeviceInfo {
+                name: "pcs-1".into(),
+                model: "m".into(),
+            }],
+            groups: vec![GroupInfo {
+                device: 0,
+                name: "state".into(),
+                interval_ms: 5000,
+                points: vec![
+                    PointInfo::new("power", "W", PointKind::Analog, 1.0, 0.0),
+                    PointInfo::new("status", "", PointKind::Bitfield, 1.0, 0.0)
+                        .with_flags([FlagName::new(0, "running"), FlagName::new(4, "fault")]),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn flag_names_change_the_hash_and_their_absence_keeps_it() {
+        let named = status_catalog();
+        let mut unnamed = named.clone();
+        unnamed.groups[0].points[1].flags.clear();
+        assert_ne!(named.hash(), unnamed.hash());
+        let mut renamed = named.clone();
+        renamed.groups[0].points[1].flags[1].name = "alarm".into();
+        assert_ne!(named.hash(), renamed.hash());
+        // Without names, the bytes are the layout alone, as before.
+        assert_eq!(
+            unnamed.to_bytes(),
+            postcard::to_stdvec(&Layout::of(&unnamed)).unwrap()
+        );
+        assert!(named.to_bytes().starts_with(&unnamed.to_bytes()));
+    }
+
+    #[test]
+    fn canonical_bytes_read_back_with_and_without_flag_names() {
+        let named = status_catalog();
+        assert_eq!(Catalog::from_bytes(&named.to_bytes()).unwrap(), named);
+        let mut unnamed = named.clone();
+        unnamed.groups[0].points[1].flags.clear();
+        assert_eq!(Catalog::from_bytes(&unnamed.to_bytes()).unwrap(), unnamed);
+        let mut longer = named.to_bytes();
+        longer.push(0);
+        assert!(matches!(
+            Catalog::from_bytes(&longer),
+            Err(CatalogBytesError::TrailingBytes(1))
+        ));
+    }
+
+    #[test]
+    fn flag_names_are_checked_point_by_point() {
+        let mut catalog = status_catalog();
+        assert_eq!(catalog.check_flag_names(), Ok(()));
+        catalog.groups[0].points[1].flags = vec![FlagName::new(4, "a"), FlagName::new(0, "b")];
+        assert_eq!(
+            catalog.check_flag_names(),
+            Err(FlagNamesError::BitOrder {
+                group: 0,
+                point: 1,
+                bit: 0
+            })
+        );
+        catalog.groups[0].points[1].flags = vec![FlagName::new(64, "a")];
+        assert!(matches!(
+            catalog.check_flag_names(),
+            Err(FlagNamesError::BitRange { bit: 64, .. })
+        ));
+        catalog.groups[0].points[1].flags = vec![FlagName::new(1, "a"), FlagName::new(2, "a")];
+        assert!(matches!(
+            catalog.check_flag_names(),
+            Err(FlagNamesError::DuplicateName { .. })
+        ));
+    }
+
+    #[test]
+    fn json_without_flags_reads_as_points_without_flag_names() {
+        let json = r#"{"name":"soc","unit":"%","kind":"Analog","scale":0.01,"offset":0.0}"#;
+        let point: PointInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            point,
+            PointInfo::new("soc", "%", PointKind::Analog, 0.01, 0.0)
+        );
+        let named = status_catalog();
+        let back: Catalog = serde_json::from_str(&serde_json::to_string(&named).unwrap()).unwrap();
+        assert_eq!(back, named);
+        assert_eq!(named.groups[0].points[1].flag_bit("fault"), Some(4));
     }
 }

@@ -1,7 +1,13 @@
 //! The versioned envelope around a batch body: magic, version, codec, site,
 //! sequence, catalog hash, and the (compressed) postcard body.
+//!
+//! Flag bit 2 (flag names, SPEC section 4.1) is set exactly when the
+//! batch's catalog has flag names, so a batch without them has the bytes
+//! it had before the bit existed, and a reader that predates the bit
+//! rejects only the batches that need it.
 
-use crate::batch::WireBody;
+use crate::batch::{BodyParts, WireBody};
+use crate::catalog::FlagNamesError;
 use crate::ids::MAX_SITE_ID_LEN;
 use crate::{Batch, BatchSeq, CatalogHash, SiteId};
 
@@ -15,7 +21,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 const FLAG_HAS_CATALOG: u8 = 0b0000_0001;
 const FLAG_SIGNED: u8 = 0b0000_0010;
-const KNOWN_FLAGS: u8 = FLAG_HAS_CATALOG | FLAG_SIGNED;
+const FLAG_FLAG_NAMES: u8 = 0b0000_0100;
+const KNOWN_FLAGS: u8 = FLAG_HAS_CATALOG | FLAG_SIGNED | FLAG_FLAG_NAMES;
 
 /// How the body bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +66,8 @@ pub struct Header {
     pub version: u8,
     pub codec: Codec,
     pub has_catalog: bool,
+    /// Flag bit 2: the catalog is followed by its points' flag names.
+    pub has_flag_names: bool,
     pub site: SiteId,
     pub seq: BatchSeq,
     pub catalog_hash: CatalogHash,
@@ -75,6 +84,8 @@ pub enum EncodeError {
     Compress(std::io::Error),
     #[error("serialization failed: {0}")]
     Serialize(postcard::Error),
+    #[error("the catalog's flag names would be rejected: {0}")]
+    FlagNames(FlagNamesError),
 }
 
 /// Why bytes are not a valid batch. Each variant is a reason a consumer can
@@ -93,6 +104,8 @@ pub enum DecodeError {
     UnknownFlags(u8),
     #[error("signed batches are not supported by this build")]
     SignatureUnsupported,
+    #[error("the flag-names flag is set without the catalog flag")]
+    FlagNamesWithoutCatalog,
     #[error("invalid site id: {0}")]
     SiteId(String),
     #[error("body length {declared} does not match the {actual} bytes that follow the header")]
@@ -103,6 +116,8 @@ pub enum DecodeError {
     Body(postcard::Error),
     #[error("catalog flag says {flag}, body says {body}")]
     CatalogFlagMismatch { flag: bool, body: bool },
+    #[error("the catalog's flag names are invalid: {0}")]
+    FlagNames(FlagNamesError),
 }
 
 impl Batch {
@@ -113,8 +128,12 @@ impl Batch {
 
     /// Encode as envelope + body, compressing (if `codec` does) with `effort`.
     pub fn encode_with(&self, codec: Codec, effort: Effort) -> Result<Vec<u8>, EncodeError> {
-        let plain =
-            postcard::to_stdvec(&WireBody::from_batch(self)).map_err(EncodeError::Serialize)?;
+        if let Some(catalog) = &self.catalog {
+            catalog.check_flag_names().map_err(EncodeError::FlagNames)?;
+        }
+        let (plain, flag_names) = WireBody::from_batch(self)
+            .to_bytes()
+            .map_err(EncodeError::Serialize)?;
         if plain.len() > MAX_BODY_BYTES {
             return Err(EncodeError::TooLarge(plain.len()));
         }
@@ -127,11 +146,14 @@ impl Batch {
         out.extend_from_slice(&MAGIC);
         out.push(FORMAT_VERSION);
         out.push(codec as u8);
-        out.push(if self.catalog.is_some() {
-            FLAG_HAS_CATALOG
-        } else {
-            0
-        });
+        let mut flags = 0;
+        if self.catalog.is_some() {
+            flags |= FLAG_HAS_CATALOG;
+        }
+        if flag_names {
+            flags |= FLAG_FLAG_NAMES;
+        }
+        out.push(flags);
         out.push(site.len() as u8);
         out.extend_from_slice(site);
         out.extend_from_slice(&self.seq.0.to_be_bytes());
@@ -153,13 +175,20 @@ impl Batch {
                 &plain[..]
             }
         };
-        let wire: WireBody = postcard::from_bytes(body).map_err(DecodeError::Body)?;
-        let (catalog, frames, gaps) = wire.into_parts();
+        let BodyParts {
+            mut catalog,
+            flag_names,
+            frames,
+            gaps,
+        } = WireBody::decode(body, header.has_flag_names).map_err(DecodeError::Body)?;
         if catalog.is_some() != header.has_catalog {
             return Err(DecodeError::CatalogFlagMismatch {
                 flag: header.has_catalog,
                 body: catalog.is_some(),
             });
+        }
+        if let (Some(catalog), Some(names)) = (&mut catalog, flag_names) {
+            names.attach(catalog).map_err(DecodeError::FlagNames)?;
         }
         Ok(Batch {
             site: header.site,
@@ -199,6 +228,9 @@ impl Header {
         if flags & FLAG_SIGNED != 0 {
             return Err(DecodeError::SignatureUnsupported);
         }
+        if flags & FLAG_FLAG_NAMES != 0 && flags & FLAG_HAS_CATALOG == 0 {
+            return Err(DecodeError::FlagNamesWithoutCatalog);
+        }
         let site_len = usize::from(bytes[7]);
         if site_len == 0 || site_len > MAX_SITE_ID_LEN {
             return Err(DecodeError::SiteId(format!("length {site_len}")));
@@ -226,6 +258,7 @@ impl Header {
             version,
             codec,
             has_catalog: flags & FLAG_HAS_CATALOG != 0,
+            has_flag_names: flags & FLAG_FLAG_NAMES != 0,
             site,
             seq: BatchSeq(seq),
             catalog_hash: CatalogHash(catalog_hash),
@@ -418,6 +451,144 @@ mod tests {
         ));
     }
 
+    /// `sample_batch()` with names for two bits of its `alarms` word.
+    fn batch_with_flag_names() -> Batch {
+        let mut batch = sample_batch();
+        let catalog = batch.catalog.as_mut().unwrap();
+        catalog.groups[0].points[2].flags =
+            vec![FlagName::new(0, "overvoltage"), FlagName::new(7, "fire")];
+        batch.catalog_hash = catalog.hash();
+        batch
+    }
+
+    /// Where the catalog's bytes end in `sample_batch()` encoded with codec 0.
+    fn catalog_end(bytes: &[u8]) -> usize {
+        let batch = sample_batch();
+        let base_ts = postcard::to_stdvec(&batch.frames[0].ts_ms).unwrap().len();
+        Header::parse(bytes).unwrap().body_start
+            + base_ts
+            + 1
+            + batch.catalog.unwrap().to_bytes().len()
+    }
+
+    /// `bytes` (codec 0) with `section` put after the catalog, flag bit 2
+    /// set and the body length fixed.
+    fn with_section(bytes: &[u8], at: usize, section: &[u8]) -> Vec<u8> {
+        let header = Header::parse(bytes).unwrap();
+        let mut out = bytes[..at].to_vec();
+        out.extend_from_slice(section);
+        out.extend_from_slice(&bytes[at..]);
+        out[6] |= FLAG_FLAG_NAMES;
+        let body_len = (out.len() - header.body_start) as u32;
+        out[header.body_start - 4..header.body_start].copy_from_slice(&body_len.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn flag_names_set_flag_bit_2_and_come_back() {
+        let batch = batch_with_flag_names();
+        for codec in [Codec::None, Codec::Zstd] {
+            let bytes = batch.encode(codec).unwrap();
+            assert_eq!(bytes[6], FLAG_HAS_CATALOG | FLAG_FLAG_NAMES);
+            assert!(Header::parse(&bytes).unwrap().has_flag_names);
+            assert_eq!(Batch::decode(&bytes).unwrap(), batch);
+        }
+        let without = sample_batch().encode(Codec::None).unwrap();
+        assert_eq!(without[6], FLAG_HAS_CATALOG);
+        assert!(!Header::parse(&without).unwrap().has_flag_names);
+    }
+
+    #[test]
+    fn the_flag_names_section_sits_between_catalog_and_frames() {
+        let plain = sample_batch().encode(Codec::None).unwrap();
+        let at = catalog_end(&plain);
+        // One group of three points; the third names bits 0 and 7.
+        let section = [
+            0x01, 0x03, 0x00, 0x00, 0x02, 0x00, 0x0b, b'o', b'v', b'e', b'r', b'v', b'o', b'l',
+            b't', b'a', b'g', b'e', 0x07, 0x04, b'f', b'i', b'r', b'e',
+        ];
+        let expected = batch_with_flag_names().encode(Codec::None).unwrap();
+        // The same message but for the header's hash, which covers the names.
+        let hash_at = 8 + "site-1".len() + 8;
+        let mut built = with_section(&plain, at, &section);
+        assert_ne!(built[hash_at..hash_at + 8], expected[hash_at..hash_at + 8]);
+        built[hash_at..hash_at + 8].copy_from_slice(&expected[hash_at..hash_at + 8]);
+        assert_eq!(built, expected);
+    }
+
+    #[test]
+    fn rejects_flag_names_that_do_not_fit_the_catalog() {
+        let plain = sample_batch().encode(Codec::None).unwrap();
+        let at = catalog_end(&plain);
+        let decode = |section: &[u8]| Batch::decode(&with_section(&plain, at, section));
+        assert!(matches!(
+            decode(&[0x01, 0x03, 0x00, 0x00, 0x00]),
+            Err(DecodeError::FlagNames(FlagNamesError::NoNames))
+        ));
+        assert!(matches!(
+            decode(&[0x02, 0x00, 0x00]),
+            Err(DecodeError::FlagNames(FlagNamesError::GroupCount {
+                catalog: 1,
+                names: 2
+            }))
+        ));
+        assert!(matches!(
+            decode(&[0x01, 0x02, 0x00, 0x01, 0x00, 0x01, b'a']),
+            Err(DecodeError::FlagNames(FlagNamesError::PointCount { .. }))
+        ));
+        assert!(matches!(
+            decode(&[0x01, 0x03, 0x00, 0x00, 0x02, 0x03, 0x01, b'a', 0x03, 0x01, b'b']),
+            Err(DecodeError::FlagNames(FlagNamesError::BitOrder {
+                bit: 3,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            decode(&[0x01, 0x03, 0x00, 0x00, 0x01, 0x40, 0x01, b'a']),
+            Err(DecodeError::FlagNames(FlagNamesError::BitRange {
+                bit: 64,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            decode(&[0x01, 0x03, 0x00, 0x00, 0x02, 0x00, 0x01, b'a', 0x01, 0x01, b'a']),
+            Err(DecodeError::FlagNames(FlagNamesError::DuplicateName { .. }))
+        ));
+        // A section cut short is a bad body.
+        assert!(matches!(
+            decode(&[0x01, 0x03, 0x00, 0x00, 0x01, 0x00, 0x05, b'a']),
+            Err(DecodeError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_the_flag_names_flag_without_the_catalog_flag() {
+        let mut bytes = batch_with_flag_names().encode(Codec::None).unwrap();
+        bytes[6] = FLAG_FLAG_NAMES;
+        assert!(matches!(
+            Batch::decode(&bytes),
+            Err(DecodeError::FlagNamesWithoutCatalog)
+        ));
+        let mut bytes = sample_batch().encode(Codec::None).unwrap();
+        bytes[6] |= 0b1000;
+        assert!(matches!(
+            Batch::decode(&bytes),
+            Err(DecodeError::UnknownFlags(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_to_write_flag_names_a_reader_would_reject() {
+        let mut batch = batch_with_flag_names();
+        batch.catalog.as_mut().unwrap().groups[0].points[2]
+            .flags
+            .reverse();
+        assert!(matches!(
+            batch.encode(Codec::None),
+            Err(EncodeError::FlagNames(FlagNamesError::BitOrder { .. }))
+        ));
+    }
+
     #[test]
     fn rejects_garbage_after_a_valid_header() {
         let mut bytes = sample_batch().encode(Codec::Zstd).unwrap();
@@ -482,7 +653,90 @@ mod tests {
         ]
     }
 
+    /// Valid flag names for one point: ascending distinct bits, distinct names.
+    fn flag_names() -> impl Strategy<Value = Vec<FlagName>> {
+        prop::collection::btree_set(0u8..64, 0..6).prop_flat_map(|bits| {
+            let n = bits.len();
+            (
+                Just(bits),
+                prop::collection::btree_set("[a-z_]{1,8}", n..=n),
+            )
+                .prop_map(|(bits, names)| {
+                    bits.into_iter()
+                        .zip(names)
+                        .map(|(bit, name)| FlagName { bit, name })
+                        .collect()
+                })
+        })
+    }
+
+    fn catalog() -> impl Strategy<Value = Catalog> {
+        let point = (
+            "[a-z]{0,6}",
+            prop_oneof![Just(PointKind::Analog), Just(PointKind::Bitfield)],
+            prop_oneof![Just(vec![]), flag_names()],
+        )
+            .prop_map(|(name, kind, flags)| {
+                PointInfo::new(&name, "", kind, 1.0, 0.0).with_flags(flags)
+            });
+        let group =
+            (0u16..2, prop::collection::vec(point, 0..5)).prop_map(|(device, points)| GroupInfo {
+                device,
+                name: "g".into(),
+                interval_ms: 1000,
+                points,
+            });
+        prop::collection::vec(group, 0..4).prop_map(|groups| Catalog {
+            devices: vec![DeviceInfo {
+                name: "d".into(),
+                model: "m".into(),
+            }],
+            groups,
+        })
+    }
+
     proptest! {
+        #[test]
+        fn any_catalog_round_trips_with_its_flag_names(catalog in catalog(), seq in any::<u64>()) {
+            let batch = Batch {
+                site: SiteId::new("s").unwrap(),
+                seq: BatchSeq(seq),
+                catalog_hash: catalog.hash(),
+                catalog: Some(catalog.clone()),
+                frames: vec![],
+                gaps: vec![],
+            };
+            for codec in [Codec::None, Codec::Zstd] {
+                let bytes = batch.encode(codec).unwrap();
+                prop_assert_eq!(bytes[6] & FLAG_FLAG_NAMES != 0, catalog.has_flag_names());
+                prop_assert_eq!(Batch::decode(&bytes).unwrap(), batch.clone());
+            }
+            prop_assert_eq!(Catalog::from_bytes(&catalog.to_bytes()).unwrap(), catalog.clone());
+            // Without its names, a catalog has the bytes (and hash) of the
+            // layout alone, as before flag names existed.
+            let mut unnamed = catalog.clone();
+            for point in unnamed.groups.iter_mut().flat_map(|g| &mut g.points) {
+                point.flags.clear();
+            }
+            let layout = postcard::to_stdvec(&crate::catalog::Layout::of(&unnamed)).unwrap();
+            prop_assert_eq!(unnamed.to_bytes(), layout);
+        }
+
+        #[test]
+        fn damaged_flag_names_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        ) {
+            let mut bytes = batch_with_flag_names().encode(Codec::None).unwrap();
+            let n = bytes.len();
+            for (at, mask) in flips {
+                bytes[at.index(n)] ^= mask;
+            }
+            if let Ok(batch) = Batch::decode(&bytes) {
+                let again = batch.encode(Codec::None).unwrap();
+                prop_assert_eq!(Batch::decode(&again).unwrap().encode(Codec::None).unwrap(), again);
+            }
+        }
+
         #[test]
         fn any_batch_round_trips(
             seq in any::<u64>(),

@@ -38,7 +38,10 @@ mod live;
 mod reading;
 
 pub use batch::{Batch, Frame, Gap, GapReason};
-pub use catalog::{engineering_value, Catalog, DeviceInfo, GroupInfo, PointInfo, PointKind};
+pub use catalog::{
+    engineering_value, Catalog, CatalogBytesError, DeviceInfo, FlagName, FlagNamesError, GroupInfo,
+    PointInfo, PointKind,
+};
 pub use envelope::{
     Codec, DecodeError, Effort, EncodeError, Header, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
 };

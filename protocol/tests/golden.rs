@@ -31,6 +31,35 @@ fn catalog() -> Catalog {
     }
 }
 
+/// The golden catalog with a second group: a status word whose five bits
+/// have names (the shape of the edge's example config).
+fn catalog_with_flags() -> Catalog {
+    let mut catalog = catalog();
+    catalog.groups.push(GroupInfo {
+        device: 0,
+        name: "state".into(),
+        interval_ms: 5000,
+        points: vec![
+            PointInfo::new("status", "", PointKind::Bitfield, 1.0, 0.0).with_flags([
+                FlagName::new(0, "running"),
+                FlagName::new(1, "charging"),
+                FlagName::new(2, "discharging"),
+                FlagName::new(3, "idle"),
+                FlagName::new(4, "fault"),
+            ]),
+        ],
+    });
+    catalog
+}
+
+/// (hash file, catalog) pairs whose hashes are pinned.
+fn pinned_hashes() -> Vec<(&'static str, Catalog)> {
+    vec![
+        ("catalog_hash.txt", catalog()),
+        ("catalog_flags_hash.txt", catalog_with_flags()),
+    ]
+}
+
 /// (file stem, batch) pairs covered by golden files.
 fn vectors() -> Vec<(&'static str, Batch)> {
     let catalog = catalog();
@@ -75,6 +104,17 @@ fn vectors() -> Vec<(&'static str, Batch)> {
                         ],
                     },
                 ],
+                gaps: vec![],
+            },
+        ),
+        (
+            "catalog_flags",
+            Batch {
+                site: site.clone(),
+                seq: BatchSeq(4),
+                catalog_hash: catalog_with_flags().hash(),
+                catalog: Some(catalog_with_flags()),
+                frames: vec![],
                 gaps: vec![],
             },
         ),
@@ -129,16 +169,41 @@ fn golden_vectors_encode_and_decode_exactly() {
 }
 
 #[test]
-fn golden_catalog_hash_is_stable() {
-    assert_eq!(catalog().hash().to_string().len(), 16);
-    let pinned = std::fs::read_to_string(golden_dir().join("catalog_hash.txt"));
-    if std::env::var_os("BESS_UPDATE_GOLDEN").is_some() {
-        std::fs::write(
-            golden_dir().join("catalog_hash.txt"),
-            format!("{}\n", catalog().hash()),
-        )
-        .unwrap();
-        return;
+fn golden_catalog_hashes_are_stable() {
+    let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();
+    for (file, catalog) in pinned_hashes() {
+        let path = golden_dir().join(file);
+        assert_eq!(catalog.hash().to_string().len(), 16);
+        if update {
+            std::fs::write(&path, format!("{}\n", catalog.hash())).unwrap();
+            continue;
+        }
+        let pinned =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(pinned.trim(), catalog.hash().to_string(), "{file}");
     }
-    assert_eq!(pinned.unwrap().trim(), catalog().hash().to_string());
+}
+
+#[test]
+fn flag_names_follow_the_catalog_they_name_and_flag_bit_2_announces_them() {
+    let bytes = std::fs::read(golden_dir().join("catalog_flags.bin")).unwrap();
+    assert_eq!(bytes[6], 0x05, "has_catalog | flag_names");
+    let header = Header::parse(&bytes).unwrap();
+    assert!(header.has_catalog && header.has_flag_names);
+    // Body: base_ts_ms 0, catalog Some, the catalog's canonical bytes
+    // (layout, then flag names), no frames, no gaps.
+    let catalog = catalog_with_flags();
+    let mut body = vec![0x00, 0x01];
+    body.extend_from_slice(&catalog.to_bytes());
+    body.extend_from_slice(&[0x00, 0x00]);
+    assert!(bytes.ends_with(&body));
+    // The layout alone is what it would be without names.
+    let mut unnamed = catalog.clone();
+    unnamed.groups[1].points[0].flags.clear();
+    assert!(catalog.to_bytes().starts_with(&unnamed.to_bytes()));
+    // Batches without flag names keep flag bit 2 clear.
+    for name in ["catalog_only", "two_frames", "gap"] {
+        let bytes = std::fs::read(golden_dir().join(format!("{name}.bin"))).unwrap();
+        assert_eq!(bytes[6] & 0x04, 0, "{name}");
+    }
 }

@@ -49,7 +49,9 @@ impl SqliteBuffer {
 
     /// Remember a catalog so dropped batches can be reported per device.
     pub fn remember_catalog(&mut self, catalog: &Catalog) -> Result<(), BufferError> {
-        let body = postcard::to_stdvec(catalog).expect("a catalog always serializes");
+        // The canonical bytes: a catalog stored before flag names existed
+        // reads back the same.
+        let body = catalog.to_bytes();
         self.conn.execute(
             "INSERT OR IGNORE INTO catalogs (hash, body) VALUES (?1, ?2)",
             params![catalog.hash().0 as i64, body],
@@ -306,7 +308,7 @@ impl SqliteBuffer {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(body.and_then(|b| postcard::from_bytes(&b).ok()))
+        Ok(body.and_then(|b| Catalog::from_bytes(&b).ok()))
     }
 }
 
@@ -362,6 +364,36 @@ mod tests {
     use crate::buffer::fixtures::{catalog, decode_all, frames, seal_frames};
     use crate::buffer::SealSummary;
     use bess_protocol::{BatchSeq, Frame, GroupIndex, Reading, SiteId};
+
+    #[test]
+    fn a_remembered_catalog_reads_back_with_its_flag_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
+        let plain = catalog();
+        let mut named = catalog();
+        named.groups[1].points[0].flags = vec![
+            bess_protocol::FlagName::new(0, "overvoltage"),
+            bess_protocol::FlagName::new(3, "fire"),
+        ];
+        for catalog in [&plain, &named] {
+            buffer.remember_catalog(catalog).unwrap();
+            assert_eq!(
+                buffer.catalog(catalog.hash()).unwrap().as_ref(),
+                Some(catalog)
+            );
+        }
+        // Stored as its canonical bytes: for a catalog without flag names,
+        // the bytes that rows written before flag names existed hold.
+        let stored: Vec<u8> = buffer
+            .conn
+            .query_row(
+                "SELECT body FROM catalogs WHERE hash = ?1",
+                params![plain.hash().0 as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, plain.to_bytes());
+    }
 
     #[test]
     fn the_disk_cap_drops_measurements_oldest_first_and_reports_every_sample() {

@@ -156,15 +156,30 @@ pub(super) fn plan_group(
                 format!("a {} has no scale", pc.data_type),
             );
         }
-        let mut flags = Vec::new();
+        // The cloud names a flag by point and flag name, and the catalog
+        // carries each bit once (protocol SPEC section 4.1).
+        let mut flags: Vec<(u8, String)> = Vec::new();
         for (bit, name) in &pc.flags {
+            let field = format!("{pf}.flags.{bit}");
             match bit.parse::<u8>() {
                 Ok(b) if u16::from(b) < 16 * pc.data_type.width(RegisterTable::Holding, 1) => {
-                    flags.push((b, name.clone()))
+                    if name.is_empty() {
+                        problems.add(span.clone(), field, "a flag needs a name");
+                    } else if flags.iter().any(|(other, _)| *other == b) {
+                        problems.add(span.clone(), field, format!("bit {b} is named twice"));
+                    } else if flags.iter().any(|(_, other)| other == name) {
+                        problems.add(
+                            span.clone(),
+                            field,
+                            format!("{name:?} names two bits of this point"),
+                        );
+                    } else {
+                        flags.push((b, name.clone()));
+                    }
                 }
                 _ => problems.add(
                     span.clone(),
-                    format!("{pf}.flags.{bit}"),
+                    field,
                     "flag keys are bit numbers inside the value (0 = least significant)",
                 ),
             }
@@ -277,6 +292,19 @@ mod tests {
             problems.iter().any(|p| p.field.ends_with(".flags.x")),
             "{problems:?}"
         );
+        for flags in [
+            "{ 0 = \"x\", 00 = \"y\" }",
+            "{ 0 = \"x\", 1 = \"x\" }",
+            "{ 0 = \"\" }",
+        ] {
+            let problems = group(&format!(
+                "{{ name = \"a\", address = 0, type = \"u16\", flags = {flags} }}"
+            ));
+            assert!(
+                problems.iter().any(|p| p.field.contains(".flags.")),
+                "{flags}: {problems:?}"
+            );
+        }
         let problems = group("{ name = \"a\", address = 0, type = \"u16\", order = \"xyzw\" }");
         assert_eq!(problems[0].field, "order", "{problems:?}");
         assert!(group("{ name = \"a\", address = 0, type = \"i16\", order = \"badc\", scale_register = 5, not_implemented = [-1] }").is_empty());

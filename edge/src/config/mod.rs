@@ -110,6 +110,38 @@ mod tests {
     }
 
     #[test]
+    fn the_example_catalog_names_the_status_words_flags() {
+        let config = ValidConfig::parse(EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
+        let point = |name: &str| {
+            config
+                .catalog
+                .groups
+                .iter()
+                .flat_map(|g| &g.points)
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("the example has {name}"))
+                .clone()
+        };
+        let status = point("status");
+        assert_eq!(status.kind, bess_protocol::PointKind::Bitfield);
+        assert_eq!(
+            status.flags,
+            [
+                (0, "running"),
+                (1, "charging"),
+                (2, "discharging"),
+                (3, "idle"),
+                (4, "fault"),
+            ]
+            .map(|(bit, name)| bess_protocol::FlagName::new(bit, name))
+        );
+        assert_eq!(status.flag_bit("fault"), Some(4));
+        assert!(point("soc").flags.is_empty());
+        assert!(config.catalog.has_flag_names());
+        assert_eq!(config.catalog.check_flag_names(), Ok(()));
+    }
+
+    #[test]
     fn unknown_key_names_line_and_field() {
         let text = EXAMPLE.replacen(
             "site_id = \"site-001\"",

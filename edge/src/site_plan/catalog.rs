@@ -1,9 +1,12 @@
 //! The catalog: the site's devices, groups and points as the cloud sees
 //! them. Group numbers are positions in the catalog, so `build_catalog`
 //! also writes each group's `catalog_index`; strings are shown locally but
-//! never sent, so they are left out.
+//! never sent, so they are left out. The names of a status word's bits
+//! (`flags` in the config) go with their point, so the cloud can name a
+//! flag in an alert rule; a catalog with them travels behind envelope flag
+//! bit 2 (protocol SPEC sections 4.1 and 10).
 
-use bess_protocol::{Catalog, DeviceInfo, GroupInfo, PointInfo};
+use bess_protocol::{Catalog, DeviceInfo, FlagName, GroupInfo, PointInfo};
 
 use super::DevicePlan;
 
@@ -34,6 +37,11 @@ pub fn build_catalog(devices: &mut [DevicePlan]) -> Catalog {
                         kind: p.kind,
                         scale: p.scale,
                         offset: p.offset,
+                        flags: p
+                            .flags
+                            .iter()
+                            .map(|(bit, name)| FlagName::new(*bit, name))
+                            .collect(),
                     })
                     .collect(),
             });
