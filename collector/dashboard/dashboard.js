@@ -1,5 +1,9 @@
 // BESS dashboard: fleet overview and site pages over the collector's API.
 // Token: ?token=… or the one stored in localStorage ("bess-token").
+// This file holds the shell (token, API client, routing), the fleet page
+// and the site's live values and charts; alerts.js, loaded after it, the
+// alerts, silences and alert history. Routes: #/ (fleet), #/site/SITE,
+// #/site/SITE/history.
 "use strict";
 
 const TOKEN_KEY = "bess-token";
@@ -7,11 +11,27 @@ const ONLINE_WITHIN_MS = 60_000;
 const LIVE_WINDOW_MS = 10 * 60_000;
 const $ = (sel) => document.querySelector(sel);
 
+// An element with attributes (`class`, `dataset`, `onclick`…) and children
+// (nodes or text; null, undefined and false are skipped).
+function h(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  e.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return e;
+}
+
 let token = new URLSearchParams(location.search).get("token") || localStorage.getItem(TOKEN_KEY) || "";
 if (new URLSearchParams(location.search).get("token")) localStorage.setItem(TOKEN_KEY, token);
 
 let socket = null;
-let fleetTimer = null;
+// Refreshes the page shown: the fleet, or the site's alerts.
+let refreshTimer = null;
 let liveChart = null;
 let historyChart = null;
 // Per site page: "device/point" → {unit, xs:[], ys:[]} for charted points.
@@ -23,15 +43,36 @@ function setStatus(text, cls) {
   el.className = "status " + (cls || "");
 }
 
-async function api(path) {
+// A refusal of the API: `status` (403: the token may not do this), the
+// error's `code` and its `detail` (the API's message alone).
+class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(code ? `${code}: ${detail}` : detail);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+// GET by default; `options.method` and `options.body` (sent as JSON) for the rest.
+async function api(path, options = {}) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
-  const response = await fetch(path, { headers });
+  const init = { method: options.method || "GET", headers };
+  if (options.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(path, init);
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) {
     showLogin(body.error ? body.error.message : "token required");
     throw new Error("unauthorized");
   }
-  if (!response.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${response.status}`);
+  if (!response.ok) {
+    throw body.error
+      ? new ApiError(response.status, body.error.code, body.error.message)
+      : new ApiError(response.status, null, `HTTP ${response.status}`);
+  }
   return body;
 }
 
@@ -49,7 +90,7 @@ async function apiAll(path, field) {
 }
 
 function showOnly(id) {
-  for (const s of ["login", "fleet", "site"]) $("#" + s).hidden = s !== id;
+  for (const s of ["login", "fleet", "site", "episodes"]) $("#" + s).hidden = s !== id;
 }
 
 function showLogin(message) {
@@ -78,7 +119,7 @@ async function renderFleet() {
   const alertsBySite = new Map();
   for (const a of alerts) {
     if (!alertsBySite.has(a.site)) alertsBySite.set(a.site, []);
-    alertsBySite.get(a.site).push(`${a.device}/${a.name}: ${a.value}` + (a.acknowledged ? ` (acknowledged by ${a.acknowledged.by})` : ""));
+    alertsBySite.get(a.site).push(a);
   }
   const rows = await Promise.all(sites.map(async (s) => {
     let points = [];
@@ -91,7 +132,7 @@ async function renderFleet() {
       online: Date.now() - lastSeen < ONLINE_WITHIN_MS,
       soc: soc.length ? soc.reduce((a, b) => a + b, 0) / soc.length : null,
       power: power.length ? power.reduce((a, b) => a + b, 0) : null,
-      alarms: alertsBySite.get(s.site) || [],
+      alerts: alertsBySite.get(s.site) || [],
     };
   }));
   const body = $("#fleet-table tbody");
@@ -105,9 +146,9 @@ async function renderFleet() {
       <td class="num">${r.devices}</td>
       <td class="num soc">${r.soc === null ? "—" : fmt(r.soc, 1) + " %"}</td>
       <td class="num power">${formatPower(r.power)}</td>
-      <td class="alarms">${r.alarms.length ? `<span class="badge alarm">${r.alarms.length}</span> ` : "none"}</td>`;
+      <td class="alarms"></td>`;
     tr.querySelector("a").textContent = r.site;
-    if (r.alarms.length) tr.querySelector(".alarms").title = r.alarms.join("\n");
+    fillFleetAlerts(tr.querySelector(".alarms"), r.alerts);
     return tr;
   }));
   setStatus(`${rows.filter((r) => r.online).length}/${rows.length} online`, "ok");
@@ -255,15 +296,26 @@ async function loadHistory() {
   $("#history-info").textContent = `${times.length} samples, ${body.resolution || "raw"}`;
 }
 
+// The site page shown, `{site, view}` with view "live" or "history"; null on the fleet page.
+function currentRoute() {
+  const m = location.hash.match(/^#\/site\/([^/]+)(\/history)?$/);
+  return m ? { site: decodeURIComponent(m[1]), view: m[2] ? "history" : "live" } : null;
+}
+
 function currentSite() {
-  const m = location.hash.match(/^#\/site\/(.+)$/);
-  return m ? decodeURIComponent(m[1]) : null;
+  const r = currentRoute();
+  return r ? r.site : null;
+}
+
+function siteHash(site, view) {
+  return `#/site/${encodeURIComponent(site)}` + (view === "history" ? "/history" : "");
 }
 
 async function renderSite(site) {
   showOnly("site");
   $("#crumb").textContent = "› " + site;
   $("#site-title").textContent = site;
+  openSiteAlerts(site);
   $("#live-table tbody").replaceChildren();
   charted = new Map();
   redrawLive();
@@ -280,12 +332,16 @@ async function renderSite(site) {
 }
 
 async function route() {
-  clearInterval(fleetTimer);
+  clearInterval(refreshTimer);
   closeLive();
+  closeAlertDialogs();
   try {
-    const site = currentSite();
-    if (site) await renderSite(site);
-    else { await renderFleet(); fleetTimer = setInterval(() => renderFleet().catch(showError), 5000); }
+    const r = currentRoute();
+    if (r && r.view === "history") await renderEpisodes(r.site);
+    else if (r) {
+      refreshTimer = setInterval(() => refreshSiteAlerts(r.site).catch(showAlertsError), 5000);
+      await renderSite(r.site);
+    } else { await renderFleet(); refreshTimer = setInterval(() => renderFleet().catch(showError), 5000); }
   } catch (e) { showError(e); }
 }
 
@@ -304,4 +360,5 @@ $("#history-form").addEventListener("submit", (e) => { e.preventDefault(); loadH
 $("#history-range").addEventListener("change", () => loadHistory().catch((err) => { $("#history-info").textContent = err.message; }));
 window.addEventListener("hashchange", route);
 setRange(3600);
-route();
+// After every script (alerts.js too) has run.
+document.addEventListener("DOMContentLoaded", route);

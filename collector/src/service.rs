@@ -292,6 +292,7 @@ pub async fn run_with_access(
         access: AccessControl::new(access),
         latest,
         live_timings: settings.live_timings,
+        rules: rules.clone(),
     });
     let server = tokio::spawn({
         let stop = api_stop.clone();

@@ -66,6 +66,7 @@ async fn start_with(
         access: AccessControl::new(access),
         latest: Arc::new(LatestCache::default()),
         live_timings: timings,
+        rules: bess_collector::rules::Rules::new(bess_collector::rules::model::RuleSet::default()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

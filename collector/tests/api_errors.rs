@@ -93,6 +93,7 @@ async fn start_with_replica(
         }),
         latest: Arc::new(LatestCache::default()),
         live_timings: LiveTimings::default(),
+        rules: bess_collector::rules::Rules::new(bess_collector::rules::model::RuleSet::default()),
     };
     Ok(Api {
         router: api::router(state),

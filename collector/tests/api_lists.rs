@@ -81,6 +81,9 @@ impl Fleet {
             }),
             latest: latest.clone(),
             live_timings: Default::default(),
+            rules: bess_collector::rules::Rules::new(
+                bess_collector::rules::model::RuleSet::default(),
+            ),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);

@@ -7,12 +7,14 @@
 //! WebSocket clients that cannot set headers, `?access_token=<token>`.
 //! Missing, unknown or revoked: 401. Out of scope: 403 — a `{site}` path
 //! segment, a `site=` parameter or the site prefix of a `point=` parameter
-//! outside the token's sites. Lists (sites, alerts, tokens) show only the
-//! token's sites, and the live stream only sends their frames: handlers
-//! read the [`Access`] this middleware attaches, which also checks roles
-//! ([`Access::require`]: `operate` to acknowledge alarms, `admin` to manage
-//! tokens). `/health`, `/metrics`, the OpenAPI document
-//! and the dashboard stay open.
+//! outside the token's sites. Lists (sites, alerts, alert history,
+//! silences, tokens) show only the token's sites, and the live stream only
+//! sends their frames: handlers read the [`Access`] this middleware
+//! attaches, which also checks roles ([`Access::require`]: `operate` to
+//! acknowledge alarms and episodes and to manage silences, `admin` to
+//! manage tokens). A site named in a request body (a silence's `site`) is
+//! checked by its handler. `/health`, `/metrics`, the OpenAPI document and
+//! the dashboard stay open.
 //!
 //! Token lookups are cached for [`crate::auth::TOKEN_CACHE_TTL`], so a
 //! revoked token stops working within that time on every instance.

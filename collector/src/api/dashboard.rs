@@ -1,5 +1,6 @@
-//! The dashboard at `/`: one HTML page with its script and the uPlot chart
-//! library, all built into the binary so nothing is fetched at run time.
+//! The dashboard at `/`: one HTML page with its scripts (the shell and live
+//! values, the alerts) and the uPlot chart library, all built into the
+//! binary so nothing is fetched at run time.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -10,6 +11,7 @@ use super::state::ApiState;
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
 const SCRIPT: &str = include_str!("../../dashboard/dashboard.js");
+const ALERTS_SCRIPT: &str = include_str!("../../dashboard/alerts.js");
 const STYLE: &str = include_str!("../../dashboard/dashboard.css");
 const UPLOT_JS: &str = include_str!("../../dashboard/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../dashboard/vendor/uPlot.min.css");
@@ -33,6 +35,10 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/dashboard/dashboard.js",
             get(|| async { asset("text/javascript", SCRIPT) }),
+        )
+        .route(
+            "/dashboard/alerts.js",
+            get(|| async { asset("text/javascript", ALERTS_SCRIPT) }),
         )
         .route(
             "/dashboard/dashboard.css",

@@ -1,15 +1,18 @@
 //! The HTTP API (axum): sites, devices and points, latest values, series
-//! (raw or rolled up), alerts, gaps and completeness reports, token
-//! administration, a live WebSocket, health and Prometheus metrics.
+//! (raw or rolled up), alerts (device alarms and rule episodes), their
+//! history and silences, the alert rules in force, gaps and completeness
+//! reports, token administration, a live WebSocket, health and Prometheus
+//! metrics.
 //!
 //! This layer only reads the domain: tokens and access decisions come from
 //! `crate::auth`, latest values from `crate::latest`, frames from
-//! `crate::live`; it turns requests into calls and answers into JSON (and
+//! `crate::live`, the rules in force from `crate::rules`; it turns requests into calls and answers into JSON (and
 //! every failure into the error body of `error.rs`).
 
 mod alerts;
 mod auth;
 mod dashboard;
+mod episodes;
 mod error;
 mod handlers;
 mod inventory;
@@ -17,9 +20,12 @@ mod latest;
 mod live;
 mod openapi;
 pub mod page;
+mod params;
 mod reports;
+mod rules;
 mod series;
 mod series_render;
+mod silences;
 mod state;
 mod tokens;
 
@@ -42,6 +48,17 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/sites/{site}/alerts/{device}/{point}/ack",
             post(alerts::acknowledge),
         )
+        .route("/api/v1/alerts/history", get(episodes::history))
+        .route(
+            "/api/v1/sites/{site}/episodes/{episode_id}/ack",
+            post(episodes::acknowledge),
+        )
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route("/api/v1/silences/{silence_id}", delete(silences::end))
+        .route("/api/v1/rules", get(rules::list))
         .route("/api/v1/sites/{site}/gaps", get(reports::gaps))
         .route(
             "/api/v1/sites/{site}/completeness",

@@ -11,15 +11,17 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, handlers, inventory, latest, live, reports, series, tokens};
+use super::{
+    alerts, episodes, handlers, inventory, latest, live, reports, rules, series, silences, tokens,
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "bess-collector API",
         version = "1",
-        description = "BESS fleet telemetry: sites, devices and points, latest values, series, alerts, gap and completeness reports, token administration and a live WebSocket.\n\n\
-Every `/api/v1` operation except this document needs `Authorization: Bearer <token>` (or `?access_token=` on the WebSocket) unless the collector runs with `--auth disabled`. A token is scoped to sites and has a role: `read` (everything that reads), `operate` (also acknowledges alarms) or `admin` (also manages tokens).\n\n\
+        description = "BESS fleet telemetry: sites, devices and points, latest values, series, alerts (device alarms and alert-rule episodes) with their history, silences and the rules in force, gap and completeness reports, token administration and a live WebSocket.\n\n\
+Every `/api/v1` operation except this document needs `Authorization: Bearer <token>` (or `?access_token=` on the WebSocket) unless the collector runs with `--auth disabled`. A token is scoped to sites and has a role: `read` (everything that reads), `operate` (also acknowledges alarms and episodes and manages silences) or `admin` (also manages tokens).\n\n\
 Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit` (1–1000, default 100) and the previous page's `next_cursor` as `cursor`; `next_cursor` is `null` on the last page. Errors are `{\"error\":{\"code\":\"...\",\"message\":\"...\"}}`."
     ),
     paths(
@@ -33,6 +35,12 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
         series::series,
         alerts::list,
         alerts::acknowledge,
+        episodes::history,
+        episodes::acknowledge,
+        silences::list,
+        silences::create,
+        silences::end,
+        rules::list,
         reports::gaps,
         reports::completeness,
         tokens::list,
@@ -43,7 +51,7 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
     modifiers(&BearerToken),
     tags(
         (name = "fleet", description = "Sites, devices, points and their values"),
-        (name = "alerts", description = "Alarms the devices raise"),
+        (name = "alerts", description = "Alarms the devices raise, episodes of the alert rules, silences and the rules in force"),
         (name = "reports", description = "Data quality: gaps and completeness"),
         (name = "live", description = "WebSocket push of committed frames"),
         (name = "admin", description = "API tokens (role `admin`)"),

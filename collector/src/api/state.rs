@@ -1,8 +1,8 @@
 //! `ApiState`: what every handler shares — the database pools, the domain
 //! services the API reads (access control, the live hub, the latest-value
-//! cache), the metrics handle, the shutdown signal — and the WebSocket
-//! timings. Handlers import it from here; the router in `mod.rs` is the
-//! only place that knows every handler.
+//! cache, the alert rules), the metrics handle, the shutdown signal — and
+//! the WebSocket timings. Handlers import it from here; the router in
+//! `mod.rs` is the only place that knows every handler.
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;
@@ -28,6 +28,9 @@ pub struct ApiState {
     pub latest: std::sync::Arc<LatestCache>,
     /// Pings and timeouts of live WebSocket clients.
     pub live_timings: LiveTimings,
+    /// The alert rules: the set in force (`Rules::current`), for the rules
+    /// listing and the names silences may take.
+    pub rules: std::sync::Arc<crate::rules::Rules>,
 }
 
 impl ApiState {
