@@ -245,10 +245,9 @@ async fn prepare_chunks(
         let mut delays = retry_delays(DATABASE_RETRY);
         let chunk = loop {
             // Live views come from the live lane; the stored lane builds
-            // frames only for the alert rules.
-            let frames = writer.wants_frames();
+            // frames only for rules and derived points.
             match writer
-                .prepare(decoded.take().expect("handed back on error"), frames)
+                .prepare(decoded.take().expect("handed back on error"), false)
                 .await
             {
                 Ok(chunk) => break chunk,
@@ -311,6 +310,8 @@ async fn write_chunks(
         metrics::counter!("bess_collector_samples_written_total")
             .increment(outcome.samples_written);
         metrics::counter!("bess_collector_gaps_written_total").increment(outcome.gaps_written);
+        metrics::counter!("bess_collector_derived_frames_written_total")
+            .increment(outcome.derived_written);
         for rejection in &outcome.rejected {
             metrics::counter!("bess_collector_messages_rejected_by_reason_total", "reason" => rejection.class.as_str()).increment(1);
         }

@@ -158,6 +158,8 @@ pub struct PreparedChunk {
     pub messages: Vec<IngestMessage>,
     pub batches: Vec<PreparedBatch>,
     pub rejected: Vec<Rejection>,
+    /// `commit` returns the new frames in [`WriteOutcome::live`].
+    hand_back_frames: bool,
 }
 
 pub struct SampleWriter {
@@ -204,8 +206,10 @@ impl SampleWriter {
         self.commit(&prepared).await
     }
 
-    /// Resolve catalogs and encode. On a database error the decoded chunk is
-    /// handed back so the caller can retry without decoding again.
+    /// Resolve catalogs and encode. With `live`, [`commit`](Self::commit)
+    /// hands the new frames back (tests and tools; the ingest pipeline's live
+    /// view comes from the live lane). On a database error the decoded
+    /// chunk is handed back so the caller can retry without decoding again.
     pub async fn prepare(
         &self,
         decoded: DecodedChunk,
@@ -215,8 +219,13 @@ impl SampleWriter {
             Ok(resolved) => resolved,
             Err(e) => return Err((e, decoded)),
         };
-        match tokio::task::spawn_blocking(move || encode(decoded, resolved, live)).await {
-            Ok(prepared) => Ok(prepared),
+        // Rules and derived points read the frames too.
+        let frames = live || self.wants_frames();
+        match tokio::task::spawn_blocking(move || encode(decoded, resolved, frames)).await {
+            Ok(mut prepared) => {
+                prepared.hand_back_frames = live;
+                Ok(prepared)
+            }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
@@ -421,7 +430,9 @@ impl SampleWriter {
         for batch in &written {
             outcome.frames_written += batch.frames;
             outcome.samples_written += batch.samples;
-            outcome.live.extend(batch.live.iter().cloned());
+            if chunk.hand_back_frames {
+                outcome.live.extend(batch.live.iter().cloned());
+            }
             minutes.extend(batch.minutes.iter().copied());
             site_hours.extend(batch.hours.iter().map(|h| (batch.site_id, *h)));
             if let Some(ts) = batch.newest_ts_ms {
@@ -693,5 +704,6 @@ fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChun
         messages,
         batches: prepared,
         rejected,
+        hand_back_frames: false,
     }
 }

@@ -513,14 +513,16 @@ expression = "cell_voltage_max - cell_voltage_min"
 
     let db = database.client().await?;
     let derived = load_derived(&db).await?;
-    let seen = client.lock().unwrap();
-    let live: Vec<_> = seen
+    let live: Vec<LiveSample> = client
+        .lock()
+        .unwrap()
         .samples
         .iter()
         .filter(|((device, point, _), _)| device == "site" || point.ends_with(".cell_spread"))
+        .cloned()
         .collect();
     assert!(live.len() >= 5, "{} derived samples live", live.len());
-    for ((device, point, ts), (value, _)) in live {
+    for ((device, point, ts), (value, _)) in &live {
         let stored = derived
             .samples
             .get(&(device.clone(), point.clone(), *ts))

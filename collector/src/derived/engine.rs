@@ -36,9 +36,9 @@ struct SiteState {
     plan: std::sync::Arc<SitePlan>,
     derived: Layouts,
     buckets: Vec<Option<Bucket>>,
-    /// For each (group, point) of the edge catalog: which (instance, slot)s
-    /// it feeds.
-    feeds: HashMap<(usize, usize), Vec<(usize, usize)>>,
+    /// For each group and point of the edge catalog (indexed as the
+    /// catalog is): which (instance, slot)s it feeds.
+    feeds: Vec<Vec<Vec<(usize, usize)>>>,
 }
 
 /// Derived points of every site this instance writes.
@@ -62,10 +62,16 @@ impl DerivedEngine {
         plan: std::sync::Arc<SitePlan>,
         derived: Layouts,
     ) {
-        let mut feeds: HashMap<(usize, usize), Vec<(usize, usize)>> = HashMap::new();
+        let mut feeds: Vec<Vec<Vec<(usize, usize)>>> = Vec::new();
         for (i, instance) in plan.instances.iter().enumerate() {
-            for (s, slot) in instance.slots.iter().enumerate() {
-                feeds.entry(*slot).or_default().push((i, s));
+            for (s, &(group, point)) in instance.slots.iter().enumerate() {
+                if feeds.len() <= group {
+                    feeds.resize_with(group + 1, Vec::new);
+                }
+                if feeds[group].len() <= point {
+                    feeds[group].resize_with(point + 1, Vec::new);
+                }
+                feeds[group][point].push((i, s));
             }
         }
         let buckets = vec![None; plan.instances.len()];
@@ -107,9 +113,12 @@ impl DerivedEngine {
             return;
         };
         // Which instances this frame feeds, with the bucket it falls in.
+        let Some(group_feeds) = state.feeds.get(frame.group) else {
+            return;
+        };
         let mut touched: Vec<usize> = Vec::new();
         for (index, reading) in frame.readings.iter().enumerate() {
-            let Some(feeds) = state.feeds.get(&(frame.group, index)) else {
+            let Some(feeds) = group_feeds.get(index).filter(|f| !f.is_empty()) else {
                 continue;
             };
             let value = reading

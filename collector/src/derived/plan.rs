@@ -90,6 +90,16 @@ pub fn plan(definitions: &[Definition], site: &str, layouts: &CatalogLayouts) ->
                 None => template.to_owned(),
             };
             let (device, point) = (name(&definition.device), name(&definition.point));
+            let taken = plan.catalog.groups.iter().any(|g| {
+                g.name == point && plan.catalog.devices[usize::from(g.device)].name == device
+            });
+            if taken {
+                plan.skipped.push((
+                    format!("{device}/{point}"),
+                    "an earlier definition already makes this point for this site".into(),
+                ));
+                continue;
+            }
             match resolve(&definition.expression, this, layouts) {
                 Ok((slots, references)) => {
                     let device_index =

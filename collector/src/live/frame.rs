@@ -61,8 +61,9 @@ impl From<&PolledFrame> for LiveFrame {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::catalog::{CatalogLayouts, PointMeta};
+    use crate::catalog::{CatalogLayouts, Layout, PointMeta};
     use bess_protocol::MissingReason;
+    use bess_protocol::Reading;
 
     /// A frame of `site`, device `bms-1`, group `fast`, with the given points
     /// (name, unit, reading); raw values scale by 0.5.

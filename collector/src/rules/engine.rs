@@ -136,6 +136,8 @@ enum Binding {
 /// The rules' state for every site this instance evaluates.
 pub struct RuleEngine {
     rules: Arc<RuleSet>,
+    /// Which rules can cover a site: by its literal name, or by a glob.
+    by_site: SiteIndex,
     bindings: HashMap<i32, Arc<[Binding]>>,
     sites: HashMap<i32, HashMap<(usize, Arc<str>), TargetState>>,
     out_of_order: u64,
@@ -144,6 +146,7 @@ pub struct RuleEngine {
 impl RuleEngine {
     pub fn new(rules: Arc<RuleSet>) -> Self {
         Self {
+            by_site: SiteIndex::new(&rules),
             rules,
             bindings: HashMap::new(),
             sites: HashMap::new(),
@@ -166,6 +169,7 @@ impl RuleEngine {
     /// A new rule set: every cached state is dropped (the writer reloads
     /// each site's persisted state before its next frame).
     pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
+        self.by_site = SiteIndex::new(&rules);
         self.rules = rules;
         self.bindings.clear();
         self.sites.clear();
@@ -220,7 +224,8 @@ impl RuleEngine {
         let bindings = match self.bindings.get(&layout.layout_id) {
             Some(b) => b.clone(),
             None => {
-                let b: Arc<[Binding]> = bind(&self.rules, &frame.site, layout).into();
+                let candidates = self.by_site.candidates(&frame.site);
+                let b: Arc<[Binding]> = bind(&self.rules, candidates, &frame.site, layout).into();
                 self.bindings.insert(layout.layout_id, b.clone());
                 b
             }
@@ -477,10 +482,44 @@ fn spread_signal(
     }
 }
 
-/// The rules that cover a layout's points, of one site.
-fn bind(rules: &RuleSet, site: &str, layout: &Layout) -> Vec<Binding> {
+/// Rules by the sites they name: a fleet of thousands of site-specific
+/// rules binds each layout against its own site's rules only.
+struct SiteIndex {
+    literal: HashMap<String, Vec<usize>>,
+    globs: Vec<usize>,
+}
+
+impl SiteIndex {
+    fn new(rules: &RuleSet) -> Self {
+        let mut index = Self {
+            literal: HashMap::new(),
+            globs: Vec::new(),
+        };
+        for (i, rule) in rules.rules.iter().enumerate() {
+            let site = &rule.target.site.0;
+            if site.contains(['*', '?']) {
+                index.globs.push(i);
+            } else {
+                index.literal.entry(site.clone()).or_default().push(i);
+            }
+        }
+        index
+    }
+
+    /// The rules that may cover `site`, in rule order.
+    fn candidates(&self, site: &str) -> Vec<usize> {
+        let mut out = self.literal.get(site).cloned().unwrap_or_default();
+        out.extend(&self.globs);
+        out.sort_unstable();
+        out
+    }
+}
+
+/// The rules (of `candidates`) that cover a layout's points, of one site.
+fn bind(rules: &RuleSet, candidates: Vec<usize>, site: &str, layout: &Layout) -> Vec<Binding> {
     let mut out = Vec::new();
-    for (rule_index, rule) in rules.rules.iter().enumerate() {
+    for rule_index in candidates {
+        let rule = &rules.rules[rule_index];
         if !rule.target.site.matches(site) || !rule.target.device.matches(&layout.device) {
             continue;
         }

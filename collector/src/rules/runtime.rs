@@ -213,10 +213,11 @@ impl Rules {
                 .filter(|id| engine.needs_load(*id))
                 .collect()
         };
-        let mut loaded = Vec::with_capacity(to_load.len());
-        for site_id in to_load {
-            loaded.push((site_id, store::load_site(tx, site_id).await?));
-        }
+        let loaded = if to_load.is_empty() {
+            HashMap::new()
+        } else {
+            store::load_sites(tx, &to_load).await?
+        };
         let rules = {
             let mut engine = self.engine.lock().expect("engine lock");
             for (site_id, persisted) in loaded {

@@ -14,51 +14,52 @@
 //! row per receiver its firing went to, so a receiver never hears an end
 //! without a start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
 use super::engine::{Change, PersistedPhase, Transition};
 use super::model::RuleSet;
 use crate::time::{timestamp, unix_ms};
 
-/// A site's persisted phases: `(rule, target, phase)`.
-pub async fn load_site(
+/// Sites' persisted phases: site id → `(rule, target, phase)`s.
+pub async fn load_sites(
     client: &impl GenericClient,
-    site_id: i32,
-) -> Result<Vec<(String, String, PersistedPhase)>, tokio_postgres::Error> {
-    let mut out = Vec::new();
+    site_ids: &[i32],
+) -> Result<HashMap<i32, Vec<(String, String, PersistedPhase)>>, tokio_postgres::Error> {
+    let mut out: HashMap<i32, Vec<_>> = site_ids.iter().map(|id| (*id, Vec::new())).collect();
     for row in client
         .query(
-            "SELECT rule, target, since, peak FROM rule_state WHERE site_id = $1",
-            &[&site_id],
+            "SELECT site_id, rule, target, since, peak FROM rule_state WHERE site_id = ANY($1)",
+            &[&site_ids],
         )
         .await?
     {
-        out.push((
-            row.get(0),
+        out.entry(row.get(0)).or_default().push((
             row.get(1),
+            row.get(2),
             PersistedPhase::Pending {
-                since_ms: unix_ms(row.get(2)),
-                peak: row.get(3),
+                since_ms: unix_ms(row.get(3)),
+                peak: row.get(4),
             },
         ));
     }
     for row in client
         .query(
-            "SELECT rule, target, started_at, peak FROM alert_episodes
-             WHERE site_id = $1 AND ended_at IS NULL",
-            &[&site_id],
+            "SELECT site_id, rule, target, started_at, peak FROM alert_episodes
+             WHERE site_id = ANY($1) AND ended_at IS NULL",
+            &[&site_ids],
         )
         .await?
     {
-        out.push((
-            row.get(0),
+        out.entry(row.get(0)).or_default().push((
             row.get(1),
+            row.get(2),
             PersistedPhase::Firing {
-                since_ms: unix_ms(row.get(2)),
-                peak: row.get(3),
+                since_ms: unix_ms(row.get(3)),
+                peak: row.get(4),
             },
         ));
     }
@@ -73,13 +74,63 @@ pub struct Persisted {
     pub notifications: u64,
 }
 
-/// Write the transitions of one transaction, in order.
+/// Opens an episode unless one is open for its key, and queues its
+/// notifications (`$9`: the receivers; `$10`: whether to notify at all)
+/// unless a silence covers it; counts both.
+const FIRE: &str = "
+WITH opened AS (
+    INSERT INTO alert_episodes (rule, site_id, target, severity, summary, started_at, peak, late)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (rule, site_id, target) WHERE ended_at IS NULL DO NOTHING
+    RETURNING episode_id),
+queued AS (
+    INSERT INTO notification_outbox (episode_id, transition, receiver, idempotency_key)
+    SELECT o.episode_id, 'firing', r, 'episode-' || o.episode_id::text || '-firing-' || r
+    FROM opened o, unnest($9::text[]) AS r
+    WHERE $10 AND NOT EXISTS (
+        SELECT 1 FROM alert_silences s
+        WHERE now() >= s.starts_at AND now() < s.ends_at
+          AND (s.site_id IS NULL OR s.site_id = $2)
+          AND (s.device IS NULL OR s.device = $11)
+          AND (s.rule IS NULL OR s.rule = $1))
+    RETURNING 1)
+SELECT (SELECT count(*) FROM opened), (SELECT count(*) FROM queued)";
+
+/// Closes the open episode of a key, and queues a `resolved` for every
+/// receiver its firing went to; counts both.
+const RESOLVE: &str = "
+WITH closed AS (
+    UPDATE alert_episodes
+    SET ended_at = $4, peak = coalesce($5, peak), late = late OR $6, resolved_detected_at = now()
+    WHERE rule = $1 AND site_id = $2 AND target = $3 AND ended_at IS NULL
+    RETURNING episode_id),
+queued AS (
+    INSERT INTO notification_outbox (episode_id, transition, receiver, idempotency_key)
+    SELECT n.episode_id, 'resolved', n.receiver, 'episode-' || n.episode_id::text || '-resolved-' || n.receiver
+    FROM notification_outbox n JOIN closed USING (episode_id)
+    WHERE n.transition = 'firing'
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM closed), (SELECT count(*) FROM queued)";
+
+/// Each (rule, site, target)'s pending phase as a transaction leaves it:
+/// `Some((since, peak))` to write, `None` to delete.
+type FinalPhases<'a> = HashMap<(usize, i32, &'a str), Option<(i64, Option<f64>)>>;
+
+/// One statement parameter, owned, so statements can be pipelined.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Write the transitions of one transaction.
+///
+/// Pending phases are written as each key's final state (two statements
+/// for the whole transaction); episodes open and close one statement per
+/// transition, in order, pipelined on the connection (no round trip
+/// waits for the one before).
 pub async fn persist(
     tx: &impl GenericClient,
     rules: &RuleSet,
     changes: &[Change],
 ) -> Result<Persisted, tokio_postgres::Error> {
-    let mut out = Persisted::default();
     // Episodes that fire and resolve in the same transaction were over
     // before anyone could be told.
     let resolved_here: HashSet<(i32, usize, &Arc<str>)> = changes
@@ -87,131 +138,137 @@ pub async fn persist(
         .filter(|c| matches!(c.transition, Transition::Resolved { .. }))
         .map(|c| (c.site_id, c.rule, &c.target))
         .collect();
+    // The final pending phase of each key: `Some` to write, `None` to delete.
+    let mut phases: FinalPhases = HashMap::new();
+    let mut episodes = Vec::new();
+    let mut fires = Vec::new();
     for change in changes {
         let rule = &rules.rules[change.rule];
         let target: &str = &change.target;
+        let key = (change.rule, change.site_id, target);
         match &change.transition {
             Transition::Pending { since_ms, peak } => {
-                tx.execute(
-                    "INSERT INTO rule_state (rule, site_id, target, phase, since, peak)
-                     VALUES ($1, $2, $3, 'pending', $4, $5)
-                     ON CONFLICT (rule, site_id, target)
-                     DO UPDATE SET since = excluded.since, peak = excluded.peak, updated_at = now()",
-                    &[&rule.name, &change.site_id, &target, &timestamp(*since_ms), peak],
-                )
-                .await?;
+                phases.insert(key, Some((*since_ms, *peak)));
             }
             Transition::PendingCleared => {
-                delete_state(tx, &rule.name, change.site_id, target).await?;
+                phases.insert(key, None);
             }
             Transition::Fired {
                 start_ms,
                 peak,
                 late,
             } => {
-                delete_state(tx, &rule.name, change.site_id, target).await?;
-                let opened = tx
-                    .query_opt(
-                        "INSERT INTO alert_episodes (rule, site_id, target, severity, summary, started_at, peak, late)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (rule, site_id, target) WHERE ended_at IS NULL DO NOTHING
-                         RETURNING episode_id",
-                        &[
-                            &rule.name,
-                            &change.site_id,
-                            &target,
-                            &rule.severity.as_str(),
-                            &rule.summary,
-                            &timestamp(*start_ms),
-                            peak,
-                            late,
-                        ],
-                    )
-                    .await?;
-                let Some(row) = opened else { continue };
-                out.fired += 1;
-                let episode: i64 = row.get(0);
+                phases.insert(key, None);
                 let over = resolved_here.contains(&(change.site_id, change.rule, &change.target));
-                if over && !rule.notify_past {
-                    continue;
-                }
+                let notify = !over || rule.notify_past;
                 let receivers: Vec<&str> = if rule.receivers.is_empty() {
                     rules.receivers.iter().map(|r| r.name.as_str()).collect()
                 } else {
                     rule.receivers.iter().map(String::as_str).collect()
                 };
-                if receivers.is_empty() {
-                    continue;
-                }
                 let device = target.split('/').next().unwrap_or(target);
-                out.notifications += tx
-                    .execute(
-                        "INSERT INTO notification_outbox (episode_id, transition, receiver, idempotency_key)
-                         SELECT $1::int8, 'firing', r, 'episode-' || $1::int8::text || '-firing-' || r
-                         FROM unnest($2::text[]) AS r
-                         WHERE NOT EXISTS (
-                             SELECT 1 FROM alert_silences s
-                             WHERE now() >= s.starts_at AND now() < s.ends_at
-                               AND (s.site_id IS NULL OR s.site_id = $3)
-                               AND (s.device IS NULL OR s.device = $4)
-                               AND (s.rule IS NULL OR s.rule = $5))",
-                        &[&episode, &receivers, &change.site_id, &device, &rule.name],
-                    )
-                    .await?;
+                fires.push(true);
+                let params: Vec<Param> = vec![
+                    Box::new(rule.name.clone()),
+                    Box::new(change.site_id),
+                    Box::new(target.to_owned()),
+                    Box::new(rule.severity.as_str()),
+                    Box::new(rule.summary.clone()),
+                    Box::new(timestamp(*start_ms)),
+                    Box::new(*peak),
+                    Box::new(*late),
+                    Box::new(receivers.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+                    Box::new(notify),
+                    Box::new(device.to_owned()),
+                ];
+                episodes.push((FIRE, params));
             }
             Transition::Resolved { end_ms, peak, late } => {
-                let closed = tx
-                    .query_opt(
-                        "UPDATE alert_episodes
-                         SET ended_at = $4, peak = coalesce($5, peak), late = late OR $6,
-                             resolved_detected_at = now()
-                         WHERE rule = $1 AND site_id = $2 AND target = $3 AND ended_at IS NULL
-                         RETURNING episode_id",
-                        &[
-                            &rule.name,
-                            &change.site_id,
-                            &target,
-                            &timestamp(*end_ms),
-                            peak,
-                            late,
-                        ],
-                    )
-                    .await?;
-                let Some(row) = closed else { continue };
-                out.resolved += 1;
-                out.notifications += notify_resolved(tx, row.get(0)).await?;
+                fires.push(false);
+                let params: Vec<Param> = vec![
+                    Box::new(rule.name.clone()),
+                    Box::new(change.site_id),
+                    Box::new(target.to_owned()),
+                    Box::new(timestamp(*end_ms)),
+                    Box::new(*peak),
+                    Box::new(*late),
+                ];
+                episodes.push((RESOLVE, params));
             }
         }
     }
+    let mut out = Persisted::default();
+    let rows = futures::future::try_join_all(episodes.iter().map(|(sql, params)| {
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        async move { tx.query_one(*sql, &params).await }
+    }))
+    .await?;
+    for (row, fire) in rows.iter().zip(fires) {
+        let (episodes, notifications): (i64, i64) = (row.get(0), row.get(1));
+        if fire {
+            out.fired += episodes as u64;
+        } else {
+            out.resolved += episodes as u64;
+        }
+        out.notifications += notifications as u64;
+    }
+    write_phases(tx, rules, &phases).await?;
     Ok(out)
 }
 
-/// One `resolved` row per receiver the episode's firing went to.
-pub async fn notify_resolved(
+/// Pending phases as each key ended up: one upsert, one delete.
+async fn write_phases(
     tx: &impl GenericClient,
-    episode: i64,
-) -> Result<u64, tokio_postgres::Error> {
-    tx.execute(
-        "INSERT INTO notification_outbox (episode_id, transition, receiver, idempotency_key)
-         SELECT episode_id, 'resolved', receiver, 'episode-' || episode_id || '-resolved-' || receiver
-         FROM notification_outbox WHERE episode_id = $1 AND transition = 'firing'
-         ON CONFLICT (idempotency_key) DO NOTHING",
-        &[&episode],
-    )
-    .await
+    rules: &RuleSet,
+    phases: &FinalPhases<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut set, mut cleared) = (PhaseColumns::default(), PhaseColumns::default());
+    let mut keys: Vec<_> = phases.iter().collect();
+    // In key order, so concurrent writers lock rows in the same order.
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    for ((rule, site_id, target), phase) in keys {
+        let columns = if phase.is_some() {
+            &mut set
+        } else {
+            &mut cleared
+        };
+        columns.rules.push(rules.rules[*rule].name.as_str());
+        columns.sites.push(*site_id);
+        columns.targets.push(target);
+        if let Some((since_ms, peak)) = phase {
+            columns.since.push(timestamp(*since_ms));
+            columns.peaks.push(*peak);
+        }
+    }
+    if !set.rules.is_empty() {
+        tx.execute(
+            "INSERT INTO rule_state (rule, site_id, target, phase, since, peak)
+             SELECT r, s, t, 'pending', since, peak
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::float8[]) AS v(r, s, t, since, peak)
+             ON CONFLICT (rule, site_id, target)
+             DO UPDATE SET since = excluded.since, peak = excluded.peak, updated_at = now()",
+            &[&set.rules, &set.sites, &set.targets, &set.since, &set.peaks],
+        )
+        .await?;
+    }
+    if !cleared.rules.is_empty() {
+        tx.execute(
+            "DELETE FROM rule_state s USING unnest($1::text[], $2::int[], $3::text[]) AS v(r, site, t)
+             WHERE s.rule = v.r AND s.site_id = v.site AND s.target = v.t",
+            &[&cleared.rules, &cleared.sites, &cleared.targets],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
-async fn delete_state(
-    tx: &impl GenericClient,
-    rule: &str,
-    site_id: i32,
-    target: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    tx.execute(
-        "DELETE FROM rule_state WHERE rule = $1 AND site_id = $2 AND target = $3",
-        &[&rule, &site_id, &target],
-    )
-    .await
+#[derive(Default)]
+struct PhaseColumns<'a> {
+    rules: Vec<&'a str>,
+    sites: Vec<i32>,
+    targets: Vec<&'a str>,
+    since: Vec<time::OffsetDateTime>,
+    peaks: Vec<Option<f64>>,
 }
 
 /// Close the open episodes of rules that are no longer in the set (after a

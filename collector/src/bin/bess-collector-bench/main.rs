@@ -10,15 +10,9 @@
 //! cargo run --release -p bess-collector --bin bess-collector-bench -- --sites 1000 --seconds 300
 //! ```
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use futures::{pin_mut, SinkExt};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,8 +25,11 @@ use bess_collector::storage::{FramePartitions, StoragePreference};
 use bess_protocol::*;
 
 mod shapes;
+#[path = "../bench-support/stack.rs"]
+mod stack;
 
 use shapes::{small_catalog, small_frames, Shape};
+use stack::{connect, counter, free_port};
 
 #[derive(Parser)]
 #[command(
@@ -113,42 +110,6 @@ fn batches(args: &Args, t0_ms: i64) -> Vec<Batch> {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn database_url(admin: &str, name: &str) -> String {
-    format!(
-        "{}/{name}",
-        admin.rsplit_once('/').map_or(admin, |(base, _)| base)
-    )
-}
-
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-fn p99(mut ms: Vec<f64>) -> f64 {
-    ms.sort_by(f64::total_cmp);
-    ms[((ms.len() as f64 * 0.99).ceil() as usize)
-        .saturating_sub(1)
-        .min(ms.len() - 1)]
-}
-
 async fn disk_bytes(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
     Ok(client
         .query_one(
@@ -162,48 +123,15 @@ async fn disk_bytes(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let tansu = args
-        .tansu
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu"));
-    anyhow::ensure!(
-        tansu.exists(),
-        "no Tansu at {} (deploy/tools/install-tansu.sh, or --tansu)",
-        tansu.display()
-    );
+    let tansu = stack::tansu_binary(args.tansu.clone())?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
 
     // Databases: one for the collector, one for the ceiling.
-    let admin = connect(&args.admin_url)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let id = std::process::id();
-    let (collector_db, ceiling_db) = (
-        format!("bess_bench_{id}"),
-        format!("bess_bench_{id}_ceiling"),
-    );
-    for name in [&collector_db, &ceiling_db] {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-    }
-    let result = run(
-        &args,
-        &tansu,
-        &metrics,
-        &database_url(&args.admin_url, &collector_db),
-        &database_url(&args.admin_url, &ceiling_db),
-    )
-    .await;
-    for name in [&collector_db, &ceiling_db] {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .ok();
-    }
+    let mut databases = stack::ScratchDatabases::new(&args.admin_url).await?;
+    let collector_url = databases.create("collector").await?;
+    let ceiling_url = databases.create("ceiling").await?;
+    let result = run(&args, &tansu, &metrics, &collector_url, &ceiling_url).await;
+    databases.drop_all().await;
     result
 }
 
@@ -219,47 +147,13 @@ async fn run(
     let t0_ms = today_ms - 86_400_000 + 6 * 3_600_000; // yesterday 06:00 UTC
 
     // Broker.
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
     let scratch = std::env::temp_dir().join(format!("bess-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let mut broker = tokio::process::Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(std::fs::File::create(scratch.join("tansu.log"))?)
-        .stderr(std::fs::File::create(scratch.join("tansu.err"))?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let started = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "Tansu did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let brokers = addr.to_string();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                "bess.telemetry",
-                args.partitions,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    let broker = stack::Broker::start(tansu, &scratch).await?;
+    broker
+        .create_topic("bess.telemetry", args.partitions)
         .await?;
+    let brokers = broker.brokers.clone();
 
     // Load the topic.
     eprintln!("encoding {} sites x {} s ...", args.sites, args.seconds);
@@ -280,27 +174,9 @@ async fn run(
         "producing {} messages ({samples} samples) ...",
         payloads.len()
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .create()?;
+    let producer = broker.producer()?;
     let produce = |range: std::ops::Range<usize>| {
-        let producer = &producer;
-        let payloads = &payloads;
-        async move {
-            let sends = payloads[range].iter().map(|(key, payload)| {
-                producer.send(
-                    FutureRecord::to("bess.telemetry").key(key).payload(payload),
-                    Duration::from_secs(60),
-                )
-            });
-            for result in futures::future::join_all(sends).await {
-                result.map_err(|(e, _)| e)?;
-            }
-            anyhow::Ok(())
-        }
+        stack::produce(&producer, "bess.telemetry", &payloads[range])
     };
     // Round 1: each site's first batch, which carries its catalog.
     produce(0..args.sites).await?;
@@ -512,7 +388,7 @@ async fn run(
             times.push(start.elapsed().as_secs_f64() * 1000.0);
             count = body["count"].as_u64().unwrap_or(0);
         }
-        latency.push((resolution, count, p99(times)));
+        latency.push((resolution, count, stack::quantile(&mut times, 0.99)));
     }
     let report: serde_json::Value = http
         .get(format!(
@@ -532,7 +408,7 @@ async fn run(
     );
     cancel.cancel();
     collector.await??;
-    broker.kill().await.ok();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&scratch);
 
     println!(

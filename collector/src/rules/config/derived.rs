@@ -25,10 +25,10 @@ const HOUR_MS: u128 = 3_600_000;
 const DEVICE_PLACEHOLDER: &str = "{device}";
 
 /// One derived point, or `None` after adding its problems. `outputs` are
-/// the (device, point)s declared so far.
+/// the (site pattern, device, point)s declared so far.
 pub(super) fn read_derived<'t>(
     table: &Table<'t>,
-    outputs: &mut HashSet<(&'t str, &'t str)>,
+    outputs: &mut HashSet<(String, &'t str, &'t str)>,
     problems: &mut Problems<'_>,
 ) -> Option<Definition> {
     table.refuse_unknown_fields(FIELDS, &[], None, problems);
@@ -69,11 +69,19 @@ pub(super) fn read_derived<'t>(
                 "{device} stands for the device of for_each, and there is none: add for_each or remove it",
                 problems,
             ),
-            (false, false) if !outputs.insert((device, name)) => table.problem(
-                "name",
-                format!("duplicate derived point {device}/{name}"),
-                problems,
-            ),
+            (false, false)
+                if !outputs.insert((
+                    site.as_ref().map_or_else(String::new, |s| s.0.clone()),
+                    device,
+                    name,
+                )) =>
+            {
+                table.problem(
+                    "name",
+                    format!("duplicate derived point {device}/{name} for the same sites"),
+                    problems,
+                )
+            }
             _ => {}
         }
     }
