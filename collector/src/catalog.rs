@@ -17,6 +17,8 @@ pub struct PointMeta {
     pub unit: Arc<str>,
     pub scale: f64,
     pub offset: f64,
+    /// A bitfield's named flags: (bit, name).
+    pub flags: Arc<[(u8, Arc<str>)]>,
 }
 
 impl PointMeta {
@@ -294,6 +296,11 @@ fn layout_of(
                 unit: point.unit.as_str().into(),
                 scale: point.scale,
                 offset: point.offset,
+                flags: point
+                    .flags
+                    .iter()
+                    .map(|f| (f.bit, Arc::from(f.name.as_str())))
+                    .collect(),
             })
             .collect(),
     }

@@ -112,6 +112,7 @@ mod tests {
             unit: "".into(),
             scale,
             offset: 0.0,
+            flags: Default::default(),
         }
     }
 

@@ -135,6 +135,7 @@ fn committed(site: &str, ts_ms: i64, points: &[(&str, &str)], values: &[f64]) ->
                 unit: (*unit).into(),
                 scale: 1.0,
                 offset: 0.0,
+                flags: Default::default(),
             })
             .collect(),
     };

@@ -300,3 +300,70 @@ async fn a_silence_records_the_episode_without_notifying_it() {
     assert_eq!(episodes.len(), 1);
     assert!(outbox.is_empty(), "{outbox:?}");
 }
+
+#[tokio::test]
+async fn a_flag_rule_reads_the_flag_names_the_edge_catalog_carries() {
+    let db = TestDatabase::create("rules_flag").await.unwrap();
+    let rules = r#"
+[[rule]]
+name = "fault-bit"
+point = "status"
+kind = "flag"
+flag = "fault"
+"#;
+    let (writer, _) = writer(&db, rules).await;
+    let mut status = PointInfo::new("status", "", PointKind::Bitfield, 1.0, 0.0);
+    status.flags = vec![
+        FlagName {
+            bit: 0,
+            name: "running".into(),
+        },
+        FlagName {
+            bit: 4,
+            name: "fault".into(),
+        },
+    ];
+    let catalog = Catalog {
+        devices: vec![DeviceInfo {
+            name: "pcs-1".into(),
+            model: "test".into(),
+        }],
+        groups: vec![GroupInfo {
+            device: 0,
+            name: "state".into(),
+            interval_ms: 1000,
+            points: vec![status],
+        }],
+    };
+    let t = now_s();
+    let batch = Batch {
+        site: SiteId::new("site-f").unwrap(),
+        seq: BatchSeq(1),
+        catalog_hash: catalog.hash(),
+        catalog: Some(catalog),
+        frames: [1, 17, 17, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Frame {
+                group: GroupIndex(0),
+                ts_ms: (t + i as i64) * 1000,
+                values: vec![Reading::Int(*v)],
+            })
+            .collect(),
+        gaps: vec![],
+    };
+    let message = IngestMessage {
+        topic: "t".into(),
+        partition: 0,
+        offset: 1,
+        key: Some(b"site-f".to_vec()),
+        payload: batch.encode(Codec::Zstd).unwrap(),
+        received_ms: bess_collector::time::unix_ms_now(),
+    };
+    writer.write(&[message]).await.unwrap();
+    let (episodes, _) = stored(&db).await;
+    assert_eq!(
+        episodes,
+        vec![("fault-bit".into(), "pcs-1/status:fault".into(), false, None)]
+    );
+}

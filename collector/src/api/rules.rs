@@ -56,22 +56,26 @@ pub struct ConditionView {
     /// deviation: largest max − min of the matched points of one device.
     #[serde(skip_serializing_if = "Option::is_none")]
     max_spread: Option<f64>,
+    /// flag: glob over the names of a bitfield's flags, e.g. `fault`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "fault")]
+    flag: Option<String>,
 }
 
 impl From<&Condition> for ConditionView {
     fn from(c: &Condition) -> Self {
-        match *c {
+        match c {
             Condition::Threshold {
                 bound,
                 hysteresis,
                 hold,
             } => {
                 let mut view = Self {
-                    hysteresis: Some(hysteresis),
-                    hold: Some(duration(hold)),
+                    hysteresis: Some(*hysteresis),
+                    hold: Some(duration(*hold)),
                     ..Self::default()
                 };
-                match bound {
+                match *bound {
                     Bound::Above(limit) => view.above = Some(limit),
                     Bound::Below(limit) => view.below = Some(limit),
                     Bound::Outside { low, high } => {
@@ -82,12 +86,12 @@ impl From<&Condition> for ConditionView {
                 view
             }
             Condition::RateOfChange { max_change, window } => Self {
-                max_change: Some(max_change),
-                window: Some(duration(window)),
+                max_change: Some(*max_change),
+                window: Some(duration(*window)),
                 ..Self::default()
             },
             Condition::Stale { after } | Condition::Offline { after } => Self {
-                after: Some(duration(after)),
+                after: Some(duration(*after)),
                 ..Self::default()
             },
             Condition::Deviation {
@@ -95,9 +99,14 @@ impl From<&Condition> for ConditionView {
                 hysteresis,
                 hold,
             } => Self {
-                max_spread: Some(max_spread),
-                hysteresis: Some(hysteresis),
-                hold: Some(duration(hold)),
+                max_spread: Some(*max_spread),
+                hysteresis: Some(*hysteresis),
+                hold: Some(duration(*hold)),
+                ..Self::default()
+            },
+            Condition::Flag { flag, hold } => Self {
+                flag: Some(flag.0.clone()),
+                hold: Some(duration(*hold)),
                 ..Self::default()
             },
         }
@@ -107,7 +116,7 @@ impl From<&Condition> for ConditionView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleView {
     name: String,
-    /// threshold, rate_of_change, stale, offline or deviation.
+    /// threshold, rate_of_change, stale, offline, deviation or flag.
     #[schema(value_type = String, example = "threshold")]
     kind: &'static str,
     severity: Severity,

@@ -87,6 +87,7 @@ pub(crate) mod tests {
                     unit: (*unit).into(),
                     scale: 0.5,
                     offset: 0.0,
+                    flags: Default::default(),
                 })
                 .collect(),
         };

@@ -125,6 +125,13 @@ enum Binding {
         index: usize,
         target: Arc<str>,
     },
+    /// One named bit of a bitfield point (flag).
+    Bit {
+        rule: usize,
+        index: usize,
+        bit: u8,
+        target: Arc<str>,
+    },
     /// The matched points of the layout's device (deviation).
     Spread {
         rule: usize,
@@ -237,9 +244,9 @@ impl RuleEngine {
         let targets = self.sites.entry(site_id).or_default();
         for binding in bindings.iter() {
             let (rule_index, target) = match binding {
-                Binding::Point { rule, target, .. } | Binding::Spread { rule, target, .. } => {
-                    (*rule, target)
-                }
+                Binding::Point { rule, target, .. }
+                | Binding::Bit { rule, target, .. }
+                | Binding::Spread { rule, target, .. } => (*rule, target),
             };
             let rule = &self.rules.rules[rule_index];
             let state = targets
@@ -292,6 +299,14 @@ impl RuleEngine {
                     },
                 ) => (
                     spread_signal(layout, readings, indices, *max_spread, *hysteresis),
+                    hold.as_millis() as i64,
+                ),
+                (Binding::Bit { index, bit, .. }, Condition::Flag { hold, .. }) => (
+                    match readings[*index].raw() {
+                        Some(raw) if (raw as i64 >> bit) & 1 == 1 => Signal::Holds(None),
+                        Some(_) => Signal::Clears,
+                        None => Signal::Keeps,
+                    },
                     hold.as_millis() as i64,
                 ),
                 _ => continue,
@@ -529,8 +544,21 @@ fn bind(rules: &RuleSet, candidates: Vec<usize>, site: &str, layout: &Layout) ->
             .enumerate()
             .filter(|(_, p)| rule.target.point.matches(&p.name))
             .map(|(i, _)| i);
-        match rule.condition {
+        match &rule.condition {
             Condition::Offline { .. } => {}
+            Condition::Flag { flag, .. } => {
+                for index in matched {
+                    let point = &layout.points[index];
+                    for (bit, name) in point.flags.iter().filter(|(_, n)| flag.matches(n)) {
+                        out.push(Binding::Bit {
+                            rule: rule_index,
+                            index,
+                            bit: *bit,
+                            target: format!("{}/{}:{name}", layout.device, point.name).into(),
+                        });
+                    }
+                }
+            }
             Condition::Deviation { .. } => {
                 let indices: Vec<usize> = matched.collect();
                 if indices.len() >= 2 {

@@ -113,6 +113,9 @@ pub enum Condition {
         hysteresis: f64,
         hold: Duration,
     },
+    /// A named flag of a bitfield point set (the device's own alarm and
+    /// status bits, by the names its catalog gives them), for `hold`.
+    Flag { flag: Pattern, hold: Duration },
 }
 
 impl Condition {
@@ -123,6 +126,7 @@ impl Condition {
             Condition::Stale { .. } => "stale",
             Condition::Offline { .. } => "offline",
             Condition::Deviation { .. } => "deviation",
+            Condition::Flag { .. } => "flag",
         }
     }
 }

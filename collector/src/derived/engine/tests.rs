@@ -25,6 +25,7 @@ fn layout(layout_id: i32, device: &str, points: &[&str]) -> Layout {
                 unit: "".into(),
                 scale: 1.0,
                 offset: 0.0,
+                flags: Default::default(),
             })
             .collect(),
     }

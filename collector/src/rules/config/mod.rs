@@ -165,6 +165,7 @@ const RULE_KINDS: &[(&str, &[&str])] = &[
     ("stale", &["after"]),
     ("offline", &["after"]),
     ("deviation", &["max_spread", "hysteresis", "for"]),
+    ("flag", &["flag", "for"]),
 ];
 
 /// The fields every receiver takes, and each receiver kind's own.
@@ -384,6 +385,11 @@ fn read_condition(table: &Table<'_>, kind: &str, problems: &mut Problems<'_>) ->
                 hysteresis: hysteresis?,
                 hold,
             })
+        }
+        "flag" => {
+            let flag = table.required("flag", problems, Table::pattern);
+            let hold = table.duration("for", problems).unwrap_or(Duration::ZERO);
+            Some(Condition::Flag { flag: flag?, hold })
         }
         _ => unreachable!("rule kinds come from RULE_KINDS"),
     }

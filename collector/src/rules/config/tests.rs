@@ -110,6 +110,14 @@ fn the_example_file_parses_to_the_expected_model() {
                     hold: Duration::from_secs(10),
                 },
             ),
+            plain(
+                "pcs-fault",
+                target("pcs-*", "status"),
+                Condition::Flag {
+                    flag: Pattern("fault".into()),
+                    hold: Duration::ZERO,
+                },
+            ),
         ],
         receivers: vec![
             Receiver {
@@ -619,5 +627,26 @@ fn a_missing_file_is_a_read_error_naming_it() {
             .to_string()
             .starts_with("/nonexistent/rules.toml: cannot read:"),
         "{error}"
+    );
+}
+
+#[test]
+fn a_flag_rule_names_its_flag() {
+    let set = parsed(
+        "[[rule]]\nname = \"f\"\nkind = \"flag\"\npoint = \"status\"\nflag = \"*fault*\"\nfor = \"5s\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        set.rules[0].condition,
+        Condition::Flag {
+            flag: Pattern("*fault*".into()),
+            hold: Duration::from_secs(5),
+        }
+    );
+    assert_one_problem(
+        "[[rule]]\nname = \"f\"\nkind = \"flag\"\n",
+        1,
+        "rule[0].flag",
+        "missing field",
     );
 }

@@ -24,6 +24,7 @@ fn layout(device: &str, points: &[&str]) -> Layout {
                 unit: "".into(),
                 scale: 1.0,
                 offset: 0.0,
+                flags: Default::default(),
             })
             .collect(),
     }
@@ -546,4 +547,50 @@ fn rules_bind_by_site_device_and_point_patterns() {
         &mut out,
     );
     assert!(out.is_empty(), "another site's name does not match");
+}
+
+#[test]
+fn a_flag_rule_fires_on_the_named_bit_of_a_bitfield_only() {
+    let mut status = layout("bms", &["status"]);
+    status.points[0].flags = vec![(0, "running".into()), (4, "fault".into())].into();
+    let mut engine = engine(vec![rule(
+        "fault",
+        "*",
+        "*",
+        Condition::Flag {
+            flag: Pattern("fault".into()),
+            hold: Duration::ZERO,
+        },
+    )]);
+    // running (bit 0) alone, then fault (bit 4) with running, then running.
+    let frames: Vec<Vec<Reading>> = [1, 17, 17, 1]
+        .iter()
+        .map(|v| vec![Reading::Int(*v)])
+        .collect();
+    let changes = feed(&mut engine, &status, &frames);
+    let got: Vec<(String, Transition)> = changes
+        .iter()
+        .map(|(_, c)| (c.target.to_string(), c.transition.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "bms/status:fault".into(),
+                Transition::Fired {
+                    start_ms: 2000,
+                    peak: None,
+                    late: false
+                }
+            ),
+            (
+                "bms/status:fault".into(),
+                Transition::Resolved {
+                    end_ms: 4000,
+                    peak: None,
+                    late: false
+                }
+            ),
+        ]
+    );
 }
