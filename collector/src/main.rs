@@ -66,6 +66,16 @@ enum Command {
         )]
         database_url: String,
     },
+    /// Check a rules file (alert rules, receivers, derived points) and exit
+    /// non-zero on a problem, naming file, line and field of each.
+    #[command(
+        name = "check-rules",
+        after_help = "Example, before a reload:\n  bess-collector check-rules /etc/bess/rules.toml && kill -HUP $(pidof bess-collector)"
+    )]
+    CheckRules {
+        /// The rules file.
+        file: std::path::PathBuf,
+    },
     /// Create, list and revoke API tokens.
     Token(token_command::TokenArgs),
     /// Export stored samples to the history lake (Parquet files in S3) until stopped.
@@ -222,6 +232,22 @@ fn main() -> ExitCode {
         Command::Check { database_url } => match check(&database_url) {
             Ok(code) => return code,
             Err(e) => Err(e),
+        },
+        Command::CheckRules { file } => match bess_collector::rules::config::load(&file) {
+            Ok(set) => {
+                println!(
+                    "{}: {} rules, {} receivers, {} derived points",
+                    file.display(),
+                    set.rules.len(),
+                    set.receivers.len(),
+                    set.derived.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
         },
         Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
         Command::Export(args) => runtime().and_then(|rt| export_command::export(*args, rt)),

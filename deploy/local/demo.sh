@@ -197,7 +197,8 @@ start_child collector \
     --database-url "$DATABASE_URL" \
     --brokers "127.0.0.1:$KAFKA_PORT" \
     --topic "$TOPIC" \
-    --listen "127.0.0.1:$API_PORT"
+    --listen "127.0.0.1:$API_PORT" \
+    --rules "$REPO_ROOT/deploy/local/demo-rules.toml"
 
 # 7. The simulator: three battery controllers behind one Modbus TCP port.
 start_child sim \

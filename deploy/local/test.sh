@@ -30,6 +30,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "==> Installing Chromium (dashboard browser test)"
   apt-get update -qq && apt-get install -y -qq chromium
 fi
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "==> Installing Prometheus Alertmanager (notification tests)"
+  apt-get update -qq && apt-get install -y -qq prometheus-alertmanager
+fi
 echo "==> Installing the browser test's node modules"
 (cd "$REPO_ROOT/tests/browser" && npm ci --no-audit --no-fund --silent)
 

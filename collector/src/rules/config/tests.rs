@@ -650,3 +650,10 @@ fn a_flag_rule_names_its_flag() {
         "missing field",
     );
 }
+
+#[test]
+fn the_demo_rules_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/demo-rules.toml");
+    let set = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((set.rules.len(), set.derived.len()), (5, 2));
+}
