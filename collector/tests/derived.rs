@@ -2,9 +2,9 @@
 //! once per bucket where every input exists, never again for a redelivered
 //! batch, as first-class points of a derived device that rules can watch.
 
+mod support;
+
 use bess_collector::message::IngestMessage;
-use bess_collector::rules::{config, Rules};
-use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
 use bess_tests::TestDatabase;
 
@@ -117,16 +117,7 @@ async fn derived_samples(db: &TestDatabase) -> Vec<(String, String, i64, f64)> {
 #[tokio::test]
 async fn derived_points_are_stored_once_where_their_inputs_exist_and_rules_watch_them() {
     let db = TestDatabase::create("derived_once").await.unwrap();
-    let pool = bess_collector::service::pool(&db.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database_with(
-        &pool,
-        std::time::Duration::from_secs(5),
-        bess_collector::storage::StoragePreference::PostgreSql,
-    )
-    .await
-    .unwrap();
-    let set = config::parse(RULES, std::path::Path::new("rules.toml")).unwrap();
-    let writer = SampleWriter::new(pool, backend).with_rules(Rules::new(set));
+    let (writer, _) = support::rules_writer(&db, RULES).await;
     let t = bess_collector::time::unix_ms_now() / 1000 - 60;
 
     // Second t: 1 kW + 2 kW; t+1: bms-2 times out (no site power);

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+mod support;
+
 use bess_collector::message::IngestMessage;
-use bess_collector::rules::config;
 use bess_collector::rules::Rules;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
@@ -91,20 +92,7 @@ fn now_s() -> i64 {
 }
 
 async fn writer(db: &TestDatabase, rules_toml: &str) -> (SampleWriter, Arc<Rules>) {
-    let pool = bess_collector::service::pool(&db.url(), 2).unwrap();
-    let backend = bess_collector::service::prepare_database_with(
-        &pool,
-        std::time::Duration::from_secs(5),
-        bess_collector::storage::StoragePreference::PostgreSql,
-    )
-    .await
-    .unwrap();
-    let set = config::parse(rules_toml, std::path::Path::new("rules.toml")).unwrap();
-    let rules = Rules::new(set);
-    (
-        SampleWriter::new(pool, backend).with_rules(rules.clone()),
-        rules,
-    )
+    support::rules_writer(db, rules_toml).await
 }
 
 /// (rule, target, open?, peak) of every episode, and the outbox rows as

@@ -141,6 +141,7 @@ pub fn skip_or_fail(test: &str, why: &str) {
 /// Two tests from one body: `$name::on_postgresql` and `$name::on_timescaledb`.
 /// The body is `async fn $name(backend: Backend)`, returning `()` or, with
 /// `-> anyhow::Result<()>` after the name, a result.
+#[allow(unused_macros)] // not every test file runs bodies on both backends
 macro_rules! on_both_backends {
     ($name:ident) => {
         mod $name {
@@ -197,4 +198,30 @@ macro_rules! on_timescaledb {
             }
         }
     };
+}
+
+/// A writer over `db` (migrated for plain PostgreSQL) evaluating the rules
+/// and derived points of `rules_toml`.
+pub async fn rules_writer(
+    db: &TestDatabase,
+    rules_toml: &str,
+) -> (
+    bess_collector::writer::SampleWriter,
+    std::sync::Arc<bess_collector::rules::Rules>,
+) {
+    let pool = bess_collector::service::pool(&db.url(), 2).unwrap();
+    let backend = bess_collector::service::prepare_database_with(
+        &pool,
+        std::time::Duration::from_secs(5),
+        StoragePreference::PostgreSql,
+    )
+    .await
+    .unwrap();
+    let set = bess_collector::rules::config::parse(rules_toml, std::path::Path::new("rules.toml"))
+        .unwrap();
+    let rules = bess_collector::rules::Rules::new(set);
+    (
+        bess_collector::writer::SampleWriter::new(pool, backend).with_rules(rules.clone()),
+        rules,
+    )
 }
