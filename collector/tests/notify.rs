@@ -6,25 +6,24 @@
 //! database delivering every row once, `resolved` after `firing`.
 //!
 //! Episodes and outbox rows are written by SQL, as the rules write them;
-//! the webhook receiver is an axum server in the test that records every
-//! request and answers as the test says.
+//! the webhook receiver is the scenarios' (`bess_tests::webhook`), which
+//! records every request and answers as the test says.
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use bess_collector::notify::webhook::{verify_signature, HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
+use bess_collector::notify::webhook::verify_signature;
 use bess_collector::notify::{Cycle, Notifier, NotifierSettings};
 use bess_collector::rules::model::{
     Condition, Pattern, Receiver, ReceiverKind, Rule, RuleSet, Severity, Target,
 };
 use bess_collector::storage::StoragePreference;
 use bess_tests::alertmanager::Alertmanager;
+use bess_tests::webhook::{Delivery, WebhookReceiver, HOOK_PATH};
 use bess_tests::{wait_for, Scratch, TestDatabase};
 
 const SECRET: &str = "s3cret";
@@ -145,110 +144,6 @@ impl Outbox {
     }
 }
 
-// ---------------------------------------------------------------- receivers
-
-/// One request the recorder answered.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    key: Option<String>,
-    signature: Option<String>,
-    body: Vec<u8>,
-    status: u16,
-}
-
-impl Seen {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    fn accepted(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-}
-
-/// The status for a request with this idempotency key (empty when none)
-/// that is its `n`th (from 0).
-type Answer = dyn Fn(&str, usize) -> u16 + Send + Sync;
-
-struct RecorderState {
-    seen: Mutex<Vec<Seen>>,
-    answer: Box<Answer>,
-}
-
-/// An HTTP server that records every POST: `/hook` stands for a webhook,
-/// `/am/api/v2/alerts` for an Alertmanager.
-struct Recorder {
-    url: String,
-    state: Arc<RecorderState>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Recorder {
-    async fn start(answer: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) -> Self {
-        let state = Arc::new(RecorderState {
-            seen: Mutex::new(Vec::new()),
-            answer: Box::new(answer),
-        });
-        let router = axum::Router::new()
-            .fallback(record)
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .expect("recorder server");
-        });
-        Self { url, state, server }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().expect("seen").clone()
-    }
-
-    fn seen_at(&self, path: &str) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.path == path).collect()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn record(
-    State(state): State<Arc<RecorderState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let key = header(HEADER_IDEMPOTENCY_KEY);
-    let mut seen = state.seen.lock().expect("seen");
-    let earlier = seen
-        .iter()
-        .filter(|s| s.key == key && s.path == uri.path())
-        .count();
-    let status = (state.answer)(key.as_deref().unwrap_or(""), earlier);
-    seen.push(Seen {
-        path: uri.path().to_owned(),
-        key,
-        signature: header(HEADER_SIGNATURE),
-        body: body.to_vec(),
-        status,
-    });
-    StatusCode::from_u16(status).expect("status")
-}
-
 // ---------------------------------------------------------------- rules
 
 fn webhook(name: &str, url: String, secret: Option<&str>) -> Receiver {
@@ -287,7 +182,12 @@ fn rule(name: &str, receivers: &[&str]) -> Rule {
 }
 
 fn rule_set(rules: Vec<Rule>, receivers: Vec<Receiver>) -> watch::Receiver<Arc<RuleSet>> {
-    watch::channel(Arc::new(RuleSet { rules, receivers })).1
+    watch::channel(Arc::new(RuleSet {
+        rules,
+        receivers,
+        ..RuleSet::default()
+    }))
+    .1
 }
 
 /// Quick polling, so the tests wait on conditions and not on the pace.
@@ -324,10 +224,10 @@ async fn webhook_retries_a_refused_notification_with_the_same_key_and_signature(
 ) -> anyhow::Result<()> {
     let mut db = Outbox::create("notify_webhook").await?;
     // Every notification is refused once, then taken.
-    let hook = Recorder::start(|_, n| if n == 0 { 500 } else { 200 }).await;
+    let hook = WebhookReceiver::answering(SECRET, |_, n| if n == 0 { 500 } else { 200 }).await?;
     let rules = rule_set(
         vec![rule("cell_hot", &[])],
-        vec![webhook("ops", format!("{}/hook", hook.url), Some(SECRET))],
+        vec![webhook("ops", hook.url.clone(), Some(SECRET))],
     );
     let notifier =
         Notifier::with_settings(db.pool.clone(), rules, reqwest::Client::new(), settings());
@@ -336,29 +236,26 @@ async fn webhook_retries_a_refused_notification_with_the_same_key_and_signature(
     let running = Running::start(notifier);
 
     db.wait_delivered(&firing).await?;
-    let seen = hook.seen();
+    let seen = hook.deliveries();
     assert_eq!(seen.len(), 2, "one refused attempt, one accepted: {seen:?}");
     assert_eq!(
         seen.iter().map(|s| s.status).collect::<Vec<_>>(),
         [500, 200]
     );
     for request in &seen {
-        assert_eq!(request.key.as_deref(), Some(firing.as_str()));
+        assert_eq!(request.idempotency_key, firing);
+        assert!(request.signed, "the receiver's own check of the signature");
         let signature = request.signature.as_deref().context("signature header")?;
-        assert!(verify_signature(
-            SECRET.as_bytes(),
-            &request.body,
-            signature
-        ));
+        assert!(verify_signature(SECRET.as_bytes(), &request.raw, signature));
         assert!(!verify_signature(
             b"another secret",
-            &request.body,
+            &request.raw,
             signature
         ));
     }
-    assert_eq!(seen[0].body, seen[1].body, "a retry sends the same body");
+    assert_eq!(seen[0].raw, seen[1].raw, "a retry sends the same body");
     assert_eq!(
-        seen[1].json(),
+        seen[1].body,
         serde_json::json!({
             "idempotency_key": firing,
             "transition": "firing",
@@ -383,22 +280,22 @@ async fn webhook_retries_a_refused_notification_with_the_same_key_and_signature(
 
     let resolved = db.resolve(episode, "ops").await?;
     db.wait_delivered(&resolved).await?;
-    let seen = hook.seen();
+    let seen = hook.deliveries();
     assert_eq!(seen.len(), 4);
     let last = seen.last().expect("a request");
-    assert_eq!(last.key.as_deref(), Some(resolved.as_str()));
+    assert_eq!(last.idempotency_key, resolved);
+    assert!(last.signed);
     assert!(verify_signature(
         SECRET.as_bytes(),
-        &last.body,
+        &last.raw,
         last.signature.as_deref().unwrap_or("")
     ));
-    let body = last.json();
-    assert_eq!(body["transition"], "resolved");
-    assert_eq!(body["episode"]["ended_at"], "2025-01-01T00:10:00Z");
+    assert_eq!(last.transition(), "resolved");
+    assert_eq!(last.body["episode"]["ended_at"], "2025-01-01T00:10:00Z");
     for key in [&firing, &resolved] {
         let accepted = seen
             .iter()
-            .filter(|s| s.key.as_ref() == Some(key) && s.accepted())
+            .filter(|s| &s.idempotency_key == key && s.accepted())
             .count();
         assert_eq!(accepted, 1, "{key} taken once");
     }
@@ -465,12 +362,13 @@ async fn alertmanager_shows_the_episode_firing_then_resolved() -> anyhow::Result
 #[tokio::test]
 async fn open_episodes_are_resent_to_the_alertmanagers_that_took_them() -> anyhow::Result<()> {
     let mut db = Outbox::create("notify_resend").await?;
-    let receiver = Recorder::start(|_, _| 200).await;
+    // One recording server stands for both receivers.
+    let receiver = WebhookReceiver::start(SECRET).await?;
     let rules = rule_set(
         vec![rule("cell_hot", &[]), rule("soc_low", &["ops"])],
         vec![
-            alertmanager("am", format!("{}/am", receiver.url)),
-            webhook("ops", format!("{}/hook", receiver.url), None),
+            alertmanager("am", format!("{}/am", receiver.base_url)),
+            webhook("ops", receiver.url.clone(), None),
         ],
     );
     let alerts_path = "/am/api/v2/alerts";
@@ -507,12 +405,12 @@ async fn open_episodes_are_resent_to_the_alertmanagers_that_took_them() -> anyho
         cycle.delivered, 1,
         "the resolved row after its firing: {cycle:?}"
     );
-    let before = receiver.seen_at(alerts_path).len();
+    let before = receiver.deliveries_at(alerts_path).len();
 
     assert_eq!(notifier.resend_open().await?, 1);
-    let resends = receiver.seen_at(alerts_path);
+    let resends = receiver.deliveries_at(alerts_path);
     assert_eq!(resends.len(), before + 1);
-    let body = resends.last().expect("a re-send").json();
+    let body = &resends.last().expect("a re-send").body;
     let alerts = body.as_array().context("an array of alerts")?;
     assert_eq!(alerts.len(), 1, "{body}");
     assert_eq!(alerts[0]["annotations"]["episode_id"], told.to_string());
@@ -529,7 +427,7 @@ async fn open_episodes_are_resent_to_the_alertmanagers_that_took_them() -> anyho
         },
     ));
     wait_for("three more re-sends", LIMIT, || async {
-        (receiver.seen_at(alerts_path).len() >= before + 4).then_some(())
+        (receiver.deliveries_at(alerts_path).len() >= before + 4).then_some(())
     })
     .await?;
     periodic.stop().await;
@@ -542,10 +440,10 @@ async fn open_episodes_are_resent_to_the_alertmanagers_that_took_them() -> anyho
         .then_some(())
         .context("resolved delivered")?;
     let last = receiver
-        .seen_at(alerts_path)
+        .deliveries_at(alerts_path)
         .pop()
         .expect("a request")
-        .json();
+        .body;
     assert_eq!(last[0]["endsAt"], "2025-01-01T00:10:00Z");
     assert_eq!(
         notifier.resend_open().await?,
@@ -558,10 +456,10 @@ async fn open_episodes_are_resent_to_the_alertmanagers_that_took_them() -> anyho
 #[tokio::test]
 async fn a_row_for_a_receiver_that_is_gone_is_set_aside() -> anyhow::Result<()> {
     let db = Outbox::create("notify_gone").await?;
-    let hook = Recorder::start(|_, _| 200).await;
+    let hook = WebhookReceiver::start(SECRET).await?;
     let rules = rule_set(
         vec![rule("cell_hot", &[])],
-        vec![webhook("ops", format!("{}/hook", hook.url), None)],
+        vec![webhook("ops", hook.url.clone(), None)],
     );
     let notifier =
         Notifier::with_settings(db.pool.clone(), rules, reqwest::Client::new(), settings());
@@ -594,7 +492,8 @@ async fn a_row_for_a_receiver_that_is_gone_is_set_aside() -> anyhow::Result<()> 
         0,
         "and never due again"
     );
-    assert_eq!(hook.seen().len(), 1);
+    assert_eq!(hook.deliveries_at(HOOK_PATH).len(), 1);
+    assert_eq!(hook.deliveries().len(), 1);
     Ok(())
 }
 
@@ -603,17 +502,17 @@ async fn two_notifiers_on_one_database_deliver_each_row_once() -> anyhow::Result
     let mut db = Outbox::create("notify_two").await?;
     // Every `firing` is refused once, so rows come due again while the
     // other notifier is polling.
-    let hook = Recorder::start(|key, n| {
+    let hook = WebhookReceiver::answering(SECRET, |key, n| {
         if n == 0 && key.contains("-firing-") {
             500
         } else {
             200
         }
     })
-    .await;
+    .await?;
     let rules = rule_set(
         vec![rule("cell_hot", &[])],
-        vec![webhook("ops", format!("{}/hook", hook.url), Some(SECRET))],
+        vec![webhook("ops", hook.url.clone(), Some(SECRET))],
     );
     let mut keys = Vec::new();
     for n in 0..30 {
@@ -649,16 +548,20 @@ async fn two_notifiers_on_one_database_deliver_each_row_once() -> anyhow::Result
         notifier.stop().await;
     }
 
-    let seen = hook.seen();
-    let mut requests: BTreeMap<String, Vec<(usize, &Seen)>> = BTreeMap::new();
+    let seen = hook.deliveries();
+    let mut requests: BTreeMap<String, Vec<(usize, &Delivery)>> = BTreeMap::new();
     for (at, request) in seen.iter().enumerate() {
-        let key = request.key.clone().context("idempotency key")?;
+        anyhow::ensure!(!request.idempotency_key.is_empty(), "no idempotency key");
+        assert!(request.signed);
         assert!(verify_signature(
             SECRET.as_bytes(),
-            &request.body,
+            &request.raw,
             request.signature.as_deref().unwrap_or("")
         ));
-        requests.entry(key).or_default().push((at, request));
+        requests
+            .entry(request.idempotency_key.clone())
+            .or_default()
+            .push((at, request));
     }
     assert_eq!(requests.len(), 60);
     let accepted_at = |key: &str| {

@@ -7,7 +7,11 @@
 //! the point is computed — at the bucket's start — as soon as every slot
 //! has one. A bucket that a newer one replaces before it was complete
 //! yields nothing (an input was missing: "evaluated where its inputs
-//! exist"). Frames older than a point's current bucket are skipped.
+//! exist"). A backlog that drains behind newer batches (the edge sends its
+//! newest batches first after an outage) fills buckets of its own, older
+//! than where the live timeline began, in its own order; a frame older
+//! than its timeline's open bucket, or a backlog frame of a bucket the
+//! live timeline already had, is skipped (counted).
 //!
 //! Open buckets live in memory. They are emitted by the transaction that
 //! commits the frame completing them, so a redelivered batch (skipped by
@@ -31,11 +35,23 @@ struct Bucket {
     emitted: bool,
 }
 
+/// One derived point's open buckets: the live timeline's, and a backlog's
+/// draining behind it (older than the first live bucket).
+#[derive(Debug, Clone, Default)]
+struct Timelines {
+    live: Option<Bucket>,
+    /// Where the live timeline began: a backlog bucket must be older, or it
+    /// could be one the live timeline already had (emitted, or dropped
+    /// incomplete).
+    first_live_ms: Option<i64>,
+    backfill: Option<Bucket>,
+}
+
 /// A site's plan with the derived catalog's layouts, and its open buckets.
 struct SiteState {
     plan: std::sync::Arc<SitePlan>,
     derived: Layouts,
-    buckets: Vec<Option<Bucket>>,
+    buckets: Vec<Timelines>,
     /// For each group and point of the edge catalog (indexed as the
     /// catalog is): which (instance, slot)s it feeds.
     feeds: Vec<Vec<Vec<(usize, usize)>>>,
@@ -74,7 +90,7 @@ impl DerivedEngine {
                 feeds[group][point].push((i, s));
             }
         }
-        let buckets = vec![None; plan.instances.len()];
+        let buckets = vec![Timelines::default(); plan.instances.len()];
         self.sites.insert(
             (site_id, catalog),
             SiteState {
@@ -116,7 +132,7 @@ impl DerivedEngine {
         let Some(group_feeds) = state.feeds.get(frame.group) else {
             return;
         };
-        let mut touched: Vec<usize> = Vec::new();
+        let mut touched: Vec<(usize, bool)> = Vec::new();
         for (index, reading) in frame.readings.iter().enumerate() {
             let Some(feeds) = group_feeds.get(index).filter(|f| !f.is_empty()) else {
                 continue;
@@ -127,7 +143,25 @@ impl DerivedEngine {
             for &(instance_index, slot) in feeds {
                 let instance = &state.plan.instances[instance_index];
                 let start_ms = bucket_start(instance, frame.ts_ms);
-                let bucket = &mut state.buckets[instance_index];
+                let timelines = &mut state.buckets[instance_index];
+                let backfill = timelines
+                    .live
+                    .as_ref()
+                    .is_some_and(|b| start_ms < b.start_ms);
+                if backfill
+                    && timelines
+                        .first_live_ms
+                        .is_some_and(|first| start_ms >= first)
+                {
+                    self.skipped_late += 1;
+                    continue;
+                }
+                let bucket = if backfill {
+                    &mut timelines.backfill
+                } else {
+                    timelines.first_live_ms.get_or_insert(start_ms);
+                    &mut timelines.live
+                };
                 match bucket {
                     Some(b) if b.start_ms == start_ms => {}
                     Some(b) if b.start_ms > start_ms => {
@@ -150,14 +184,20 @@ impl DerivedEngine {
                 } else if let Some(v) = value {
                     b.values[slot] = Some(v);
                 }
-                if !touched.contains(&instance_index) {
-                    touched.push(instance_index);
+                if !touched.contains(&(instance_index, backfill)) {
+                    touched.push((instance_index, backfill));
                 }
             }
         }
-        for instance_index in touched {
+        for (instance_index, backfill) in touched {
             let instance = &state.plan.instances[instance_index];
-            let Some(bucket) = state.buckets[instance_index].as_mut() else {
+            let timelines = &mut state.buckets[instance_index];
+            let bucket = if backfill {
+                timelines.backfill.as_mut()
+            } else {
+                timelines.live.as_mut()
+            };
+            let Some(bucket) = bucket else {
                 continue;
             };
             if bucket.emitted || bucket.filled < instance.slots.len() {

@@ -14,9 +14,15 @@
 //! ```
 //!
 //! "Holds" and "clears" differ by the hysteresis: a reading between the
-//! two keeps the phase. A reading not newer than the last one evaluated
-//! for its target is skipped (counted): every target sees its readings in
-//! timestamp order. Offline rules are timer-driven (`offline.rs`) and never
+//! two keeps the phase. Every target sees its readings in timestamp order.
+//! A reading older than the newest one evaluated for its target is a
+//! backlog draining behind newer batches (the edge sends its newest
+//! batches first after an outage): it goes through the target's
+//! *backfill* timeline, in its own timestamp order, whose whole episodes
+//! are recorded closed and late, and whose episode still holding where an
+//! episode of the live timeline is open moves that episode's start back.
+//! A reading not newer than the last one of its timeline is skipped
+//! (counted). Offline rules are timer-driven (`offline.rs`) and never
 //! reach this module.
 //!
 //! Which frames' points a rule covers is worked out once per catalog
@@ -57,6 +63,16 @@ pub enum Transition {
         peak: Option<f64>,
         late: bool,
     },
+    /// A backlog held a whole episode, older than the target's newest
+    /// reading: recorded closed, late.
+    Backfilled {
+        start_ms: i64,
+        end_ms: i64,
+        peak: Option<f64>,
+        late: bool,
+    },
+    /// A backlog shows that the open episode began earlier, at `start_ms`.
+    Extended { start_ms: i64, late: bool },
 }
 
 /// One transition of one (rule, target) of one site.
@@ -92,6 +108,11 @@ struct TargetState {
     last_ts_ms: i64,
     /// Rate of change only: the window's (timestamp, value)s.
     window: VecDeque<(i64, f64)>,
+    /// Readings older than `last_ts_ms` (a backlog behind newer batches),
+    /// evaluated on their own timeline.
+    backfill: Option<Box<TargetState>>,
+    /// Backfill only: its episode was merged into the live one.
+    merged: bool,
 }
 
 impl TargetState {
@@ -101,6 +122,8 @@ impl TargetState {
             peak: None,
             last_ts_ms: i64::MIN,
             window: VecDeque::new(),
+            backfill: None,
+            merged: false,
         }
     }
 }
@@ -252,10 +275,27 @@ impl RuleEngine {
             let state = targets
                 .entry((rule_index, target.clone()))
                 .or_insert_with(TargetState::new);
-            if ts_ms <= state.last_ts_ms {
+            // A reading older than its target's newest is a backlog that
+            // drains behind newer batches (the edge sends its live window
+            // first): it runs through the target's own backfill timeline.
+            if ts_ms == state.last_ts_ms {
                 self.out_of_order += 1;
                 continue;
             }
+            let backfilling = ts_ms < state.last_ts_ms;
+            let live_phase = state.phase;
+            let state = if backfilling {
+                let backfill = state
+                    .backfill
+                    .get_or_insert_with(|| Box::new(TargetState::new()));
+                if ts_ms <= backfill.last_ts_ms {
+                    self.out_of_order += 1;
+                    continue;
+                }
+                backfill
+            } else {
+                state
+            };
             state.last_ts_ms = ts_ms;
             let (signal, hold_ms) = match (binding, &rule.condition) {
                 (
@@ -311,7 +351,14 @@ impl RuleEngine {
                 ),
                 _ => continue,
             };
-            if let Some(transition) = step(state, signal, ts_ms, hold_ms, late, &rule.condition) {
+            let before = state.phase;
+            let transition = step(state, signal, ts_ms, hold_ms, late, &rule.condition);
+            let transition = if backfilling {
+                backfilled(before, state, live_phase, transition)
+            } else {
+                transition
+            };
+            if let Some(transition) = transition {
                 out.push(Change {
                     site_id,
                     rule: rule_index,
@@ -320,6 +367,39 @@ impl RuleEngine {
                 });
             }
         }
+    }
+}
+
+/// What a step of a target's backfill timeline means for its episodes: an
+/// episode the backlog holds whole is recorded whole ([`Transition::Backfilled`]);
+/// one still holding where the backlog meets an episode open in the live
+/// timeline is that episode, begun earlier ([`Transition::Extended`]).
+/// Pending phases of the backfill stay in memory.
+fn backfilled(
+    before: Phase,
+    backfill: &mut TargetState,
+    live: Phase,
+    transition: Option<Transition>,
+) -> Option<Transition> {
+    match (before, transition, live) {
+        // Merged into the live episode: its end is the live episode's.
+        (Phase::Firing { .. }, Some(Transition::Resolved { .. }), _) if backfill.merged => {
+            backfill.merged = false;
+            None
+        }
+        (Phase::Firing { since_ms }, Some(Transition::Resolved { end_ms, peak, late }), _) => {
+            Some(Transition::Backfilled {
+                start_ms: since_ms,
+                end_ms,
+                peak,
+                late,
+            })
+        }
+        (_, Some(Transition::Fired { start_ms, late, .. }), Phase::Firing { .. }) => {
+            backfill.merged = true;
+            Some(Transition::Extended { start_ms, late })
+        }
+        _ => None,
     }
 }
 

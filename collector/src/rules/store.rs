@@ -120,6 +120,29 @@ type FinalPhases<'a> = HashMap<(usize, i32, &'a str), Option<(i64, Option<f64>)>
 /// One statement parameter, owned, so statements can be pipelined.
 type Param = Box<dyn ToSql + Sync + Send>;
 
+/// Records an episode a backlog held whole, closed, and queues
+/// its notifications only when `$9` (the rule's `notify_past`) asks.
+const BACKFILL: &str = "
+WITH recorded AS (
+    INSERT INTO alert_episodes (rule, site_id, target, severity, summary, started_at, ended_at, peak, late, resolved_detected_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, now())
+    RETURNING episode_id),
+queued AS (
+    INSERT INTO notification_outbox (episode_id, transition, receiver, idempotency_key)
+    SELECT e.episode_id, t, r, 'episode-' || e.episode_id::text || '-' || t || '-' || r
+    FROM recorded e, unnest($10::text[]) AS r, unnest(ARRAY['firing', 'resolved']) AS t
+    WHERE $9
+    RETURNING 1)
+SELECT (SELECT count(*) FROM recorded), (SELECT count(*) FROM queued)";
+
+/// Moves an open episode's start back to where a backlog shows it began.
+const EXTEND: &str = "
+WITH moved AS (
+    UPDATE alert_episodes SET started_at = least(started_at, $4), late = late OR $5
+    WHERE rule = $1 AND site_id = $2 AND target = $3 AND ended_at IS NULL
+    RETURNING 1)
+SELECT 0::int8, 0::int8 FROM (SELECT count(*) FROM moved) AS done";
+
 /// Write the transitions of one transaction.
 ///
 /// Pending phases are written as each key's final state (two statements
@@ -182,6 +205,44 @@ pub async fn persist(
                     Box::new(device.to_owned()),
                 ];
                 episodes.push((FIRE, params));
+            }
+            Transition::Backfilled {
+                start_ms,
+                end_ms,
+                peak,
+                late,
+            } => {
+                fires.push(true);
+                let receivers: Vec<String> = if rule.receivers.is_empty() {
+                    rules.receivers.iter().map(|r| r.name.clone()).collect()
+                } else {
+                    rule.receivers.clone()
+                };
+                let params: Vec<Param> = vec![
+                    Box::new(rule.name.clone()),
+                    Box::new(change.site_id),
+                    Box::new(target.to_owned()),
+                    Box::new(rule.severity.as_str()),
+                    Box::new(rule.summary.clone()),
+                    Box::new(timestamp(*start_ms)),
+                    Box::new(timestamp(*end_ms)),
+                    Box::new(*peak),
+                    Box::new(rule.notify_past),
+                    Box::new(receivers),
+                    Box::new(*late),
+                ];
+                episodes.push((BACKFILL, params));
+            }
+            Transition::Extended { start_ms, late } => {
+                fires.push(false);
+                let params: Vec<Param> = vec![
+                    Box::new(rule.name.clone()),
+                    Box::new(change.site_id),
+                    Box::new(target.to_owned()),
+                    Box::new(timestamp(*start_ms)),
+                    Box::new(*late),
+                ];
+                episodes.push((EXTEND, params));
             }
             Transition::Resolved { end_ms, peak, late } => {
                 fires.push(false);

@@ -169,20 +169,6 @@ fn a_per_device_expression_of_one_poll_group_keeps_the_frames_timestamps() {
 }
 
 #[test]
-fn a_frame_older_than_the_open_bucket_is_skipped() {
-    let (mut engine, _) = engine(&[definition("p", "sum(*/active_power)", None)]);
-    let out = run(
-        &mut engine,
-        &[
-            frame(0, 11_100, [f(1.0), f(0.0), f(0.0)]),
-            frame(1, 10_900, [f(2.0), f(0.0), f(0.0)]),
-        ],
-    );
-    assert!(out.is_empty());
-    assert_eq!(engine.skipped_late(), 1);
-}
-
-#[test]
 fn definitions_that_do_not_apply_to_a_site_are_left_out_with_the_reason() {
     let plan = plan(
         &[
@@ -201,4 +187,33 @@ fn definitions_that_do_not_apply_to_a_site_are_left_out_with_the_reason() {
     );
     assert!(reasons[1].contains("matches"), "{reasons:?}");
     assert!(reasons[2].contains("names no device"), "{reasons:?}");
+}
+
+#[test]
+fn a_backlog_behind_newer_frames_gets_its_own_derived_values_once() {
+    let (mut engine, _) = engine(&[definition("p", "sum(*/active_power)", None)]);
+    let second = |s: i64, p1: f64, p2: f64| {
+        vec![
+            frame(0, s * 1000 + 100, [f(p1), f(0.0), f(0.0)]),
+            frame(1, s * 1000 + 600, [f(p2), f(0.0), f(0.0)]),
+        ]
+    };
+    // The live window (20 s, 21 s), then the backlog (10 s, 11 s), then a
+    // backlog frame of the live timeline's first second: skipped.
+    let mut frames = second(20, 1.0, 2.0);
+    frames.extend(second(21, 1.0, 3.0));
+    frames.extend(second(10, 5.0, 5.0));
+    frames.extend(second(11, 6.0, 6.0));
+    frames.push(frame(1, 20_900, [f(9.0), f(0.0), f(0.0)]));
+    let out = run(&mut engine, &frames);
+    assert_eq!(
+        out,
+        vec![
+            ("p".into(), 20_000, 3.0),
+            ("p".into(), 21_000, 4.0),
+            ("p".into(), 10_000, 10.0),
+            ("p".into(), 11_000, 12.0),
+        ]
+    );
+    assert_eq!(engine.skipped_late(), 1);
 }

@@ -421,38 +421,25 @@ fn a_deviation_compares_the_matched_points_of_one_frame() {
 }
 
 #[test]
-fn a_reading_not_newer_than_the_last_is_skipped() {
+fn a_reading_at_the_timestamp_of_the_last_is_skipped_and_an_older_one_backfills() {
     let layout = layout("bms", &["cell_temp_max"]);
     let mut engine = engine(vec![overtemp(0)]);
-    let mut out = Vec::new();
-    eval(
+    // 5 s cool; 5 s again (a duplicate: skipped); 3 s and 4 s hot, older:
+    // the backfill timeline fires, and 4 s once more is a duplicate there.
+    let got = at(
         &mut engine,
-        1,
-        "s",
         &layout,
-        (5000, 5000),
-        &[Reading::Float(40.0)],
-        &mut out,
+        &[(5, 40.0), (5, 50.0), (3, 50.0), (4, 40.0), (4, 50.0)],
     );
-    eval(
-        &mut engine,
-        1,
-        "s",
-        &layout,
-        (4000, 5000),
-        &[Reading::Float(50.0)],
-        &mut out,
+    assert_eq!(
+        got,
+        vec![Transition::Backfilled {
+            start_ms: 3000,
+            end_ms: 4000,
+            peak: Some(50.0),
+            late: false
+        }]
     );
-    eval(
-        &mut engine,
-        1,
-        "s",
-        &layout,
-        (5000, 5000),
-        &[Reading::Float(50.0)],
-        &mut out,
-    );
-    assert!(out.is_empty());
     assert_eq!(engine.out_of_order(), 2);
 }
 
@@ -592,5 +579,71 @@ fn a_flag_rule_fires_on_the_named_bit_of_a_bitfield_only() {
                 }
             ),
         ]
+    );
+}
+
+/// Frames of one point at these seconds with these values, arriving now.
+fn at(engine: &mut RuleEngine, layout: &Layout, frames: &[(i64, f64)]) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for (s, v) in frames {
+        eval(
+            engine,
+            1,
+            "s",
+            layout,
+            (s * 1000, s * 1000),
+            &[Reading::Float(*v)],
+            &mut out,
+        );
+    }
+    out.into_iter().map(|c| c.transition).collect()
+}
+
+#[test]
+fn a_backlog_behind_newer_batches_records_its_whole_episodes() {
+    let layout = layout("bms", &["cell_temp_max"]);
+    let mut engine = engine(vec![overtemp(0)]);
+    // The live window first (cool), then the backlog, oldest first, with an
+    // episode from 12 s to 15 s inside it.
+    let live: Vec<(i64, f64)> = (100..105).map(|s| (s, 30.0)).collect();
+    assert!(at(&mut engine, &layout, &live).is_empty());
+    let backlog: Vec<(i64, f64)> = (10..20)
+        .map(|s| (s, if (12..15).contains(&s) { 50.0 } else { 30.0 }))
+        .collect();
+    assert_eq!(
+        at(&mut engine, &layout, &backlog),
+        vec![Transition::Backfilled {
+            start_ms: 12_000,
+            end_ms: 15_000,
+            peak: Some(50.0),
+            late: false
+        }]
+    );
+    // The backlog again (the same seconds): nothing twice.
+    assert!(at(&mut engine, &layout, &backlog).is_empty());
+}
+
+#[test]
+fn a_backlog_that_still_holds_where_the_live_episode_began_moves_its_start_back() {
+    let layout = layout("bms", &["cell_temp_max"]);
+    let mut engine = engine(vec![overtemp(0)]);
+    let live: Vec<(i64, f64)> = (100..103).map(|s| (s, 50.0)).collect();
+    assert_eq!(
+        at(&mut engine, &layout, &live),
+        vec![Transition::Fired {
+            start_ms: 100_000,
+            peak: Some(50.0),
+            late: false
+        }]
+    );
+    let backlog: Vec<(i64, f64)> = (90..100)
+        .map(|s| (s, if s >= 95 { 50.0 } else { 30.0 }))
+        .collect();
+    assert_eq!(
+        at(&mut engine, &layout, &backlog),
+        vec![Transition::Extended {
+            start_ms: 95_000,
+            late: false
+        }]
     );
 }
