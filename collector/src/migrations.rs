@@ -86,6 +86,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: None,
         sql: include_str!("sql/008_rules.sql"),
     },
+    Migration {
+        version: 9,
+        name: "api_rules",
+        backend: None,
+        sql: include_str!("sql/009_api_rules.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

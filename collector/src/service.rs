@@ -206,12 +206,17 @@ pub async fn run_with_access(
     );
     let rules = Rules::new(rule_set);
     {
-        // Episodes of rules that were removed while no instance ran.
+        // The rules managed over the API beside the file's; episodes of
+        // rules that were removed while no instance ran are closed.
         let client = pool.get().await?;
-        rules
-            .replace(rules.current().as_ref().clone(), &**client)
+        let sources = rules
+            .refresh_api_rules(&**client)
             .await
             .context("loading the alert rules' state")?;
+        tracing::info!(
+            api_rules = sources.api.len(),
+            "alert rules managed over the API"
+        );
     }
     let writer = SampleWriter::new(pool.clone(), backend).with_rules(rules.clone());
     let partitions = writer.partitions.clone();
@@ -240,6 +245,7 @@ pub async fn run_with_access(
         assigned_partitions(ingest.consumer.clone()),
         cancel.clone(),
     ));
+    let api_rules_poll = tokio::spawn(rules.clone().poll_api_rules(pool.clone(), cancel.clone()));
     let rules_reload = settings.rules_file.clone().map(|path| {
         tokio::spawn(reload_rules_on_hangup(
             path,
@@ -312,6 +318,7 @@ pub async fn run_with_access(
     upkeep.await.ok();
     latest_feed.await.ok();
     offline_checks.await.ok();
+    api_rules_poll.await.ok();
     notifier.await.ok();
     if let Some(reload) = rules_reload {
         reload.await.ok();
@@ -336,8 +343,9 @@ fn assigned_partitions(
     }
 }
 
-/// On SIGHUP, load the rules file again; a file with problems is logged
-/// (file, line, field) and the rules in force stay.
+/// On SIGHUP, load the rules file again and merge it with the API rules; a
+/// file with problems is logged (file, line, field) and the rules in force
+/// stay.
 async fn reload_rules_on_hangup(
     path: PathBuf,
     rules: Arc<Rules>,
@@ -362,16 +370,16 @@ async fn reload_rules_on_hangup(
                 continue;
             }
         };
-        let count = set.rules.len();
         let replaced = match pool.get().await {
             Ok(client) => rules
-                .replace(set, &**client)
+                .replace_file(set, &**client)
                 .await
                 .map_err(anyhow::Error::from),
             Err(e) => Err(e.into()),
         };
         match replaced {
-            Ok(()) => {
+            Ok(_) => {
+                let count = rules.current().rules.len();
                 metrics::counter!("bess_collector_rules_reloads_total").increment(1);
                 tracing::info!(rules = count, path = %path.display(), "rules reloaded");
                 println!("bess-collector: rules reloaded ({count} rules)");

@@ -1219,6 +1219,8 @@ async fn the_rules_in_force_are_listed_without_secrets() -> anyhow::Result<()> {
             "condition": { "above": 45.0, "hysteresis": 2.0, "for": "30s" },
             "receivers": ["ops"],
             "notify_past": false,
+            "source": "file",
+            "enabled": true,
         })
     );
     assert_eq!(rules[1]["condition"], serde_json::json!({ "after": "2m" }));

@@ -1,8 +1,8 @@
 //! The HTTP API (axum): sites, devices and points, latest values, series
 //! (raw or rolled up), alerts (device alarms and rule episodes), their
-//! history and silences, the alert rules in force, gaps and completeness
-//! reports, token administration, a live WebSocket, health and Prometheus
-//! metrics.
+//! history and silences, the alert rules (those in force, and those
+//! managed over the API), gaps and completeness reports, token
+//! administration, a live WebSocket, health and Prometheus metrics.
 //!
 //! This layer only reads the domain: tokens and access decisions come from
 //! `crate::auth`, latest values from `crate::latest`, frames from
@@ -29,7 +29,7 @@ mod silences;
 mod state;
 mod tokens;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use error::AppError;
@@ -58,7 +58,13 @@ pub fn router(state: ApiState) -> Router {
             get(silences::list).post(silences::create),
         )
         .route("/api/v1/silences/{silence_id}", delete(silences::end))
-        .route("/api/v1/rules", get(rules::list))
+        .route("/api/v1/rules", get(rules::list).post(rules::create))
+        .route(
+            "/api/v1/rules/{name}",
+            put(rules::replace).delete(rules::delete),
+        )
+        .route("/api/v1/rules/{name}/enable", post(rules::enable))
+        .route("/api/v1/rules/{name}/disable", post(rules::disable))
         .route("/api/v1/sites/{site}/gaps", get(reports::gaps))
         .route(
             "/api/v1/sites/{site}/completeness",

@@ -20,8 +20,8 @@ use super::{
     info(
         title = "bess-collector API",
         version = "1",
-        description = "BESS fleet telemetry: sites, devices and points, latest values, series, alerts (device alarms and alert-rule episodes) with their history, silences and the rules in force, gap and completeness reports, token administration and a live WebSocket.\n\n\
-Every `/api/v1` operation except this document needs `Authorization: Bearer <token>` (or `?access_token=` on the WebSocket) unless the collector runs with `--auth disabled`. A token is scoped to sites and has a role: `read` (everything that reads), `operate` (also acknowledges alarms and episodes and manages silences) or `admin` (also manages tokens).\n\n\
+        description = "BESS fleet telemetry: sites, devices and points, latest values, series, alerts (device alarms and alert-rule episodes) with their history, silences and the alert rules (the rules file's and those managed here), gap and completeness reports, token administration and a live WebSocket.\n\n\
+Every `/api/v1` operation except this document needs `Authorization: Bearer <token>` (or `?access_token=` on the WebSocket) unless the collector runs with `--auth disabled`. A token is scoped to sites and has a role: `read` (everything that reads), `operate` (also acknowledges alarms and episodes and manages silences) or `admin` (also manages tokens and the alert rules kept beside the rules file).\n\n\
 Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit` (1–1000, default 100) and the previous page's `next_cursor` as `cursor`; `next_cursor` is `null` on the last page. Errors are `{\"error\":{\"code\":\"...\",\"message\":\"...\"}}`."
     ),
     paths(
@@ -41,6 +41,11 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
         silences::create,
         silences::end,
         rules::list,
+        rules::create,
+        rules::replace,
+        rules::enable,
+        rules::disable,
+        rules::delete,
         reports::gaps,
         reports::completeness,
         tokens::list,
@@ -51,7 +56,7 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
     modifiers(&BearerToken),
     tags(
         (name = "fleet", description = "Sites, devices, points and their values"),
-        (name = "alerts", description = "Alarms the devices raise, episodes of the alert rules, silences and the rules in force"),
+        (name = "alerts", description = "Alarms the devices raise, episodes of the alert rules, silences, and the rules: those in force and those managed over the API"),
         (name = "reports", description = "Data quality: gaps and completeness"),
         (name = "live", description = "WebSocket push of committed frames"),
         (name = "admin", description = "API tokens (role `admin`)"),

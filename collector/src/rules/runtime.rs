@@ -5,8 +5,9 @@
 //!   (or [`Rules::failed`]) after it; so transitions are persisted exactly
 //!   once, with the readings that caused them.
 //! - [`Rules::run_offline_checks`] is the timer of offline rules.
-//! - [`Rules::replace`] swaps the set (SIGHUP); the notifier follows the
-//!   set through [`Rules::subscribe`].
+//! - [`Rules::replace`] swaps the set (SIGHUP, a change of the API rules:
+//!   `managed` merges the two sources); the notifier follows the set
+//!   through [`Rules::subscribe`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Change, RuleEngine};
+use super::managed::RuleSources;
 use super::model::RuleSet;
 use super::offline::OfflineWatch;
 use super::store::{self, Persisted};
@@ -50,10 +52,14 @@ pub struct Rules {
     plans: Mutex<HashMap<(i32, u64), DerivedPlan>>,
     offline: OfflineWatch,
     published: watch::Sender<Arc<RuleSet>>,
+    /// The file's set and the API rules the set in force is merged from.
+    sources: RuleSources,
 }
 
 impl Rules {
+    /// With the rules file's set in force (no API rule merged yet).
     pub fn new(set: RuleSet) -> Arc<Self> {
+        let sources = RuleSources::new(set.clone());
         let set = Arc::new(set);
         Arc::new(Self {
             engine: Mutex::new(RuleEngine::new(set.clone())),
@@ -61,7 +67,12 @@ impl Rules {
             plans: Mutex::new(HashMap::new()),
             offline: OfflineWatch::default(),
             published: watch::Sender::new(set),
+            sources,
         })
+    }
+
+    pub(super) fn rule_sources(&self) -> &RuleSources {
+        &self.sources
     }
 
     pub fn current(&self) -> Arc<RuleSet> {
@@ -174,7 +185,8 @@ impl Rules {
     }
 
     /// Swap the rule set: open episodes of removed rules are closed, every
-    /// cached state is reloaded from the database as it is needed.
+    /// cached state is reloaded from the database as it is needed (the
+    /// derived points' only when they changed).
     pub async fn replace(
         &self,
         set: RuleSet,
@@ -182,13 +194,15 @@ impl Rules {
     ) -> Result<(), tokio_postgres::Error> {
         store::close_removed_rules(client, &set).await?;
         let set = Arc::new(set);
-        self.published.send_replace(set.clone());
+        let previous = self.published.send_replace(set.clone());
         self.engine
             .lock()
             .expect("engine lock")
             .replace_rules(set.clone());
-        self.derived.lock().expect("derived lock").clear();
-        self.plans.lock().expect("plans lock").clear();
+        if previous.derived != set.derived {
+            self.derived.lock().expect("derived lock").clear();
+            self.plans.lock().expect("plans lock").clear();
+        }
         self.offline.seed(client, &set).await?;
         Ok(())
     }
