@@ -6,14 +6,15 @@
 //! rules in force without their secrets. A token for one site never sees
 //! another's episodes or silences by any path.
 
+mod support;
+
 use anyhow::Context as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bess_collector::api::{self, ApiState};
-use bess_collector::auth::{self, AccessControl, AccessSettings, AuthMode, Role, SiteScope};
+use bess_collector::api::ApiState;
+use bess_collector::auth::{self, AuthMode, Role, SiteScope};
 use bess_collector::latest::LatestCache;
-use bess_collector::live::LiveHub;
 use bess_collector::message::IngestMessage;
 use bess_collector::rules::Rules;
 use bess_collector::writer::SampleWriter;
@@ -107,26 +108,12 @@ impl Fleet {
             &|name| (name == "HOOK_SECRET").then(|| SECRET.to_owned()),
         )?;
         let latest = Arc::new(LatestCache::default());
-        let state = ApiState {
-            pool: pool.clone(),
-            replica: None,
-            live: LiveHub::new(64, 64),
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            storage,
-            access: AccessControl::new(AccessSettings {
-                mode: AuthMode::Required,
-                rate_limit: None,
-            }),
+        let url = support::serve_api(ApiState {
             latest: latest.clone(),
-            live_timings: Default::default(),
             rules: Rules::new(rules),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+            ..support::api_state(pool.clone(), storage, AuthMode::Required)
+        })
+        .await?;
         Ok(Self {
             url,
             writer: SampleWriter::new(pool.clone(), storage),

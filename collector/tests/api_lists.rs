@@ -13,10 +13,9 @@ use anyhow::Context as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bess_collector::api::{self, ApiState};
-use bess_collector::auth::{self, AccessControl, AccessSettings, AuthMode, Role, SiteScope};
+use bess_collector::api::ApiState;
+use bess_collector::auth::{self, AuthMode, Role, SiteScope};
 use bess_collector::latest::LatestCache;
-use bess_collector::live::LiveHub;
 use bess_collector::message::IngestMessage;
 use bess_collector::writer::SampleWriter;
 use bess_protocol::*;
@@ -64,30 +63,12 @@ impl Fleet {
     async fn start(backend: Backend, test: &str, mode: AuthMode) -> anyhow::Result<Self> {
         let database = backend.database(test).await;
         let (pool, storage) = backend.prepare(&database, 4).await;
-        let live = LiveHub::new(64, 64);
         let latest = Arc::new(LatestCache::default());
-        let state = ApiState {
-            pool: pool.clone(),
-            replica: None,
-            live,
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            storage,
-            access: AccessControl::new(AccessSettings {
-                mode,
-                rate_limit: None,
-            }),
+        let url = support::serve_api(ApiState {
             latest: latest.clone(),
-            live_timings: Default::default(),
-            rules: bess_collector::rules::Rules::new(
-                bess_collector::rules::model::RuleSet::default(),
-            ),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+            ..support::api_state(pool.clone(), storage, mode)
+        })
+        .await?;
         Ok(Self {
             url,
             writer: SampleWriter::new(pool.clone(), storage),

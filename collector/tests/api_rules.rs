@@ -5,14 +5,14 @@
 //! enabled and deleted; by admins only, a site-scoped one for its own
 //! sites alone; and followed by a second instance on the same database.
 
+mod support;
+
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bess_collector::api::{self, ApiState};
-use bess_collector::auth::{self, AccessControl, AccessSettings, AuthMode, Role, SiteScope};
-use bess_collector::latest::LatestCache;
-use bess_collector::live::LiveHub;
+use bess_collector::api::ApiState;
+use bess_collector::auth::{self, AuthMode, Role, SiteScope};
 use bess_collector::rules::model::{Bound, Condition, RuleSet};
 use bess_collector::rules::Rules;
 use bess_tests::{wait_for, TestDatabase};
@@ -59,26 +59,11 @@ impl Fleet {
             bess_collector::service::prepare_database(&pool, Duration::from_secs(10)).await?;
         let rules = Rules::new(file(FILE)?);
         rules.refresh_api_rules(&**pool.get().await?).await?;
-        let state = ApiState {
-            pool: pool.clone(),
-            replica: None,
-            live: LiveHub::new(64, 64),
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            storage,
-            access: AccessControl::new(AccessSettings {
-                mode: AuthMode::Required,
-                rate_limit: None,
-            }),
-            latest: Arc::new(LatestCache::default()),
-            live_timings: Default::default(),
+        let url = support::serve_api(ApiState {
             rules: rules.clone(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+            ..support::api_state(pool.clone(), storage, AuthMode::Required)
+        })
+        .await?;
         Ok(Self {
             url,
             pool,

@@ -225,3 +225,38 @@ pub async fn rules_writer(
         rules,
     )
 }
+
+/// API state over `pool` with everything else at its default: no replica,
+/// a small live hub, an empty latest-value cache, no rules. Tests change
+/// what they need with struct update syntax.
+pub fn api_state(
+    pool: deadpool_postgres::Pool,
+    storage: StorageBackend,
+    mode: bess_collector::auth::AuthMode,
+) -> bess_collector::api::ApiState {
+    bess_collector::api::ApiState {
+        pool,
+        replica: None,
+        live: bess_collector::live::LiveHub::new(64, 64),
+        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        storage,
+        access: bess_collector::auth::AccessControl::new(bess_collector::auth::AccessSettings {
+            mode,
+            rate_limit: None,
+        }),
+        latest: std::sync::Arc::new(bess_collector::latest::LatestCache::default()),
+        live_timings: Default::default(),
+        rules: bess_collector::rules::Rules::new(Default::default()),
+    }
+}
+
+/// Serve `state`'s router on a free port; its base URL.
+pub async fn serve_api(state: bess_collector::api::ApiState) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, bess_collector::api::router(state)).await });
+    Ok(url)
+}
