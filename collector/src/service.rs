@@ -258,6 +258,7 @@ pub async fn run_with_access(
     let notify_pool = self::pool(&settings.database_url, 2)?;
     let notifier = tokio::spawn(
         crate::notify::Notifier::new(notify_pool, rules.subscribe(), reqwest::Client::new())
+            .woken_by(rules.notifications_queued())
             .run(cancel.clone()),
     );
     let upkeep = tokio::spawn(maintain_storage(

@@ -192,6 +192,8 @@ pub struct Notifier {
     rules: watch::Receiver<Arc<RuleSet>>,
     http: reqwest::Client,
     settings: NotifierSettings,
+    /// Woken when this instance's writer committed notifications.
+    queued: Arc<tokio::sync::Notify>,
 }
 
 impl Notifier {
@@ -213,7 +215,15 @@ impl Notifier {
             rules,
             http,
             settings,
+            queued: Arc::default(),
         }
+    }
+
+    /// Deliver at once when `queued` is notified (besides polling, which
+    /// finds what other instances queued).
+    pub fn woken_by(mut self, queued: Arc<tokio::sync::Notify>) -> Self {
+        self.queued = queued;
+        self
     }
 
     /// Deliver and re-send until `cancel`. A cycle under way when it
@@ -241,6 +251,13 @@ impl Notifier {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 _ = poll.tick() => {
+                    if let Err(e) = self.cycle(&cancel).await {
+                        tracing::warn!("notification delivery: {e}");
+                    }
+                }
+                // This instance just queued notifications: deliver them now
+                // rather than at the next poll.
+                () = self.queued.notified() => {
                     if let Err(e) = self.cycle(&cancel).await {
                         tracing::warn!("notification delivery: {e}");
                     }

@@ -46,6 +46,8 @@ pub struct Evaluated {
 }
 
 pub struct Rules {
+    /// Notified after a commit that queued notifications.
+    queued: Arc<tokio::sync::Notify>,
     engine: Mutex<RuleEngine>,
     derived: Mutex<DerivedEngine>,
     /// Plans by (site, catalog version), shared with the live lane.
@@ -62,6 +64,7 @@ impl Rules {
         let sources = RuleSources::new(set.clone());
         let set = Arc::new(set);
         Arc::new(Self {
+            queued: Arc::default(),
             engine: Mutex::new(RuleEngine::new(set.clone())),
             derived: Mutex::new(DerivedEngine::default()),
             plans: Mutex::new(HashMap::new()),
@@ -77,6 +80,11 @@ impl Rules {
 
     pub fn current(&self) -> Arc<RuleSet> {
         self.published.borrow().clone()
+    }
+
+    /// Notified whenever a commit on this instance queued notifications.
+    pub fn notifications_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.queued.clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<RuleSet>> {
@@ -269,7 +277,7 @@ impl Rules {
             evaluated.sites.iter().map(|(id, name, p)| (*id, name, *p)),
             unix_ms_now(),
         );
-        record(&evaluated.persisted);
+        record(&evaluated.persisted, &self.queued);
     }
 
     /// After a failed transaction: what the engine moved for these sites
@@ -335,12 +343,15 @@ impl Rules {
         let persisted = store::persist(&*tx, &rules, &due).await?;
         tx.commit().await?;
         self.offline.settled(&rules, &due);
-        record(&persisted);
+        record(&persisted, &self.queued);
         Ok(())
     }
 }
 
-fn record(persisted: &Persisted) {
+fn record(persisted: &Persisted, queued: &tokio::sync::Notify) {
+    if persisted.notifications > 0 {
+        queued.notify_one();
+    }
     metrics::counter!("bess_collector_alert_episodes_fired_total").increment(persisted.fired);
     metrics::counter!("bess_collector_alert_episodes_resolved_total").increment(persisted.resolved);
     metrics::counter!("bess_collector_notifications_queued_total")
