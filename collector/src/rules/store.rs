@@ -32,36 +32,21 @@ pub async fn load_sites(
     let mut out: HashMap<i32, Vec<_>> = site_ids.iter().map(|id| (*id, Vec::new())).collect();
     for row in client
         .query(
-            "SELECT site_id, rule, target, since, peak FROM rule_state WHERE site_id = ANY($1)",
-            &[&site_ids],
-        )
-        .await?
-    {
-        out.entry(row.get(0)).or_default().push((
-            row.get(1),
-            row.get(2),
-            PersistedPhase::Pending {
-                since_ms: unix_ms(row.get(3)),
-                peak: row.get(4),
-            },
-        ));
-    }
-    for row in client
-        .query(
-            "SELECT site_id, rule, target, started_at, peak FROM alert_episodes
+            "SELECT site_id, rule, target, since, peak, false FROM rule_state WHERE site_id = ANY($1)
+             UNION ALL
+             SELECT site_id, rule, target, started_at, peak, true FROM alert_episodes
              WHERE site_id = ANY($1) AND ended_at IS NULL",
             &[&site_ids],
         )
         .await?
     {
-        out.entry(row.get(0)).or_default().push((
-            row.get(1),
-            row.get(2),
-            PersistedPhase::Firing {
-                since_ms: unix_ms(row.get(3)),
-                peak: row.get(4),
-            },
-        ));
+        let (since_ms, peak) = (unix_ms(row.get(3)), row.get(4));
+        let phase = if row.get::<_, bool>(5) {
+            PersistedPhase::Firing { since_ms, peak }
+        } else {
+            PersistedPhase::Pending { since_ms, peak }
+        };
+        out.entry(row.get(0)).or_default().push((row.get(1), row.get(2), phase));
     }
     Ok(out)
 }
