@@ -1,6 +1,10 @@
 //! The versioned envelope around a batch body: magic, version, codec, site,
 //! sequence, catalog hash, and the (compressed) postcard body.
 //!
+//! Version 2 is version 1 with flag bit 1 (signed) set and a signature
+//! trailer after the body (SPEC section 11, `signature.rs`); unsigned
+//! batches are still written as version 1, byte for byte as before.
+//!
 //! Flag bit 2 (flag names, SPEC section 4.1) is set exactly when the
 //! batch's catalog has flag names, so a batch without them has the bytes
 //! it had before the bit existed, and a reader that predates the bit
@@ -9,12 +13,15 @@
 use crate::batch::{BodyParts, WireBody};
 use crate::catalog::FlagNamesError;
 use crate::ids::MAX_SITE_ID_LEN;
+use crate::signature::{SiteSigner, TRAILER_LEN};
 use crate::{Batch, BatchSeq, CatalogHash, SiteId};
 
 /// First four bytes of every batch: ASCII "BESS".
 pub const MAGIC: [u8; 4] = *b"BESS";
-/// The format version this crate writes and reads.
+/// The format version of unsigned batches.
 pub const FORMAT_VERSION: u8 = 1;
+/// The format version of signed batches (version 1 plus a signature).
+pub const SIGNED_FORMAT_VERSION: u8 = 2;
 /// Largest body accepted, before and after decompression (a guard against
 /// decompression bombs).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -68,6 +75,8 @@ pub struct Header {
     pub has_catalog: bool,
     /// Flag bit 2: the catalog is followed by its points' flag names.
     pub has_flag_names: bool,
+    /// Version 2, flag bit 1: a signature trailer follows the body.
+    pub signed: bool,
     pub site: SiteId,
     pub seq: BatchSeq,
     pub catalog_hash: CatalogHash,
@@ -96,14 +105,16 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("bad magic {0:02x?}, expected \"BESS\"")]
     BadMagic([u8; 4]),
-    #[error("unsupported format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error("unsupported format version {0} (this build reads versions {FORMAT_VERSION} and {SIGNED_FORMAT_VERSION})")]
     UnsupportedVersion(u8),
     #[error("unknown codec {0}")]
     UnknownCodec(u8),
     #[error("unknown flags {0:#010b}")]
     UnknownFlags(u8),
-    #[error("signed batches are not supported by this build")]
+    #[error("the signed flag is set in a version-1 message (version 1 defines no signature)")]
     SignatureUnsupported,
+    #[error("a version-2 message without the signed flag")]
+    SignatureMissing,
     #[error("the flag-names flag is set without the catalog flag")]
     FlagNamesWithoutCatalog,
     #[error("invalid site id: {0}")]
@@ -128,6 +139,26 @@ impl Batch {
 
     /// Encode as envelope + body, compressing (if `codec` does) with `effort`.
     pub fn encode_with(&self, codec: Codec, effort: Effort) -> Result<Vec<u8>, EncodeError> {
+        self.encode_envelope(codec, effort, None)
+    }
+
+    /// Encode as a signed (version 2) message: envelope, body, and the
+    /// signature of `signer` over both.
+    pub fn encode_signed(
+        &self,
+        codec: Codec,
+        effort: Effort,
+        signer: &SiteSigner,
+    ) -> Result<Vec<u8>, EncodeError> {
+        self.encode_envelope(codec, effort, Some(signer))
+    }
+
+    fn encode_envelope(
+        &self,
+        codec: Codec,
+        effort: Effort,
+        signer: Option<&SiteSigner>,
+    ) -> Result<Vec<u8>, EncodeError> {
         if let Some(catalog) = &self.catalog {
             catalog.check_flag_names().map_err(EncodeError::FlagNames)?;
         }
@@ -142,11 +173,17 @@ impl Batch {
             Codec::Zstd => effort.compress(&plain).map_err(EncodeError::Compress)?,
         };
         let site = self.site.as_str().as_bytes();
-        let mut out = Vec::with_capacity(28 + site.len() + body.len());
+        let mut out = Vec::with_capacity(28 + site.len() + body.len() + TRAILER_LEN);
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(match signer {
+            Some(_) => SIGNED_FORMAT_VERSION,
+            None => FORMAT_VERSION,
+        });
         out.push(codec as u8);
         let mut flags = 0;
+        if signer.is_some() {
+            flags |= FLAG_SIGNED;
+        }
         if self.catalog.is_some() {
             flags |= FLAG_HAS_CATALOG;
         }
@@ -160,6 +197,9 @@ impl Batch {
         out.extend_from_slice(&self.catalog_hash.0.to_be_bytes());
         out.extend_from_slice(&(body.len() as u32).to_be_bytes());
         out.extend_from_slice(&body);
+        if let Some(signer) = signer {
+            signer.append_trailer(&mut out);
+        }
         Ok(out)
     }
 
@@ -202,6 +242,14 @@ impl Batch {
 }
 
 impl Header {
+    /// How many leading bytes of a signed message its signature covers
+    /// (envelope, body and the key id that starts the trailer); `None` for
+    /// an unsigned message.
+    pub fn signed_len(&self) -> Option<usize> {
+        self.signed
+            .then_some(self.body_start + self.body_len + crate::signature::KEY_ID_LEN)
+    }
+
     /// Read and check the envelope without touching the body.
     pub fn parse(bytes: &[u8]) -> Result<Header, DecodeError> {
         let truncated = || DecodeError::Truncated(bytes.len());
@@ -213,7 +261,7 @@ impl Header {
             return Err(DecodeError::BadMagic(magic));
         }
         let version = bytes[4];
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != SIGNED_FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let codec = match bytes[5] {
@@ -225,9 +273,14 @@ impl Header {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(DecodeError::UnknownFlags(flags));
         }
-        if flags & FLAG_SIGNED != 0 {
+        let signed = flags & FLAG_SIGNED != 0;
+        if signed && version == FORMAT_VERSION {
             return Err(DecodeError::SignatureUnsupported);
         }
+        if !signed && version == SIGNED_FORMAT_VERSION {
+            return Err(DecodeError::SignatureMissing);
+        }
+        let trailer = if signed { TRAILER_LEN } else { 0 };
         if flags & FLAG_FLAG_NAMES != 0 && flags & FLAG_HAS_CATALOG == 0 {
             return Err(DecodeError::FlagNamesWithoutCatalog);
         }
@@ -236,7 +289,7 @@ impl Header {
             return Err(DecodeError::SiteId(format!("length {site_len}")));
         }
         let body_start = 8 + site_len + 8 + 8 + 4;
-        if bytes.len() < body_start {
+        if bytes.len() < body_start + trailer {
             return Err(truncated());
         }
         let site = std::str::from_utf8(&bytes[8..8 + site_len])
@@ -247,7 +300,7 @@ impl Header {
         let catalog_hash = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
         let body_len =
             u32::from_be_bytes(bytes[at + 16..at + 20].try_into().expect("4 bytes")) as usize;
-        let actual = bytes.len() - body_start;
+        let actual = bytes.len() - body_start - trailer;
         if body_len != actual {
             return Err(DecodeError::BodyLength {
                 declared: body_len,
@@ -259,6 +312,7 @@ impl Header {
             codec,
             has_catalog: flags & FLAG_HAS_CATALOG != 0,
             has_flag_names: flags & FLAG_FLAG_NAMES != 0,
+            signed,
             site,
             seq: BatchSeq(seq),
             catalog_hash: CatalogHash(catalog_hash),

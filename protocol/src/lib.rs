@@ -36,14 +36,18 @@ mod envelope;
 mod ids;
 mod live;
 mod reading;
+pub mod signature;
 
 pub use batch::{Batch, Frame, Gap, GapReason};
 pub use catalog::{
     engineering_value, Catalog, CatalogBytesError, DeviceInfo, FlagName, FlagNamesError, GroupInfo,
     PointInfo, PointKind,
 };
+/// The Ed25519 key types signatures are checked with.
+pub use ed25519_dalek::VerifyingKey;
 pub use envelope::{
     Codec, DecodeError, Effort, EncodeError, Header, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
+    SIGNED_FORMAT_VERSION,
 };
 pub use ids::{BatchSeq, CatalogHash, GroupIndex, InvalidSiteId, SiteId};
 pub use live::{
@@ -51,3 +55,4 @@ pub use live::{
     LIVE_FORMAT_VERSION, MAX_LIVE_BYTES,
 };
 pub use reading::{MissingReason, Quality, Reading};
+pub use signature::{KeyId, SiteSigner};

@@ -168,6 +168,55 @@ fn golden_vectors_encode_and_decode_exactly() {
     }
 }
 
+/// The key the signed golden vector is signed with (a fixed seed:
+/// Ed25519 signatures are deterministic, so the bytes are pinned exactly).
+fn golden_signer() -> SiteSigner {
+    SiteSigner::from_seed([7; 32])
+}
+
+#[test]
+fn the_signed_golden_vector_is_pinned_and_verifies_with_the_pinned_key() {
+    let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();
+    let (_, batch) = vectors()
+        .into_iter()
+        .find(|(name, _)| *name == "two_frames")
+        .unwrap();
+    let signer = golden_signer();
+    let signed = batch
+        .encode_signed(Codec::None, Effort::Fast, &signer)
+        .unwrap();
+    let path = golden_dir().join("two_frames.signed.bin");
+    let key_path = golden_dir().join("signing_key.txt");
+    let key_text = format!(
+        "{}\n{}\n",
+        signature::format_public_key(&signer.public_key()),
+        signer.key_id()
+    );
+    if update {
+        std::fs::write(&path, &signed).unwrap();
+        std::fs::write(&key_path, &key_text).unwrap();
+    }
+    let expected = std::fs::read(&path).unwrap();
+    assert_eq!(signed, expected, "signed encoding changed");
+    let pinned = std::fs::read_to_string(&key_path).unwrap();
+    assert_eq!(pinned, key_text, "the golden key's text form changed");
+    // Version 2 is the version-1 message with flag bit 1 and the trailer.
+    let unsigned = batch.encode(Codec::None).unwrap();
+    assert_eq!(expected[4], 2);
+    assert_eq!(expected[6], unsigned[6] | 0x02);
+    assert_eq!(expected[7..unsigned.len()], unsigned[7..]);
+    assert_eq!(expected.len(), unsigned.len() + 72);
+    assert_eq!(
+        expected[unsigned.len()..unsigned.len() + 8],
+        signer.key_id().0
+    );
+    let header = Header::parse(&expected).unwrap();
+    let part = signature::signed_part(&expected, &header).unwrap();
+    let key = signature::parse_public_key(pinned.lines().next().unwrap()).unwrap();
+    signature::verify(&part, &key).unwrap();
+    assert_eq!(Batch::decode(&expected).unwrap(), batch);
+}
+
 #[test]
 fn golden_catalog_hashes_are_stable() {
     let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();

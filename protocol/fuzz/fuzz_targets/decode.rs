@@ -3,11 +3,13 @@
 //! `Codec::None` and decoded again, it is the same batch. A catalog it
 //! accepts, flag names included, must also survive its canonical bytes
 //! (`Catalog::to_bytes` / `from_bytes`), and the re-encoded envelope sets
-//! flag bit 2 exactly when the catalog has flag names.
+//! flag bit 2 exactly when the catalog has flag names. A signed message
+//! it accepts has a signature trailer where the header says, and a
+//! re-signed copy reads back as the same batch.
 
 #![no_main]
 
-use bess_protocol::{Batch, Catalog, Codec, EncodeError, Header, Reading};
+use bess_protocol::{signature, Batch, Catalog, Codec, Effort, EncodeError, Header, Reading, SiteSigner};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +23,19 @@ fuzz_target!(|data: &[u8]| {
         Err(EncodeError::TooLarge(_)) => return,
         Err(e) => panic!("a decoded batch does not re-encode: {e}"),
     };
+    let original = Header::parse(data).expect("an accepted message's header parses");
+    if original.signed {
+        let part = signature::signed_part(data, &original).expect("a signed message has a trailer");
+        assert_eq!(original.signed_len(), Some(data.len() - 64));
+        let _ = part.key_id;
+        let signer = SiteSigner::from_seed([1; 32]);
+        let resigned = batch
+            .encode_signed(Codec::None, Effort::Fast, &signer)
+            .expect("re-signs");
+        let header = Header::parse(&resigned).expect("a re-signed header parses");
+        let part = signature::signed_part(&resigned, &header).expect("has a trailer");
+        signature::verify(&part, &signer.public_key()).expect("its own signature verifies");
+    }
     let again = Batch::decode(&bytes).expect("a re-encoded batch decodes");
     let header = Header::parse(&bytes).expect("a re-encoded header parses");
     assert_eq!(
