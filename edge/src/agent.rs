@@ -56,6 +56,24 @@ pub async fn run(
     let (mut buffer, opened) = SqliteBuffer::open_or_recover(&config.buffer.path, now_ms())
         .with_context(|| format!("opening buffer {}", config.buffer.path.display()))?;
     buffer.set_downsampling(config.buffer.downsampling());
+    if config.signing.enabled {
+        let key = &config.signing.key_file;
+        let loaded = crate::signing::load_or_create(key)?;
+        if loaded.created {
+            tracing::warn!(
+                key_file = %key.display(),
+                "created this site's signing key; the collector rejects its batches until it is enrolled:\n{}",
+                crate::signing::enrolment_text(&config.site, &loaded.signer)
+            );
+        }
+        tracing::info!(key_id = %loaded.signer.key_id(), key_file = %key.display(), "signing batches");
+        buffer.set_signer(Some(loaded.signer));
+    } else {
+        tracing::warn!("signing is off ([signing] enabled = false): batches go unsigned, and collectors that require signatures set them aside");
+    }
+    if let Some(warning) = crate::signing::permission_warning("buffer", &config.buffer.path) {
+        tracing::warn!("{warning}");
+    }
     if let Opened::RecoveredFromCorruption {
         moved_to,
         salvaged,

@@ -19,6 +19,7 @@ pub mod poller;
 pub mod recorder;
 pub mod register;
 pub mod sealer;
+pub mod signing;
 pub mod site_plan;
 pub mod status;
 pub mod sunspec;

@@ -1,5 +1,5 @@
 //! The `bess-edge` command line: `run` the agent, and the technician's
-//! tools `init`, `check`, `read`, `scan` and `status`. This file only
+//! tools `init`, `key`, `check`, `read`, `scan` and `status`. This file only
 //! dispatches; the arguments are in `commands::cli` and each command in its
 //! own module under `commands`.
 
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use bess_edge::agent::RunOptions;
 use commands::cli::{Cli, Command};
-use commands::{block_on, check, read, report, run, scan, status};
+use commands::{block_on, check, key, read, report, run, scan, status};
 
 const EXAMPLE_CONFIG: &str = include_str!("../bess-edge.example.toml");
 
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             print!("{EXAMPLE_CONFIG}");
             ExitCode::SUCCESS
         }
+        Command::Key { config } => key::key(&config),
         Command::Check {
             config,
             offline,

@@ -98,6 +98,7 @@ impl SqliteBuffer {
         bucket_ms: i64,
         dropped: &mut Dropped,
     ) -> Result<Option<u64>, BufferError> {
+        let signer = self.signer.clone();
         let mut run: Vec<(u64, Batch, usize)> = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
@@ -202,7 +203,7 @@ impl SqliteBuffer {
                 dropped.batches_removed += 1;
                 saved += old_len as u64;
             } else {
-                let bytes = super::encode_for_uplink(&batch)?;
+                let bytes = super::encode_for_uplink(&batch, signer.as_deref())?;
                 let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
                 tx.execute(
                     "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5, downsampled = 1 WHERE seq = ?1",
@@ -244,6 +245,7 @@ impl SqliteBuffer {
         class: BatchContent,
         dropped: &mut Dropped,
     ) -> Result<u64, BufferError> {
+        let signer = self.signer.clone();
         let mut batch =
             Batch::decode(payload).map_err(|source| BufferError::Decode { seq, source })?;
         let catalog = self.catalog(batch.catalog_hash)?;
@@ -282,7 +284,7 @@ impl SqliteBuffer {
                 BatchContent::Events
             };
             batch.frames = keep;
-            let bytes = super::encode_for_uplink(&batch)?;
+            let bytes = super::encode_for_uplink(&batch, signer.as_deref())?;
             let samples: usize = batch.frames.iter().map(|f| f.values.len()).sum();
             tx.execute(
                 "UPDATE batches SET payload = ?2, frames = ?3, samples = ?4, content = ?5 WHERE seq = ?1",
@@ -447,6 +449,35 @@ mod tests {
             .filter(|f| f.group.0 == 1)
             .count();
         assert_eq!(alarm_frames, 20);
+    }
+
+    #[test]
+    fn with_a_key_every_sealed_and_every_rewritten_batch_is_signed() {
+        use bess_protocol::signature::{signed_part, verify};
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = SqliteBuffer::open(&dir.path().join("b.sqlite"), 1).unwrap();
+        let signer = bess_protocol::SiteSigner::from_seed([3; 32]);
+        buffer.set_signer(Some(signer.clone()));
+        let catalog = catalog();
+        buffer.remember_catalog(&catalog).unwrap();
+        for i in 0..40 {
+            seal_frames(&mut buffer, &catalog, frames(&[0, 1], 1_000_000 + i * 10));
+        }
+        let cap = buffer.payload_bytes().unwrap() / 2;
+        assert!(buffer.make_room(cap).unwrap().samples > 0);
+        let payloads: Vec<Vec<u8>> = {
+            let mut stmt = buffer.conn.prepare("SELECT payload FROM batches").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(!payloads.is_empty());
+        for payload in &payloads {
+            let header = bess_protocol::Header::parse(payload).unwrap();
+            let part = signed_part(payload, &header).expect("signed");
+            verify(&part, &signer.public_key()).unwrap();
+        }
     }
 
     #[test]

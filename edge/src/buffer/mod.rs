@@ -33,14 +33,21 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use bess_protocol::{Batch, CatalogHash, Codec, Effort, EncodeError};
+use std::sync::Arc;
+
+use bess_protocol::{Batch, CatalogHash, Codec, Effort, EncodeError, SiteSigner};
 
 pub use content::{content_of, event_groups, BatchContent};
 
 /// A batch as the buffer keeps and the uplink sends it: zstd at
-/// [`Effort::Compact`], since each batch crosses the site's link once.
-fn encode_for_uplink(batch: &Batch) -> Result<Vec<u8>, EncodeError> {
-    batch.encode_with(Codec::Zstd, Effort::Compact)
+/// [`Effort::Compact`], since each batch crosses the site's link once;
+/// signed with the site's key when it has one (a batch the disk cap
+/// rewrites is signed again, under the same sequence number).
+fn encode_for_uplink(batch: &Batch, signer: Option<&SiteSigner>) -> Result<Vec<u8>, EncodeError> {
+    match signer {
+        Some(signer) => batch.encode_signed(Codec::Zstd, Effort::Compact, signer),
+        None => batch.encode_with(Codec::Zstd, Effort::Compact),
+    }
 }
 pub use disk_cap::Dropped;
 pub use handle::BufferHandle;
@@ -83,6 +90,8 @@ pub struct SqliteBuffer {
     downsample_bucket_ms: Option<i64>,
     /// Event groups per catalog, for the content class of each seal.
     event_groups: HashMap<CatalogHash, HashSet<u16>>,
+    /// Signs every batch sealed or rewritten from now on.
+    signer: Option<Arc<SiteSigner>>,
 }
 
 impl SqliteBuffer {
@@ -101,6 +110,13 @@ impl SqliteBuffer {
             in_flight: HashSet::new(),
             downsample_bucket_ms: None,
             event_groups: HashMap::new(),
+            signer: None,
         })
+    }
+
+    /// Sign the batches sealed (or rewritten by the disk cap) from now on
+    /// with `signer`; `None` seals unsigned batches.
+    pub fn set_signer(&mut self, signer: Option<SiteSigner>) {
+        self.signer = signer.map(Arc::new);
     }
 }

@@ -153,10 +153,11 @@ impl SqliteBuffer {
             gaps: Vec::new(),
         };
         let mut bytes = 0;
+        let signer = self.signer.clone();
         self.seal_with_content(summary, content, |seq, gaps| {
             batch.seq = seq;
             batch.gaps = gaps;
-            let payload = super::encode_for_uplink(&batch)?;
+            let payload = super::encode_for_uplink(&batch, signer.as_deref())?;
             bytes = payload.len();
             Ok(payload)
         })?;

@@ -85,6 +85,14 @@ pub enum Command {
     /// Print a commented example configuration to stdout.
     #[command(after_help = "Example:\n  bess-edge init > /etc/bess/edge.toml")]
     Init,
+    /// Show this site's signing key (creating it, owner-only, if there is none yet) and how to enroll it.
+    #[command(
+        after_help = "Example:\n  bess-edge key --config /etc/bess/edge.toml\n\nPrints the public key and its id, and the `bess-collector site enroll` line for\nthe cloud side. The private key stays in [signing] key_file and never leaves the site."
+    )]
+    Key {
+        #[arg(long, short, env = "BESS_EDGE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Where a device is, for `read` and `scan`.

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod key;
 mod plan_report;
 pub mod read;
 pub mod run;

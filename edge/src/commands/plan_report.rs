@@ -24,6 +24,7 @@ pub fn print_plan(path: &Path, valid: &ValidConfig) {
         valid.devices.len(),
         valid.catalog.point_count()
     );
+    println!("  signing: {}", signing_line(&valid.signing));
     let (mut requests, mut minimum) = (0, 0);
     for device in &valid.devices {
         println!("  {} ({}):", device.name, device.address());
@@ -71,4 +72,24 @@ pub fn print_plan(path: &Path, valid: &ValidConfig) {
         }
     }
     println!("  {requests} read requests per round of all groups (minimum possible {minimum})");
+}
+
+/// What `check` says of the signing key (never creating one).
+fn signing_line(signing: &bess_edge::config::SigningConfig) -> String {
+    use bess_edge::signing::{load, SigningKeyError};
+    if !signing.enabled {
+        return "off: batches go unsigned ([signing] enabled = false)".into();
+    }
+    let path = signing.key_file.display();
+    match load(&signing.key_file) {
+        Ok(signer) => format!("key {} in {path}", signer.key_id()),
+        Err(SigningKeyError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            format!(
+                "no key yet at {path}: `bess-edge key --config FILE` or the first run creates it"
+            )
+        }
+        Err(e) => format!("PROBLEM: {e}"),
+    }
 }

@@ -22,6 +22,9 @@ pub fn run(config: &Path, options: RunOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(warning) = bess_edge::signing::permission_warning("config", config) {
+        tracing::warn!("{warning}");
+    }
     report(run_agent(valid, options))
 }
 

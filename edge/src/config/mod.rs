@@ -34,7 +34,7 @@ pub use error::{ConfigError, ConfigProblem};
 pub use schema::{
     default_live_topic, default_topic, BatchConfig, BufferConfig, ClockConfig, DownsampleConfig,
     DrainConfig, EdgeConfig, KafkaConfig, LiveConfig, MqttMirrorConfig, MqttUplinkConfig,
-    StatusConfig,
+    SigningConfig, StatusConfig,
 };
 pub use size::ByteSize;
 
@@ -52,6 +52,7 @@ pub enum UplinkConfig {
 pub struct ValidConfig {
     pub site: SiteId,
     pub buffer: BufferConfig,
+    pub signing: SigningConfig,
     pub batch: BatchConfig,
     pub uplink: UplinkConfig,
     pub live: LiveConfig,

@@ -1,5 +1,5 @@
 //! The serde schema of the agent-wide tables: the top level
-//! (`EdgeConfig`) and its `[buffer]`, `[batch]`, `[kafka]`, `[mqtt_uplink]`,
+//! (`EdgeConfig`) and its `[buffer]`, `[signing]`, `[batch]`, `[kafka]`, `[mqtt_uplink]`,
 //! `[mqtt_mirror]`, `[status]` and `[clock]` sections.
 //!
 //! Every table denies unknown fields, so a misspelt key is an error with its
@@ -27,6 +27,8 @@ pub struct EdgeConfig {
     #[serde(default)]
     pub buffer: BufferConfig,
     #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
     pub batch: BatchConfig,
     pub kafka: Option<Spanned<KafkaConfig>>,
     pub mqtt_uplink: Option<Spanned<MqttUplinkConfig>>,
@@ -42,6 +44,33 @@ pub struct EdgeConfig {
     pub maps: BTreeMap<String, RegisterMap>,
     #[serde(default)]
     pub devices: Vec<Spanned<DeviceConfig>>,
+}
+
+/// The site's signing key (see `crate::signing`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PKCS#8 PEM file of the site's Ed25519 key; created, owner-only, on
+    /// the first start.
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+    /// `false`: send unsigned (version 1) batches, for collectors that do
+    /// not check signatures yet.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            key_file: default_key_file(),
+            enabled: true,
+        }
+    }
+}
+
+fn default_key_file() -> PathBuf {
+    PathBuf::from("bess-edge-site.key")
 }
 
 #[derive(Debug, Deserialize)]

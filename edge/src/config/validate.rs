@@ -231,6 +231,7 @@ impl EdgeConfig {
                 Ok(ValidConfig {
                     site,
                     buffer: self.buffer,
+                    signing: self.signing,
                     batch: self.batch,
                     uplink,
                     live: self.live,
