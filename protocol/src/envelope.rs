@@ -13,7 +13,7 @@
 use crate::batch::{BodyParts, WireBody};
 use crate::catalog::FlagNamesError;
 use crate::ids::MAX_SITE_ID_LEN;
-use crate::signature::{SiteSigner, TRAILER_LEN};
+use crate::signature::{SiteSigner, KEY_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::{Batch, BatchSeq, CatalogHash, SiteId};
 
 /// First four bytes of every batch: ASCII "BESS".
@@ -29,7 +29,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const FLAG_HAS_CATALOG: u8 = 0b0000_0001;
 const FLAG_SIGNED: u8 = 0b0000_0010;
 const FLAG_FLAG_NAMES: u8 = 0b0000_0100;
+/// Version 2 only: the trailer names the signer by its whole public key
+/// instead of its id (written on batches that carry the catalog).
+const FLAG_PUBLIC_KEY: u8 = 0b0000_1000;
 const KNOWN_FLAGS: u8 = FLAG_HAS_CATALOG | FLAG_SIGNED | FLAG_FLAG_NAMES;
+const KNOWN_FLAGS_V2: u8 = KNOWN_FLAGS | FLAG_PUBLIC_KEY;
 
 /// How the body bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +81,9 @@ pub struct Header {
     pub has_flag_names: bool,
     /// Version 2, flag bit 1: a signature trailer follows the body.
     pub signed: bool,
+    /// Version 2, flag bit 3: the trailer holds the signer's public key
+    /// (32 bytes) rather than its key id (8 bytes).
+    pub has_public_key: bool,
     pub site: SiteId,
     pub seq: BatchSeq,
     pub catalog_hash: CatalogHash,
@@ -173,7 +180,11 @@ impl Batch {
             Codec::Zstd => effort.compress(&plain).map_err(EncodeError::Compress)?,
         };
         let site = self.site.as_str().as_bytes();
-        let mut out = Vec::with_capacity(28 + site.len() + body.len() + TRAILER_LEN);
+        // A batch that carries the catalog (the first after a start, then
+        // hourly) names its signer by the whole public key, so a collector
+        // that pins keys on first use can learn it.
+        let with_public_key = signer.is_some() && self.catalog.is_some();
+        let mut out = Vec::with_capacity(28 + site.len() + body.len() + 96);
         out.extend_from_slice(&MAGIC);
         out.push(match signer {
             Some(_) => SIGNED_FORMAT_VERSION,
@@ -183,6 +194,9 @@ impl Batch {
         let mut flags = 0;
         if signer.is_some() {
             flags |= FLAG_SIGNED;
+        }
+        if with_public_key {
+            flags |= FLAG_PUBLIC_KEY;
         }
         if self.catalog.is_some() {
             flags |= FLAG_HAS_CATALOG;
@@ -198,7 +212,7 @@ impl Batch {
         out.extend_from_slice(&(body.len() as u32).to_be_bytes());
         out.extend_from_slice(&body);
         if let Some(signer) = signer {
-            signer.append_trailer(&mut out);
+            signer.append_trailer(&mut out, with_public_key);
         }
         Ok(out)
     }
@@ -247,7 +261,16 @@ impl Header {
     /// an unsigned message.
     pub fn signed_len(&self) -> Option<usize> {
         self.signed
-            .then_some(self.body_start + self.body_len + crate::signature::KEY_ID_LEN)
+            .then_some(self.body_start + self.body_len + self.signer_len())
+    }
+
+    /// Bytes of the trailer that name the signer: its public key or its id.
+    pub(crate) fn signer_len(&self) -> usize {
+        if self.has_public_key {
+            PUBLIC_KEY_LEN
+        } else {
+            KEY_ID_LEN
+        }
     }
 
     /// Read and check the envelope without touching the body.
@@ -270,7 +293,12 @@ impl Header {
             other => return Err(DecodeError::UnknownCodec(other)),
         };
         let flags = bytes[6];
-        if flags & !KNOWN_FLAGS != 0 {
+        let known = if version == SIGNED_FORMAT_VERSION {
+            KNOWN_FLAGS_V2
+        } else {
+            KNOWN_FLAGS
+        };
+        if flags & !known != 0 {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let signed = flags & FLAG_SIGNED != 0;
@@ -280,7 +308,12 @@ impl Header {
         if !signed && version == SIGNED_FORMAT_VERSION {
             return Err(DecodeError::SignatureMissing);
         }
-        let trailer = if signed { TRAILER_LEN } else { 0 };
+        let has_public_key = flags & FLAG_PUBLIC_KEY != 0;
+        let trailer = match (signed, has_public_key) {
+            (false, _) => 0,
+            (true, false) => KEY_ID_LEN + SIGNATURE_LEN,
+            (true, true) => PUBLIC_KEY_LEN + SIGNATURE_LEN,
+        };
         if flags & FLAG_FLAG_NAMES != 0 && flags & FLAG_HAS_CATALOG == 0 {
             return Err(DecodeError::FlagNamesWithoutCatalog);
         }
@@ -313,6 +346,7 @@ impl Header {
             has_catalog: flags & FLAG_HAS_CATALOG != 0,
             has_flag_names: flags & FLAG_FLAG_NAMES != 0,
             signed,
+            has_public_key,
             site,
             seq: BatchSeq(seq),
             catalog_hash: CatalogHash(catalog_hash),

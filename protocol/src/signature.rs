@@ -4,9 +4,10 @@
 //! wrote, altered or re-numbered.
 //!
 //! A signed message is a version-1 envelope and body with version 2 and
-//! flag bit 1 set, followed by a 72-byte trailer: the signing key's id
-//! (8 bytes) and the Ed25519 signature (64 bytes) over every byte before
-//! the signature (envelope, body and key id). Decoding ([`crate::Batch::decode`]) reads a signed message
+//! flag bit 1 set, followed by a trailer: the signer — its key id (8
+//! bytes), or with flag bit 3 its whole public key (32 bytes, on batches
+//! that carry the catalog, so a reader can learn a new site's key) — and
+//! the Ed25519 signature (64 bytes) over every byte before the signature. Decoding ([`crate::Batch::decode`]) reads a signed message
 //! like any other; checking the signature ([`verify`], [`verify_all`])
 //! needs the site's key and is the reader's business.
 
@@ -17,10 +18,12 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-/// Bytes after the body of a signed message: key id, then signature.
+/// Bytes after the body of a signed message naming its signer by key id:
+/// key id, then signature (with the whole public key: 96).
 pub const TRAILER_LEN: usize = KEY_ID_LEN + SIGNATURE_LEN;
 pub(crate) const KEY_ID_LEN: usize = 8;
-const SIGNATURE_LEN: usize = 64;
+pub(crate) const PUBLIC_KEY_LEN: usize = 32;
+pub(crate) const SIGNATURE_LEN: usize = 64;
 /// How a public key is written for people: `ed25519:` and base64.
 const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 
@@ -159,10 +162,15 @@ impl SiteSigner {
         self.key.verifying_key()
     }
 
-    /// Append the trailer to `message` (envelope and body): the key id,
-    /// then the signature over everything before it.
-    pub(crate) fn append_trailer(&self, message: &mut Vec<u8>) {
-        message.extend_from_slice(&self.id.0);
+    /// Append the trailer to `message` (envelope and body): the key id
+    /// (or with `public_key` the whole key), then the signature over
+    /// everything before it.
+    pub(crate) fn append_trailer(&self, message: &mut Vec<u8>, public_key: bool) {
+        if public_key {
+            message.extend_from_slice(self.key.verifying_key().as_bytes());
+        } else {
+            message.extend_from_slice(&self.id.0);
+        }
         let signature = self.key.sign(message).to_bytes();
         message.extend_from_slice(&signature);
     }
@@ -177,6 +185,9 @@ fn getrandom_seed(seed: &mut [u8; 32]) -> Result<(), KeyError> {
 #[derive(Debug, Clone, Copy)]
 pub struct SignedPart<'a> {
     pub key_id: KeyId,
+    /// The signer's public key, when the message carries it (flag bit 3);
+    /// `None` also for 32 bytes that are not a valid key.
+    pub public_key: Option<VerifyingKey>,
     signature: [u8; SIGNATURE_LEN],
     signed: &'a [u8],
 }
@@ -184,12 +195,26 @@ pub struct SignedPart<'a> {
 /// The signature of a message whose header parsed as signed, or `None`
 /// for an unsigned one. Takes the message's whole bytes.
 pub fn signed_part<'a>(message: &'a [u8], header: &crate::Header) -> Option<SignedPart<'a>> {
-    let body_end = header.signed_len()? - KEY_ID_LEN;
-    let trailer = message.get(body_end..body_end + TRAILER_LEN)?;
+    let signed_len = header.signed_len()?;
+    let signer = message.get(signed_len - header.signer_len()..signed_len)?;
+    let signature = message.get(signed_len..signed_len + SIGNATURE_LEN)?;
+    let (key_id, public_key) = if header.has_public_key {
+        let bytes: [u8; PUBLIC_KEY_LEN] = signer.try_into().expect("32 bytes");
+        let key = VerifyingKey::from_bytes(&bytes).ok();
+        // The id of the bytes as sent, valid key or not.
+        let digest = Sha256::digest(bytes);
+        (
+            KeyId(digest[..KEY_ID_LEN].try_into().expect("8 bytes")),
+            key,
+        )
+    } else {
+        (KeyId(signer.try_into().expect("8 bytes")), None)
+    };
     Some(SignedPart {
-        key_id: KeyId(trailer[..KEY_ID_LEN].try_into().expect("8 bytes")),
-        signature: trailer[KEY_ID_LEN..].try_into().expect("64 bytes"),
-        signed: &message[..body_end + KEY_ID_LEN],
+        key_id,
+        public_key,
+        signature: signature.try_into().expect("64 bytes"),
+        signed: &message[..signed_len],
     })
 }
 
@@ -308,9 +333,44 @@ mod tests {
         assert!(check(&resited, &signer(1).public_key()).is_err());
     }
 
+    fn without_catalog(mut b: Batch) -> Batch {
+        b.catalog = None;
+        b
+    }
+
+    #[test]
+    fn a_batch_with_its_catalog_names_its_signer_by_the_whole_public_key() {
+        let with = batch("s", 1)
+            .encode_signed(Codec::None, Effort::Fast, &signer(1))
+            .unwrap();
+        let without = without_catalog(batch("s", 1))
+            .encode_signed(Codec::None, Effort::Fast, &signer(1))
+            .unwrap();
+        let (h_with, h_without) = (
+            Header::parse(&with).unwrap(),
+            Header::parse(&without).unwrap(),
+        );
+        assert!(h_with.has_public_key && !h_without.has_public_key);
+        assert_eq!(with[6] & 0x08, 0x08);
+        let part = signed_part(&with, &h_with).unwrap();
+        assert_eq!(part.public_key, Some(signer(1).public_key()));
+        assert_eq!(part.key_id, signer(1).key_id());
+        verify(&part, &signer(1).public_key()).unwrap();
+        let part = signed_part(&without, &h_without).unwrap();
+        assert_eq!((part.public_key, part.key_id), (None, signer(1).key_id()));
+        verify(&part, &signer(1).public_key()).unwrap();
+        // Bit 3 means nothing in version 1: an unknown flag there.
+        let mut v1 = batch("s", 1).encode(Codec::None).unwrap();
+        v1[6] |= 0x08;
+        assert!(matches!(
+            Batch::decode(&v1),
+            Err(DecodeError::UnknownFlags(_))
+        ));
+    }
+
     #[test]
     fn the_signed_flag_and_the_version_go_together() {
-        let signed = batch("s", 1)
+        let signed = without_catalog(batch("s", 1))
             .encode_signed(Codec::None, Effort::Fast, &signer(1))
             .unwrap();
         let mut v1_with_flag = signed.clone();
@@ -330,7 +390,7 @@ mod tests {
             Batch::decode(cut),
             Err(DecodeError::BodyLength { .. })
         ));
-        let unsigned = batch("s", 1).encode(Codec::None).unwrap();
+        let unsigned = without_catalog(batch("s", 1)).encode(Codec::None).unwrap();
         let mut appended = unsigned.clone();
         appended.extend_from_slice(&[0; TRAILER_LEN]);
         assert!(matches!(
@@ -391,8 +451,8 @@ mod tests {
         /// Whatever single bit is flipped, the message either no longer
         /// decodes or no longer verifies: never a different batch accepted.
         #[test]
-        fn one_flipped_bit_never_passes(bit in 0usize..8 * 400) {
-            let b = batch("site-a", 9);
+        fn one_flipped_bit_never_passes(bit in 0usize..8 * 400, catalog: bool) {
+            let b = if catalog { batch("site-a", 9) } else { without_catalog(batch("site-a", 9)) };
             let message = b.encode_signed(Codec::Zstd, Effort::Fast, &signer(1)).unwrap();
             let bit = bit % (8 * message.len());
             let mut flipped = message.clone();

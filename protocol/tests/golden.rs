@@ -218,6 +218,36 @@ fn the_signed_golden_vector_is_pinned_and_verifies_with_the_pinned_key() {
 }
 
 #[test]
+fn a_signed_batch_with_its_catalog_carries_the_public_key_and_is_pinned() {
+    let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();
+    let (_, batch) = vectors()
+        .into_iter()
+        .find(|(name, _)| *name == "catalog_only")
+        .unwrap();
+    let signer = golden_signer();
+    let signed = batch
+        .encode_signed(Codec::None, Effort::Fast, &signer)
+        .unwrap();
+    let path = golden_dir().join("catalog_only.signed.bin");
+    if update {
+        std::fs::write(&path, &signed).unwrap();
+    }
+    let expected = std::fs::read(&path).unwrap();
+    assert_eq!(signed, expected, "signed encoding changed");
+    let unsigned = batch.encode(Codec::None).unwrap();
+    assert_eq!(expected[6], unsigned[6] | 0x02 | 0x08);
+    assert_eq!(expected.len(), unsigned.len() + 96);
+    assert_eq!(
+        expected[unsigned.len()..unsigned.len() + 32],
+        *signer.public_key().as_bytes()
+    );
+    let header = Header::parse(&expected).unwrap();
+    let part = signature::signed_part(&expected, &header).unwrap();
+    assert_eq!(part.public_key, Some(signer.public_key()));
+    signature::verify(&part, &signer.public_key()).unwrap();
+}
+
+#[test]
 fn golden_catalog_hashes_are_stable() {
     let update = std::env::var_os("BESS_UPDATE_GOLDEN").is_some();
     for (file, catalog) in pinned_hashes() {
