@@ -34,15 +34,33 @@ pub enum RejectClass {
     CatalogMismatch,
     /// Frames or gaps that do not fit the catalog (group, width, device).
     BadFrame,
+    /// Not signed, where signatures are required.
+    Unsigned,
+    /// Signed, but its site has no key enrolled.
+    UnknownSite,
+    /// Signed by a key its site does not have (another site's, or none).
+    UnknownKey,
+    /// Signed by a revoked key.
+    RevokedKey,
+    /// Signed by a key whose validity window does not cover its readings.
+    ExpiredKey,
+    /// The signature does not match: altered, re-numbered, or forged.
+    BadSignature,
 }
 
 impl RejectClass {
-    pub const ALL: [RejectClass; 5] = [
+    pub const ALL: [RejectClass; 11] = [
         RejectClass::Undecodable,
         RejectClass::UnsupportedVersion,
         RejectClass::UnknownCatalog,
         RejectClass::CatalogMismatch,
         RejectClass::BadFrame,
+        RejectClass::Unsigned,
+        RejectClass::UnknownSite,
+        RejectClass::UnknownKey,
+        RejectClass::RevokedKey,
+        RejectClass::ExpiredKey,
+        RejectClass::BadSignature,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +70,12 @@ impl RejectClass {
             RejectClass::UnknownCatalog => "unknown_catalog",
             RejectClass::CatalogMismatch => "catalog_mismatch",
             RejectClass::BadFrame => "bad_frame",
+            RejectClass::Unsigned => "unsigned",
+            RejectClass::UnknownSite => "unknown_site",
+            RejectClass::UnknownKey => "unknown_key",
+            RejectClass::RevokedKey => "revoked_key",
+            RejectClass::ExpiredKey => "expired_key",
+            RejectClass::BadSignature => "bad_signature",
         }
     }
 

@@ -237,7 +237,8 @@ async fn prepare_chunks(
                 Err(_) => break,
             }
         }
-        let decoded = match tokio::task::spawn_blocking(move || decode_chunk(chunk)).await {
+        let keys = writer.site_keys.clone();
+        let decoded = match tokio::task::spawn_blocking(move || decode_chunk(chunk, &keys)).await {
             Ok(decoded) => decoded,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };

@@ -7,8 +7,8 @@
 //!
 //! Layers: `api` (HTTP) reads the domain modules — `auth`, `latest`,
 //! `live`, `storage`, `catalog` — and none of them imports `api`. The
-//! ingest path (`ingest` → `writer` → `copy`, `catalog`, `storage`,
-//! `dead_letter`) shares `message` and `time` and hands committed frames
+//! ingest path (`ingest` → `writer` → `copy`, `catalog`, `site_keys`,
+//! `storage`, `dead_letter`) shares `message` and `time` and hands committed frames
 //! to `live`. `service` wires everything together.
 
 pub mod api;
@@ -31,6 +31,7 @@ pub mod polled;
 pub mod rules;
 pub mod series;
 pub mod service;
+pub mod site_keys;
 pub mod storage;
 pub mod storage_health;
 pub mod time;

@@ -11,9 +11,11 @@ use bess_collector::api::LiveTimings;
 use bess_collector::auth::{AccessSettings, AuthMode, RateLimit};
 use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
+use bess_collector::site_keys::SignaturePolicy;
 use bess_collector::storage::StoragePreference;
 
 mod export_command;
+mod site_command;
 mod token_command;
 
 #[derive(Parser)]
@@ -78,6 +80,8 @@ enum Command {
     },
     /// Create, list and revoke API tokens.
     Token(token_command::TokenArgs),
+    /// Enroll, list and revoke the sites' batch-signing keys.
+    Site(site_command::SiteArgs),
     /// Export stored samples to the history lake (Parquet files in S3) until stopped.
     ///
     /// Each (site, UTC hour) becomes one object,
@@ -143,6 +147,17 @@ struct RunArgs {
     /// problems is refused at start with file, line and field.
     #[arg(long, env = "BESS_RULES", value_name = "FILE")]
     rules: Option<std::path::PathBuf>,
+    /// What a batch's signature must be: `required` (only batches signed by
+    /// a key enrolled for their site are stored; the rest go to the dead
+    /// letters with the reason) or `optional` (unsigned batches are stored
+    /// too, for a fleet migrating to signing; signed ones are still checked).
+    #[arg(long, env = "BESS_BATCH_SIGNATURES", value_enum, default_value_t = SignatureMode::Required)]
+    batch_signatures: SignatureMode,
+    /// Trust on first use: a site with no key enrolled gets the key of its
+    /// first signed batch. For lab setups; anyone who reaches the topic
+    /// first can claim a new site.
+    #[arg(long, env = "BESS_PIN_FIRST_KEY")]
+    pin_first_key: bool,
     /// Consumer group; instances in one group share the partitions.
     #[arg(long, env = "BESS_KAFKA_GROUP", default_value = "bess-collector")]
     group: String,
@@ -192,6 +207,12 @@ struct RunArgs {
     /// A live client whose socket takes no message for this long is closed.
     #[arg(long, env = "BESS_LIVE_SEND_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     live_send_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SignatureMode {
+    Required,
+    Optional,
 }
 
 fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
@@ -250,6 +271,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Token(args) => runtime().and_then(|rt| token_command::token(args, rt)),
+        Command::Site(args) => runtime().and_then(|rt| site_command::site(args, rt)),
         Command::Export(args) => runtime().and_then(|rt| export_command::export(*args, rt)),
     };
     match result {
@@ -337,6 +359,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             send_timeout: args.live_send_timeout,
         },
         rules_file: args.rules,
+        signatures: SignaturePolicy {
+            require: args.batch_signatures == SignatureMode::Required,
+            pin_first_key: args.pin_first_key,
+        },
     };
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();

@@ -92,6 +92,12 @@ const MIGRATIONS: &[Migration] = &[
         backend: None,
         sql: include_str!("sql/009_api_rules.sql"),
     },
+    Migration {
+        version: 10,
+        name: "site_keys",
+        backend: None,
+        sql: include_str!("sql/010_site_keys.sql"),
+    },
 ];
 
 /// The version whose name records the storage backend.

@@ -24,6 +24,7 @@ use crate::latest::LatestCache;
 use crate::live::{LiveHub, LiveLane};
 use crate::migrations::MigrationError;
 use crate::rules::{self, Rules};
+use crate::site_keys::{SignaturePolicy, SiteKeys};
 use crate::storage::{self, FramePartitions, StorageBackend, StoragePreference};
 use crate::writer::SampleWriter;
 
@@ -49,6 +50,8 @@ pub struct CollectorSettings {
     pub live_timings: api::LiveTimings,
     /// The alert rules and receivers (`None`: no rules); reloaded on SIGHUP.
     pub rules_file: Option<PathBuf>,
+    /// What a batch's signature must be for it to be stored.
+    pub signatures: SignaturePolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -218,7 +221,24 @@ pub async fn run_with_access(
             "alert rules managed over the API"
         );
     }
-    let writer = SampleWriter::new(pool.clone(), backend).with_rules(rules.clone());
+    let site_keys = SiteKeys::new(settings.signatures);
+    {
+        let client = pool.get().await?;
+        site_keys
+            .refresh(&**client)
+            .await
+            .context("loading the sites' signing keys")?;
+        let keys = store_keys_count(&site_keys);
+        match (settings.signatures.require, settings.signatures.pin_first_key) {
+            (true, false) => tracing::info!(keys, "batches must be signed by an enrolled site key"),
+            (true, true) => tracing::warn!(keys, "batches must be signed; a new site's first key is pinned on first use (lab setting)"),
+            (false, _) => tracing::warn!(keys, pin_first_key = settings.signatures.pin_first_key, "unsigned batches are accepted (--batch-signatures optional: for migration only)"),
+        }
+    }
+    let site_keys_follow = tokio::spawn(site_keys.clone().follow(pool.clone(), cancel.clone()));
+    let writer = SampleWriter::new(pool.clone(), backend)
+        .with_rules(rules.clone())
+        .with_site_keys(site_keys.clone());
     let partitions = writer.partitions.clone();
     let live_lane = match &settings.live_topic {
         Some(topic) => {
@@ -320,6 +340,7 @@ pub async fn run_with_access(
     latest_feed.await.ok();
     offline_checks.await.ok();
     api_rules_poll.await.ok();
+    site_keys_follow.await.ok();
     notifier.await.ok();
     if let Some(reload) = rules_reload {
         reload.await.ok();
@@ -452,4 +473,8 @@ pub async fn maintain_once(
     let refreshed = storage::refresh_rollups(&mut client).await?;
     metrics::counter!("bess_collector_rollup_minutes_refreshed_total").increment(refreshed.minutes);
     Ok(())
+}
+
+fn store_keys_count(keys: &SiteKeys) -> usize {
+    keys.table().len()
 }

@@ -211,7 +211,16 @@ echo "==> Writing $EDGE_CONFIG"
 sed -e "s|^path = \"bess-edge-buffer.sqlite\"|path = \"$STATE_DIR/buffer.sqlite\"|" \
     -e "s|^brokers = \"127.0.0.1:9092\"|brokers = \"127.0.0.1:$KAFKA_PORT\"|" \
     -e "s|^port = 5020$|port = $SIM_PORT|" \
+    -e "s|^key_file = \"bess-edge-site.key\"|key_file = \"$STATE_DIR/site.key\"|" \
     "$REPO_ROOT/edge/bess-edge.example.toml" >"$EDGE_CONFIG"
+chmod 600 "$EDGE_CONFIG"
+# The site's signing key (created on first use) and its enrolment: the
+# collector stores only batches signed by a key enrolled for their site.
+PUBLIC_KEY="$("$BIN_DIR/bess-edge" key --config "$EDGE_CONFIG" | awk '/^public key:/ {print $3}')"
+echo "==> Enrolling site-001's signing key $PUBLIC_KEY"
+"$BIN_DIR/bess-collector" site enroll site-001 --public-key "$PUBLIC_KEY" \
+    --note "local demo" --database-url "$DATABASE_URL" 2>/dev/null \
+    || echo "    (already enrolled)"
 start_child edge \
     "$BIN_DIR/bess-edge" run --config "$EDGE_CONFIG"
 

@@ -60,6 +60,10 @@ pub async fn broker_behind_link(scratch: &Scratch) -> anyhow::Result<(LinkProxy,
     Ok((proxy, broker))
 }
 
+/// The `bess-collector run` flags of a lab: a new site's first key is
+/// pinned, unsigned batches are stored.
+pub const LAB_SIGNATURES: [&str; 3] = ["--batch-signatures", "optional", "--pin-first-key"];
+
 /// A collector on a free API port; returns it with its API base URL.
 pub async fn start_collector(
     dir: &Path,
@@ -91,6 +95,12 @@ pub async fn start_collector_with(
         "--auth",
         "disabled",
     ];
+    // Scenarios' edges sign with keys made on their first run: pinned on
+    // first use, with unsigned batches (simulated fleets, tools) allowed.
+    // A scenario that passes `--batch-signatures` chooses for itself.
+    if !extra.contains(&"--batch-signatures") {
+        args.extend(LAB_SIGNATURES);
+    }
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn(name, &binary("bess-collector"), &args, dir)?;
     let api = proc.wait_for_url("bess-collector: API on ").await?;

@@ -38,6 +38,7 @@ use crate::polled::PolledFrame;
 use crate::rules::{CommittedBatch, Rules};
 
 mod prepare;
+use crate::site_keys::{SignaturePolicy, SiteKeys};
 use crate::storage::{self, FramePartitions, StorageBackend};
 use crate::time::timestamp;
 use prepare::encode;
@@ -95,6 +96,8 @@ pub struct SampleWriter {
     last_seen: LastSeenThrottle,
     /// Alert rules evaluated in each transaction on its new batches.
     rules: Option<Arc<Rules>>,
+    /// The sites' keys and what is demanded of a batch's signature.
+    pub site_keys: Arc<SiteKeys>,
 }
 
 impl SampleWriter {
@@ -106,7 +109,14 @@ impl SampleWriter {
             partitions: Arc::new(FramePartitions::default()),
             last_seen: LastSeenThrottle::default(),
             rules: None,
+            site_keys: SiteKeys::new(SignaturePolicy::MIGRATING),
         }
+    }
+
+    /// Check batches' signatures against these keys, with their policy.
+    pub fn with_site_keys(mut self, keys: Arc<SiteKeys>) -> Self {
+        self.site_keys = keys;
+        self
     }
 
     /// Evaluate these rules on every new batch, in its transaction.
@@ -123,7 +133,7 @@ impl SampleWriter {
 
     /// All three steps in one call (for tests and tools).
     pub async fn write(&self, messages: &[IngestMessage]) -> Result<WriteOutcome, WriteError> {
-        let decoded = decode_chunk(messages.to_vec());
+        let decoded = decode_chunk(messages.to_vec(), &self.site_keys);
         let prepared = self.prepare(decoded, true).await.map_err(|(e, _)| e)?;
         self.commit(&prepared).await
     }

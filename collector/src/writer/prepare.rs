@@ -5,7 +5,7 @@
 //! the [`PreparedChunk`] that `commit` writes.
 
 use bytes::Bytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bess_protocol::Batch;
@@ -16,16 +16,21 @@ use crate::copy::FrameCopyEncoder;
 use crate::dead_letter::{RejectClass, Rejection};
 use crate::message::IngestMessage;
 use crate::polled::PolledFrame;
+use crate::site_keys::check::{self, Verdict};
+use crate::site_keys::{store as key_store, EnrolledKey, SiteKeys};
 use crate::storage;
 
 /// Frame timestamps outside 1970..10000 are refused (PostgreSQL could store
 /// more, but no edge clock is that wrong on purpose).
 const MAX_TS_MS: i64 = 253_402_300_799_999;
 
-/// Messages and what decoding made of each.
+/// Messages and what decoding (and the signature check) made of each.
 pub struct DecodedChunk {
     pub messages: Vec<IngestMessage>,
     pub(super) batches: Vec<Result<Batch, Rejection>>,
+    /// Batches whose site or key was not in memory: `resolve` looks them
+    /// up before it stores or refuses them.
+    pub(super) look_up: Vec<usize>,
 }
 
 impl DecodedChunk {
@@ -38,9 +43,10 @@ impl DecodedChunk {
     }
 }
 
-/// Decode every message of a chunk. CPU only: run it on the blocking pool.
-pub fn decode_chunk(messages: Vec<IngestMessage>) -> DecodedChunk {
-    let batches = messages
+/// Decode every message of a chunk and check its signature against the
+/// keys in memory. CPU only: run it on the blocking pool.
+pub fn decode_chunk(messages: Vec<IngestMessage>, keys: &SiteKeys) -> DecodedChunk {
+    let mut batches: Vec<Result<Batch, Rejection>> = messages
         .iter()
         .enumerate()
         .map(|(index, m)| {
@@ -51,7 +57,31 @@ pub fn decode_chunk(messages: Vec<IngestMessage>) -> DecodedChunk {
             })
         })
         .collect();
-    DecodedChunk { messages, batches }
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+    let decoded: Vec<Option<&Batch>> = batches.iter().map(|b| b.as_ref().ok()).collect();
+    let verdicts = check::check_chunk(keys, &payloads, &decoded);
+    let mut look_up = Vec::new();
+    for (index, verdict) in verdicts.into_iter().enumerate() {
+        match verdict {
+            Some(Verdict::Rejected(class, reason)) => {
+                batches[index] = Err(Rejection {
+                    message: index,
+                    class,
+                    reason,
+                })
+            }
+            Some(Verdict::LookUp) => look_up.push(index),
+            Some(Verdict::Unsigned) => {
+                metrics::counter!("bess_collector_unsigned_batches_accepted_total").increment(1)
+            }
+            Some(Verdict::Verified) | None => {}
+        }
+    }
+    DecodedChunk {
+        messages,
+        batches,
+        look_up,
+    }
 }
 
 /// A gap record ready to insert.
@@ -100,9 +130,45 @@ pub struct PreparedChunk {
 type Resolved = Vec<Result<(i32, Layouts), Rejection>>;
 
 impl SampleWriter {
+    /// The verdicts on the batches whose keys were not in memory, by index:
+    /// their sites' keys fresh from the database, pinned first where the
+    /// policy says so.
+    async fn look_up_keys(
+        &self,
+        decoded: &DecodedChunk,
+        client: &mut Option<deadpool_postgres::Object>,
+    ) -> Result<BTreeMap<usize, Verdict>, WriteError> {
+        let mut verdicts = BTreeMap::new();
+        let mut fresh: BTreeMap<String, Vec<EnrolledKey>> = BTreeMap::new();
+        for &index in &decoded.look_up {
+            let Ok(batch) = &decoded.batches[index] else {
+                continue;
+            };
+            let payload = &decoded.messages[index].payload;
+            let site = batch.site.as_str();
+            if !fresh.contains_key(site) {
+                let c = connection(&self.pool, client).await?;
+                let mut keys = key_store::list(&*c, Some(site)).await?;
+                if keys.is_empty() && self.site_keys.policy.pin_first_key {
+                    if let Some(key) = check::carried_public_key(payload) {
+                        if key_store::pin_first(c, site, &key).await? {
+                            metrics::counter!("bess_collector_site_keys_pinned_total").increment(1);
+                            tracing::warn!(site, key_id = %bess_protocol::KeyId::of(&key), "pinned the site's key on first use");
+                        }
+                        keys = key_store::list(&*c, Some(site)).await?;
+                    }
+                }
+                fresh.insert(site.to_owned(), keys.iter().map(EnrolledKey::of).collect());
+            }
+            verdicts.insert(index, check::judge_looked_up(payload, batch, &fresh[site]));
+        }
+        Ok(verdicts)
+    }
+
     pub(super) async fn resolve(&self, decoded: &DecodedChunk) -> Result<Resolved, WriteError> {
         let mut client: Option<deadpool_postgres::Object> = None;
         let mut out = Vec::with_capacity(decoded.len());
+        let looked_up = self.look_up_keys(decoded, &mut client).await?;
         for (index, batch) in decoded.batches.iter().enumerate() {
             let batch = match batch {
                 Ok(batch) => batch,
@@ -111,6 +177,20 @@ impl SampleWriter {
                     continue;
                 }
             };
+            match looked_up.get(&index) {
+                Some(Verdict::Rejected(class, reason)) => {
+                    out.push(Err(Rejection {
+                        message: index,
+                        class: *class,
+                        reason: reason.clone(),
+                    }));
+                    continue;
+                }
+                Some(Verdict::Unsigned) => {
+                    metrics::counter!("bess_collector_unsigned_batches_accepted_total").increment(1)
+                }
+                _ => {}
+            }
             let reject = |class, reason| {
                 Err(Rejection {
                     message: index,
@@ -255,7 +335,9 @@ fn check_shape(batch: &Batch, layouts: &Layouts) -> Result<(), String> {
 
 /// Encode the accepted batches (blocking pool).
 pub(super) fn encode(decoded: DecodedChunk, resolved: Resolved, live: bool) -> PreparedChunk {
-    let DecodedChunk { messages, batches } = decoded;
+    let DecodedChunk {
+        messages, batches, ..
+    } = decoded;
     let mut prepared = Vec::with_capacity(batches.len());
     let mut rejected = Vec::new();
     for ((index, batch), resolution) in batches.into_iter().enumerate().zip(resolved) {

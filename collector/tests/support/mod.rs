@@ -62,8 +62,8 @@ impl Backend {
     /// late-rollup marks.
     pub fn migration_count(self) -> i64 {
         match self {
-            Backend::PostgreSql => 8,
-            Backend::TimescaleDb => 9,
+            Backend::PostgreSql => 9,
+            Backend::TimescaleDb => 10,
         }
     }
 

@@ -208,6 +208,7 @@ async fn run(
         },
         live_timings: Default::default(),
         rules_file: None,
+        signatures: bess_collector::site_keys::SignaturePolicy::MIGRATING,
     };
     let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(1800);

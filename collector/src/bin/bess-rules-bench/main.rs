@@ -181,6 +181,7 @@ fn settings(
         },
         live_timings: Default::default(),
         rules_file,
+        signatures: bess_collector::site_keys::SignaturePolicy::MIGRATING,
     }
 }
 

@@ -450,6 +450,9 @@ async fn run_once(args: &LanesArgs, instances: usize) -> anyhow::Result<Outcome>
                 "127.0.0.1:0",
                 "--auth",
                 "disabled",
+                "--batch-signatures",
+                "optional",
+                "--pin-first-key",
             ],
             &scratch.dir,
         )?;

@@ -91,6 +91,8 @@ impl Stack {
             "--session-timeout",
             "3s",
         ];
+        // The bench's fleets write unsigned batches.
+        args.extend(bess_tests::scenario::LAB_SIGNATURES);
         match auth {
             Auth::Disabled => args.extend(["--auth", "disabled"]),
             Auth::Token => args.extend(["--rate-limit", "none"]),
