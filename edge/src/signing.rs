@@ -54,11 +54,22 @@ pub fn load_or_create(path: &Path) -> Result<LoadedKey, SigningKeyError> {
         Err(SigningKeyError::Read { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            let signer = create(path)?;
-            Ok(LoadedKey {
-                signer,
-                created: true,
-            })
+            match create(path) {
+                Ok(signer) => Ok(LoadedKey {
+                    signer,
+                    created: true,
+                }),
+                // Another process created it a moment ago: use that one.
+                Err(SigningKeyError::Create { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    load(path).map(|signer| LoadedKey {
+                        signer,
+                        created: false,
+                    })
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     }

@@ -11,6 +11,7 @@ pub mod lake;
 pub mod postgres;
 pub mod proxy;
 pub mod scenario;
+pub mod tls;
 pub mod webhook;
 
 use anyhow::{bail, Context as _};
@@ -644,7 +645,15 @@ pub fn edge_config(sim: SocketAddr, brokers: &str, buffer: &Path, extra_devices:
             "path = \"bess-edge-buffer.sqlite\"",
             &format!("path = \"{}\"", buffer.display()),
         )
-        .replace("max_age = \"15s\"", "max_age = \"500ms\"");
+        .replace("max_age = \"15s\"", "max_age = \"500ms\"")
+        // The site's signing key beside its buffer.
+        .replace(
+            "key_file = \"bess-edge-site.key\"",
+            &format!(
+                "key_file = \"{}\"",
+                buffer.with_file_name("site.key").display()
+            ),
+        );
     config.push_str(extra_devices);
     config
 }
