@@ -11,7 +11,6 @@ pub mod lake;
 pub mod postgres;
 pub mod proxy;
 pub mod scenario;
-pub mod tls;
 pub mod webhook;
 
 use anyhow::{bail, Context as _};
