@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_newer_format_version_is_classed_apart_from_garbage() {
-        let mut bytes = b"BESS\x02\x00\x00\x01a".to_vec();
+        let mut bytes = b"BESS\x03\x00\x00\x01a".to_vec();
         bytes.extend_from_slice(&[0; 20]);
         let e = bess_protocol::Batch::decode(&bytes).unwrap_err();
         assert_eq!(
