@@ -444,7 +444,7 @@ async fn timescaledb_storage_has_a_hypertable_compression_policies_and_continuou
         .await
         .unwrap();
     assert_eq!(applied.backend, StorageBackend::TimescaleDb);
-    assert_eq!(applied.versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(applied.versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     storage::configure_retention(
         &client,
         applied.backend,

@@ -205,6 +205,17 @@ async fn only_the_sites_own_signed_batches_are_stored_and_revocation_stops_them(
         listed.contains(&key_id) && listed.contains("revoked"),
         "{listed}"
     );
+    // In force once the collector has loaded the keys' version after the
+    // revocation (enrolment 1, revocation 2).
+    wait_for(
+        "the revocation in force",
+        Duration::from_secs(30),
+        || async {
+            let m = get_text(&metrics_url).await.ok()?;
+            (prometheus_value(&m, "bess_collector_site_keys_version") >= 2.0).then_some(())
+        },
+    )
+    .await?;
     let before = ledger_count(&db).await;
     let (mut edge, _) = start_edge(
         &scratch.dir,

@@ -152,6 +152,7 @@ impl SiteKeys {
         *self.table.write().expect("key table lock") =
             Arc::new(KeyTable::from_records(version, &records));
         metrics::gauge!("bess_collector_site_keys").set(records.len() as f64);
+        metrics::gauge!("bess_collector_site_keys_version").set(version as f64);
         Ok(version)
     }
 
