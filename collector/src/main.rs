@@ -15,6 +15,7 @@ use bess_collector::site_keys::SignaturePolicy;
 use bess_collector::storage::StoragePreference;
 
 mod export_command;
+mod kafka_tls;
 mod site_command;
 mod token_command;
 
@@ -167,6 +168,8 @@ struct RunArgs {
     /// Extra librdkafka property, repeatable (e.g. security.protocol=SASL_SSL).
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
+    #[command(flatten)]
+    kafka_tls: kafka_tls::KafkaTlsArgs,
     /// Create the topic with this many partitions if it is missing (0 = never create).
     #[arg(long, env = "BESS_KAFKA_CREATE_PARTITIONS", default_value_t = 4)]
     create_topic_partitions: i32,
@@ -330,6 +333,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         mode: args.auth,
         rate_limit: args.rate_limit,
     };
+    let kafka_properties = args
+        .kafka_tls
+        .client_properties(&args.brokers, args.kafka_properties)?;
     let settings = CollectorSettings {
         database_url: args.database_url,
         read_database_url: args.read_database_url.filter(|url| !url.trim().is_empty()),
@@ -339,7 +345,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             topic: args.topic,
             group: args.group,
             session_timeout: args.session_timeout,
-            properties: args.kafka_properties,
+            properties: kafka_properties,
             dead_letter_topic: Some(args.dead_letter_topic).filter(|t| !t.trim().is_empty()),
         },
         live_topic: Some(args.live_topic).filter(|t| !t.trim().is_empty()),

@@ -34,6 +34,14 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
   echo "==> Installing Prometheus Alertmanager (notification tests)"
   apt-get update -qq && apt-get install -y -qq prometheus-alertmanager
 fi
+if ! command -v stunnel4 >/dev/null 2>&1; then
+  echo "==> Installing stunnel (TLS proxy in front of the broker, transport security tests)"
+  apt-get update -qq && apt-get install -y -qq stunnel4
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "==> Installing openssl (test certificates, transport security tests)"
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
 echo "==> Installing the browser test's node modules"
 (cd "$REPO_ROOT/tests/browser" && npm ci --no-audit --no-fund --silent)
 

@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         live_topic: "bench.live".into(),
         delivery_timeout: Duration::from_secs(30),
         properties: Default::default(),
+        tls: None,
     };
     let uplink = KafkaUplink::new(
         &kafka,

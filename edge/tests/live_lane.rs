@@ -79,6 +79,7 @@ async fn over_kafka_frames_read_together_arrive_as_one_message_keyed_by_site() {
         live_topic: "edge-live".into(),
         delivery_timeout: Duration::from_secs(5),
         properties: Default::default(),
+        tls: None,
     };
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
@@ -127,6 +128,7 @@ async fn over_mqtt_the_same_messages_go_with_qos_0_to_the_sites_live_topic() {
         keep_alive: Duration::from_secs(5),
         inflight: 8,
         live_topic: topic.clone(),
+        tls: None,
     };
     let mut received = subscribe(&topic).await;
     let stop = CancellationToken::new();
@@ -164,6 +166,7 @@ async fn with_no_broker_nothing_is_queued_to_leave_late() {
         keep_alive: Duration::from_secs(5),
         inflight: 8,
         live_topic: "unused/live".into(),
+        tls: None,
     };
     let stop = CancellationToken::new();
     let (mut sink, driver) =

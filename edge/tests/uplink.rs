@@ -61,6 +61,7 @@ impl Backend {
             live_topic: format!("{topic}.live"),
             delivery_timeout: Duration::from_secs(2),
             properties: BTreeMap::new(),
+            tls: None,
         }
     }
 
@@ -75,6 +76,7 @@ impl Backend {
             keep_alive: Duration::from_secs(5),
             inflight: 8,
             live_topic: format!("{topic}/live"),
+            tls: None,
         }
     }
 

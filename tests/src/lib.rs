@@ -11,6 +11,7 @@ pub mod lake;
 pub mod postgres;
 pub mod proxy;
 pub mod scenario;
+pub mod tls;
 pub mod webhook;
 
 use anyhow::{bail, Context as _};

@@ -1,7 +1,8 @@
 //! `bess-edge check`: validate a config file and print its poll plan, then
 //! try every device once and the uplink. Exit status 2 for a file that
 //! cannot be loaded; with `--strict` also 1 when a device or the uplink
-//! does not answer.
+//! does not answer. A TLS uplink that fails its handshake is a failed
+//! uplink, shown with what the failure means (see `uplink::tls`).
 
 use anyhow::Context as _;
 use std::path::Path;
@@ -119,22 +120,46 @@ async fn check_online(valid: &ValidConfig) -> anyhow::Result<bool> {
 }
 
 async fn check_kafka(kafka: &KafkaConfig) -> anyhow::Result<String> {
+    use bess_edge::uplink::tls::LinkErrors;
     use rdkafka::producer::{BaseProducer, Producer};
     let mut config = bess_edge::uplink::producer_config(kafka);
     config.set("socket.timeout.ms", "3000");
-    let producer: BaseProducer = config.create().context("creating Kafka client")?;
+    let errors = LinkErrors::default();
+    let producer: BaseProducer<LinkErrors> = config
+        .create_with_context(errors.clone())
+        .context("creating Kafka client")?;
     let topic = kafka.topic.clone();
+    let secured = if kafka.tls.is_some() { " over TLS" } else { "" };
     tokio::task::spawn_blocking(move || {
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(&topic), Duration::from_secs(3))
-            .context("Kafka metadata fetch (3 s)")?;
+        // A TLS refusal reaches the client on some attempts only (others
+        // see the connection reset): try a few times for its reason.
+        let mut attempt = 1;
+        let metadata = loop {
+            let result = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(3));
+            let Err(e) = result else {
+                break result?;
+            };
+            // The client's own errors (a refused handshake) arrive as events.
+            producer.poll(Duration::from_millis(200));
+            let why = errors.last();
+            let explained = why.as_deref().is_some_and(|w| w.starts_with("TLS: "));
+            if !secured.is_empty() && !explained && attempt < 3 {
+                attempt += 1;
+                continue;
+            }
+            match why {
+                Some(why) => anyhow::bail!("Kafka metadata fetch (3 s): {e}: {why}"),
+                None => anyhow::bail!("Kafka metadata fetch (3 s): {e}"),
+            }
+        };
         let partitions = metadata
             .topics()
             .first()
             .map_or(0, |t| t.partitions().len());
         Ok(format!(
-            "Kafka: {} brokers, topic {topic} with {partitions} partitions",
+            "Kafka{secured}: {} brokers, topic {topic} with {partitions} partitions",
             metadata.brokers().len()
         ))
     })
@@ -147,20 +172,31 @@ async fn check_mqtt(mqtt: &MqttUplinkConfig, site: &str) -> anyhow::Result<Strin
         .username
         .as_deref()
         .map(|u| (u, mqtt.password.as_deref().unwrap_or("")));
-    let options = bess_edge::uplink::mqtt::mqtt_options(
+    let mut options = bess_edge::uplink::mqtt::mqtt_options(
         &id,
         &mqtt.host,
         mqtt.port,
         mqtt.keep_alive,
         credentials,
     )?;
+    if let Some(tls) = &mqtt.tls {
+        options.set_transport(
+            bess_edge::uplink::tls::mqtt_tls_transport(tls).context("mqtt_uplink.tls")?,
+        );
+    }
+    let secured = if mqtt.tls.is_some() { " over TLS" } else { "" };
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
     let result = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(anyhow::anyhow!("{e}")),
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "{}",
+                        bess_edge::uplink::tls::describe_link_error(&e.to_string())
+                    ))
+                }
             }
         }
     })
@@ -168,7 +204,7 @@ async fn check_mqtt(mqtt: &MqttUplinkConfig, site: &str) -> anyhow::Result<Strin
     let _ = client.try_disconnect();
     match result {
         Ok(Ok(())) => Ok(format!(
-            "MQTT broker {}:{} accepted a connection",
+            "MQTT broker {}:{} accepted a connection{secured}",
             mqtt.host, mqtt.port
         )),
         Ok(Err(e)) => Err(e.context(format!("MQTT broker {}:{}", mqtt.host, mqtt.port))),

@@ -5,7 +5,8 @@
 //! (`schema`, `devices`, `size`), refusing unknown keys and wrong types at
 //! the first such error; `validate` then checks what types cannot say (one
 //! uplink, unique names, transport settings, point options against their
-//! types, requests within protocol limits) and collects every problem at
+//! types, requests within protocol limits, the uplink's TLS files
+//! (`tls`)) and collects every problem at
 //! once. Either way each problem names its line and field (located with
 //! `bess_config_report`) and is shown as `file:line:column: field: message`
 //! (`error`). Only a file with no problem becomes a `ValidConfig`, whose
@@ -19,6 +20,7 @@ mod fixtures;
 mod group;
 mod schema;
 mod size;
+mod tls;
 mod transport;
 mod validate;
 
@@ -37,6 +39,7 @@ pub use schema::{
     SigningConfig, StatusConfig,
 };
 pub use size::ByteSize;
+pub use tls::{read_certificates, read_private_key, TlsConfig, TlsFileError};
 
 use crate::site_plan::{build_catalog, DevicePlan};
 

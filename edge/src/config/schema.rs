@@ -1,6 +1,7 @@
 //! The serde schema of the agent-wide tables: the top level
 //! (`EdgeConfig`) and its `[buffer]`, `[signing]`, `[batch]`, `[kafka]`, `[mqtt_uplink]`,
-//! `[mqtt_mirror]`, `[status]` and `[clock]` sections.
+//! `[mqtt_mirror]`, `[status]` and `[clock]` sections (the uplinks' `tls`
+//! tables are in `tls`).
 //!
 //! Every table denies unknown fields, so a misspelt key is an error with its
 //! line rather than a setting silently ignored; every default is a named
@@ -18,6 +19,7 @@ use toml::Spanned;
 
 use super::devices::{DeviceConfig, RegisterMap};
 use super::size::ByteSize;
+use super::tls::TlsConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,9 +208,13 @@ pub struct KafkaConfig {
     /// Topic of the live lane (see `[live]`): the newest frames, unbuffered.
     #[serde(default = "default_live_topic")]
     pub live_topic: String,
-    /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.*` for MSK).
+    /// Extra librdkafka properties (e.g. `sasl.*` for MSK). With `[kafka.tls]`
+    /// the TLS keys (`security.protocol`, `ssl.*`) come from that table.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// TLS to the brokers (`security.protocol = SSL`, or `SASL_SSL` when
+    /// `properties` set `sasl.*`), with the broker's certificate verified.
+    pub tls: Option<TlsConfig>,
 }
 
 pub fn default_live_topic() -> String {
@@ -246,6 +252,9 @@ pub struct MqttUplinkConfig {
     /// Topic of the live lane (QoS 0, see `[live]`); `{site}` is replaced by the site id.
     #[serde(default = "default_mqtt_live_topic")]
     pub live_topic: String,
+    /// TLS to the broker (usually port 8883), with the broker's
+    /// certificate verified; the live lane's session uses it too.
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_mqtt_live_topic() -> String {

@@ -1,8 +1,8 @@
 //! The checks serde cannot make, and the site plan they build.
 //!
 //! `EdgeConfig::validate` walks the whole file once: the site id, exactly
-//! one uplink, at least one device, unique device names, and for each
-//! device its transport (`transport`), its choice of register map, inline
+//! one uplink (with its TLS files, `tls`), at least one device, unique
+//! device names, and for each device its transport (`transport`), its choice of register map, inline
 //! groups or SunSpec, and each group's points (`group`). It never stops at
 //! the first problem: every problem is collected with its field and the
 //! line of its table, and only a file with none becomes a `ValidConfig`,
@@ -47,6 +47,18 @@ impl EdgeConfig {
                         "must name at least one broker",
                     );
                 }
+                if let Some(tls) = &kafka.get_ref().tls {
+                    tls.check("kafka.tls", &mut problems);
+                    for key in kafka.get_ref().properties.keys() {
+                        if key == "security.protocol" || key.starts_with("ssl.") {
+                            problems.add(
+                                kafka.span(),
+                                format!("kafka.properties.{key}"),
+                                "[kafka.tls] sets the TLS properties: remove this one",
+                            );
+                        }
+                    }
+                }
                 Some(UplinkConfig::Kafka(kafka.into_inner()))
             }
             (None, Some(mqtt)) => {
@@ -74,6 +86,9 @@ impl EdgeConfig {
                         "mqtt_uplink.live_topic",
                         "must differ from `topic`: live messages are not batches",
                     );
+                }
+                if let Some(tls) = &m.tls {
+                    tls.check("mqtt_uplink.tls", &mut problems);
                 }
                 Some(UplinkConfig::Mqtt(mqtt.into_inner()))
             }

@@ -14,14 +14,10 @@ use bess_protocol::SiteId;
 use super::LiveSink;
 use crate::config::{KafkaConfig, LiveConfig};
 
-/// librdkafka settings of the live producer: the user's properties (TLS,
-/// SASL) with the live lane's delivery settings on top.
+/// librdkafka settings of the live producer: the uplink's brokers,
+/// properties and `[kafka.tls]` with the live lane's delivery settings on top.
 pub fn live_producer_config(kafka: &KafkaConfig, live: &LiveConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in &kafka.properties {
-        config.set(key, value);
-    }
+    let mut config = crate::uplink::tls::kafka_client_config(kafka);
     config
         .set("client.id", "bess-edge-live")
         .set("enable.idempotence", "false")

@@ -4,7 +4,9 @@
 //! A batch is reported delivered only from its delivery report. An
 //! idempotent producer that was fenced or hit a fatal error is replaced by
 //! a new one; every unacknowledged batch is still in the buffer and goes
-//! again with its own sequence number.
+//! again with its own sequence number. What librdkafka reports outside
+//! any delivery (a refused TLS handshake, an unreachable broker) goes to
+//! the agent's status at once and explains the next failed delivery.
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::config::ClientConfig;
@@ -16,6 +18,7 @@ use tokio::sync::Notify;
 
 use bess_protocol::{BatchSeq, SiteId};
 
+use super::tls::{kafka_client_config, LinkErrors};
 use super::{QueueFull, Report, Transport, Uplink};
 use crate::buffer::BufferHandle;
 use crate::config::KafkaConfig;
@@ -35,16 +38,16 @@ impl KafkaUplink {
         status: Arc<AgentStatus>,
         sealed: Arc<Notify>,
     ) -> Result<Self, KafkaError> {
-        let transport = KafkaTransport::new(kafka, site)?;
+        let errors = LinkErrors::reporting_to(status.clone());
+        let transport = KafkaTransport::new(kafka, site, errors)?;
         Ok(Uplink::with_transport(transport, buffer, status, sealed))
     }
 }
 
 /// librdkafka settings for delivery that loses nothing and doubles nothing.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = kafka_client_config(kafka);
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "none")
@@ -54,14 +57,12 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
             kafka.delivery_timeout.as_millis().to_string(),
         )
         .set("client.id", "bess-edge");
-    for (key, value) in &kafka.properties {
-        config.set(key, value);
-    }
     config
 }
 
 pub struct KafkaTransport {
-    producer: FutureProducer,
+    producer: FutureProducer<LinkErrors>,
+    errors: LinkErrors,
     /// To build a fresh producer when the current one hits a fatal error.
     client_config: ClientConfig,
     topic: String,
@@ -71,10 +72,11 @@ pub struct KafkaTransport {
 }
 
 impl KafkaTransport {
-    pub fn new(kafka: &KafkaConfig, site: SiteId) -> Result<Self, KafkaError> {
+    pub fn new(kafka: &KafkaConfig, site: SiteId, errors: LinkErrors) -> Result<Self, KafkaError> {
         let client_config = producer_config(kafka);
         Ok(Self {
-            producer: client_config.create()?,
+            producer: client_config.create_with_context(errors.clone())?,
+            errors,
             client_config,
             topic: kafka.topic.clone(),
             site,
@@ -109,8 +111,14 @@ impl Transport for KafkaTransport {
 
     async fn next_report(&mut self) -> Report {
         match self.in_flight.next().await {
-            Some((seq, Ok(()))) => Report::Delivered(seq),
-            Some((seq, Err(error))) => Report::Failed(seq, error),
+            Some((seq, Ok(()))) => {
+                self.errors.clear();
+                Report::Delivered(seq)
+            }
+            Some((seq, Err(error))) => match self.errors.last() {
+                Some(why) => Report::Failed(seq, format!("{error}; the broker link: {why}")),
+                None => Report::Failed(seq, error),
+            },
             None => std::future::pending().await,
         }
     }
@@ -130,7 +138,10 @@ impl Transport for KafkaTransport {
             ?fatal,
             "Kafka producer is no longer usable; starting a new one"
         );
-        match self.client_config.create::<FutureProducer>() {
+        match self
+            .client_config
+            .create_with_context::<_, FutureProducer<LinkErrors>>(self.errors.clone())
+        {
             Ok(producer) => {
                 self.producer = producer;
                 metrics::counter!("bess_edge_producer_restarts_total").increment(1);

@@ -4,7 +4,8 @@
 //! backoff and the shutdown grace. A [`Transport`] per broker only sends
 //! bytes for a sequence number and reports what the broker confirmed:
 //! `kafka.rs` (idempotent producer, delivery reports) and `mqtt.rs`
-//! (QoS 1 on a persistent session, PubAck per packet id).
+//! (QoS 1 on a persistent session, PubAck per packet id). TLS for both is
+//! one mechanism (`tls.rs`).
 //!
 //! The guarantees, whatever the broker:
 //! - A batch leaves the buffer only after the broker confirmed it (Kafka
@@ -17,6 +18,7 @@
 mod drain;
 pub mod kafka;
 pub mod mqtt;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;

@@ -34,6 +34,8 @@ pub const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 pub enum MqttError {
     #[error("mqtt: {0}")]
     Option(String),
+    #[error("mqtt_uplink.tls: {0}")]
+    Tls(#[from] super::tls::MqttTlsError),
 }
 
 /// Options for a persistent-session client, checked before any setter that
@@ -63,8 +65,8 @@ pub fn mqtt_options(
     Ok(options)
 }
 
-/// Options for a client of the uplink's broker: its host, credentials and
-/// keep-alive, and the client id (`client_id`, default `bess-edge-{site}`)
+/// Options for a client of the uplink's broker: its host, credentials,
+/// keep-alive and TLS, and the client id (`client_id`, default `bess-edge-{site}`)
 /// with `suffix` appended.
 pub fn uplink_options(
     config: &MqttUplinkConfig,
@@ -79,13 +81,17 @@ pub fn uplink_options(
         .username
         .as_deref()
         .map(|u| (u, config.password.as_deref().unwrap_or("")));
-    mqtt_options(
+    let mut options = mqtt_options(
         &format!("{client_id}{suffix}"),
         &config.host,
         config.port,
         config.keep_alive,
         credentials,
-    )
+    )?;
+    if let Some(tls) = &config.tls {
+        options.set_transport(super::tls::mqtt_tls_transport(tls)?);
+    }
+    Ok(options)
 }
 
 /// The drain loop over MQTT.
@@ -190,7 +196,7 @@ impl Transport for MqttTransport {
                 Ok(_) => {}
                 Err(e) => {
                     self.connected = false;
-                    return Report::LinkLost(e.to_string());
+                    return Report::LinkLost(super::tls::describe_link_error(&e.to_string()));
                 }
             }
         }
