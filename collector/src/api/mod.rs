@@ -2,7 +2,7 @@
 //! (raw or rolled up), alerts (device alarms and rule episodes), their
 //! history and silences, the alert rules (those in force, and those
 //! managed over the API), gaps and completeness reports, token
-//! administration, a live WebSocket, health and Prometheus metrics.
+//! administration, the sites' signing keys, a live WebSocket, health and Prometheus metrics.
 //!
 //! This layer only reads the domain: tokens and access decisions come from
 //! `crate::auth`, latest values from `crate::latest`, frames from
@@ -26,6 +26,7 @@ mod rules;
 mod series;
 mod series_render;
 mod silences;
+mod site_keys;
 mod state;
 mod tokens;
 
@@ -74,6 +75,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/live", get(live::live))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
+        .route(
+            "/api/v1/sites/{site}/keys",
+            get(site_keys::list).post(site_keys::enrol),
+        )
+        .route(
+            "/api/v1/sites/{site}/keys/{key_id}",
+            delete(site_keys::revoke),
+        )
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(dashboard::routes())
         .fallback(|| async { AppError::NotFound("no such route; see /api/v1/sites".into()) })

@@ -12,7 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, episodes, handlers, inventory, latest, live, reports, rules, series, silences, tokens,
+    alerts, episodes, handlers, inventory, latest, live, reports, rules, series, silences,
+    site_keys, tokens,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +52,9 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
         tokens::list,
         tokens::create,
         tokens::revoke,
+        site_keys::list,
+        site_keys::enrol,
+        site_keys::revoke,
         live::live,
     ),
     modifiers(&BearerToken),
@@ -59,7 +63,7 @@ Times are RFC 3339 (UTC). Lists that grow with the fleet are paged: pass `limit`
         (name = "alerts", description = "Alarms the devices raise, episodes of the alert rules, silences, and the rules: those in force and those managed over the API"),
         (name = "reports", description = "Data quality: gaps and completeness"),
         (name = "live", description = "WebSocket push of committed frames"),
-        (name = "admin", description = "API tokens (role `admin`)"),
+        (name = "admin", description = "API tokens and the sites' batch-signing keys (role `admin`)"),
         (name = "service", description = "Health, metrics and this document"),
     )
 )]
