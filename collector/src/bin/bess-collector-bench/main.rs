@@ -65,6 +65,18 @@ struct Args {
     /// Series requests per resolution for the latency figures.
     #[arg(long, default_value_t = 100)]
     requests: usize,
+    /// Sign every batch with its site's own key (enrolled before the
+    /// collector starts) and require signatures, as a production collector
+    /// does; compare with a run without it.
+    #[arg(long)]
+    signed: bool,
+}
+
+/// The bench's key of site `site`: the same on every run.
+fn site_signer(site: usize) -> SiteSigner {
+    let mut seed = [7u8; 32];
+    seed[..8].copy_from_slice(&(site as u64).to_le_bytes());
+    SiteSigner::from_seed(seed)
 }
 
 /// Bytes the live lane would carry for the same frames: each site's frames
@@ -159,15 +171,42 @@ async fn run(
     eprintln!("encoding {} sites x {} s ...", args.sites, args.seconds);
     let batches = batches(args, t0_ms);
     let samples: u64 = batches.iter().map(|b| b.sample_count() as u64).sum();
+    let signers: Vec<SiteSigner> = if args.signed {
+        (0..args.sites).map(site_signer).collect()
+    } else {
+        Vec::new()
+    };
     let payloads: Vec<(String, Vec<u8>)> = batches
         .iter()
-        .map(|b| {
-            Ok((
-                b.site.as_str().to_owned(),
-                b.encode_with(Codec::Zstd, Effort::Compact)?,
-            ))
+        .enumerate()
+        .map(|(i, b)| {
+            let bytes = match signers.get(i % args.sites.max(1)) {
+                Some(signer) => b.encode_signed(Codec::Zstd, Effort::Compact, signer)?,
+                None => b.encode_with(Codec::Zstd, Effort::Compact)?,
+            };
+            Ok((b.site.as_str().to_owned(), bytes))
         })
         .collect::<Result<_, EncodeError>>()?;
+    if args.signed {
+        eprintln!("enrolling {} site keys ...", signers.len());
+        let pool = service::pool(collector_url, 2)?;
+        service::prepare_database(&pool, Duration::from_secs(10)).await?;
+        let mut client = pool.get().await?;
+        for (site, signer) in signers.iter().enumerate() {
+            bess_collector::site_keys::store::enrol(
+                &mut client,
+                &bess_collector::site_keys::Enrolment {
+                    site: format!("site-{site:04}"),
+                    public_key: signer.public_key(),
+                    valid_from: None,
+                    valid_until: None,
+                    note: "bench".into(),
+                    by: "bench".into(),
+                },
+            )
+            .await?;
+        }
+    }
     let topic_bytes: usize = payloads.iter().map(|(k, v)| k.len() + v.len()).sum();
     let live_bytes = live_lane_bytes(args, t0_ms);
     eprintln!(
@@ -208,7 +247,11 @@ async fn run(
         },
         live_timings: Default::default(),
         rules_file: None,
-        signatures: bess_collector::site_keys::SignaturePolicy::MIGRATING,
+        signatures: if args.signed {
+            bess_collector::site_keys::SignaturePolicy::STRICT
+        } else {
+            bess_collector::site_keys::SignaturePolicy::MIGRATING
+        },
     };
     let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -417,6 +460,12 @@ async fn run(
         args.sites, args.shape, args.seconds, args.batch_seconds, args.partitions
     );
     println!("  messages                 {:>12}", payloads.len());
+    println!(
+        "  signed                   {:>12}  ({} verified, {} rejected)",
+        if args.signed { "yes" } else { "no" },
+        counter(&metrics.render(), "bess_collector_batches_verified_total"),
+        counter(&metrics.render(), "bess_collector_messages_rejected_total")
+    );
     println!("  samples                  {:>12}", samples);
     println!(
         "  catalog sign-up          {:>12.2} s for the first batch (with catalog) of {} sites",
