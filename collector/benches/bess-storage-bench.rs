@@ -702,6 +702,7 @@ async fn measure(
         live_timings: Default::default(),
         rules_file: None,
         signatures: bess_collector::site_keys::SignaturePolicy::MIGRATING,
+        http: Default::default(),
     };
     let mut collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(3600);

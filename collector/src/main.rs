@@ -3,11 +3,12 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use bess_collector::api::LiveTimings;
+use bess_collector::api::{ApiTls, CorsOrigin, HttpSettings, LiveTimings};
 use bess_collector::auth::{AccessSettings, AuthMode, RateLimit};
 use bess_collector::ingest::KafkaSettings;
 use bess_collector::service::{self, CollectorSettings, StorageSettings};
@@ -176,6 +177,26 @@ struct RunArgs {
     /// Address of the API server.
     #[arg(long, env = "BESS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve the API, the live WebSocket and the dashboard over HTTPS only,
+    /// with this certificate chain (PEM, the server's certificate first).
+    /// Needs --tls-key. Unset: plain HTTP, for a load balancer that
+    /// terminates TLS in front of the collector.
+    #[arg(long, env = "BESS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "BESS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A browser origin allowed to read the API from its pages (CORS),
+    /// e.g. https://grid.example.com; repeatable, or comma-separated in the
+    /// environment variable. Unset: no CORS headers, so browsers refuse
+    /// cross-origin reads (the built-in dashboard is same-origin).
+    #[arg(
+        long = "cors-origin",
+        env = "BESS_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<CorsOrigin>,
     /// Storage backend, chosen when the database is first set up:
     /// TimescaleDB if the extension is available (auto), or forced.
     #[arg(long, env = "BESS_STORAGE", value_enum, default_value_t = StoragePreference::Auto)]
@@ -329,6 +350,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing metrics recorder")?;
+    // Before any connection is made, so a certificate or key that cannot
+    // be used stops the start at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ApiTls::load(cert, key)?),
+        _ => None,
+    };
     let access = AccessSettings {
         mode: args.auth,
         rate_limit: args.rate_limit,
@@ -368,6 +395,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         signatures: SignaturePolicy {
             require: args.batch_signatures == SignatureMode::Required,
             pin_first_key: args.pin_first_key,
+        },
+        http: HttpSettings {
+            tls,
+            cors_origins: args.cors_origins,
         },
     };
     runtime()?.block_on(async {

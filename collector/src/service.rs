@@ -52,6 +52,8 @@ pub struct CollectorSettings {
     pub rules_file: Option<PathBuf>,
     /// What a batch's signature must be for it to be stored.
     pub signatures: SignaturePolicy,
+    /// TLS and CORS of the API.
+    pub http: api::HttpSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +311,7 @@ pub async fn run_with_access(
         .with_context(|| format!("binding API address {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let api_stop = CancellationToken::new();
-    let router = api::router(ApiState {
+    let state = ApiState {
         pool: pool.clone(),
         replica,
         live,
@@ -320,16 +322,22 @@ pub async fn run_with_access(
         latest,
         live_timings: settings.live_timings,
         rules: rules.clone(),
-    });
-    let server = tokio::spawn({
-        let stop = api_stop.clone();
-        async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
-    println!("bess-collector: API on http://{addr}");
+    };
+    let url = settings.http.url(addr);
+    if !settings.http.cors_origins.is_empty() {
+        let origins: Vec<String> = settings
+            .http
+            .cors_origins
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        tracing::info!(
+            ?origins,
+            "browsers of these origins may read the API (CORS)"
+        );
+    }
+    let server = tokio::spawn(api::serve(listener, state, settings.http, api_stop.clone()));
+    println!("bess-collector: API on {url}");
     tracing::info!(%addr, topic = %settings.kafka.topic, group = %settings.kafka.group, storage = %backend, "collector started");
 
     ingest.run(cancel.clone()).await;

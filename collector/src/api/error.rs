@@ -98,7 +98,7 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// bad_request, unauthorized, forbidden, not_found, conflict, rate_limited, unavailable or internal.
+    /// bad_request, unauthorized, forbidden, not_found, conflict, payload_too_large, rate_limited, unavailable or internal.
     #[schema(example = "not_found")]
     code: String,
     /// What went wrong, for people.
@@ -221,8 +221,9 @@ fn code_for(status: StatusCode) -> &'static str {
 
 /// Response middleware: an error response that is not JSON yet — axum's own
 /// rejections (405, a WebSocket request without the upgrade headers, a
-/// path that does not decode) — becomes `{"error": {"code", "message"}}`
-/// with the same status and headers, so clients parse every 4xx/5xx alike.
+/// path that does not decode, a body over the limit) — becomes
+/// `{"error": {"code", "message"}}` with the same status and headers, so
+/// clients parse every 4xx/5xx alike.
 pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
@@ -238,7 +239,12 @@ pub async fn json_errors(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "the request body is larger than {} KiB",
+            super::http_security::BODY_LIMIT >> 10
+        )
+    } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
         text

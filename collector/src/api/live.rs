@@ -25,13 +25,19 @@
 //! frames already on their way under the old one are passed through the
 //! new filter after the snapshot, as if one channel had carried both.
 //!
+//! A client message over [`MAX_CLIENT_MESSAGE`], or bytes that are not
+//! WebSocket framing, close that client with code 1008 and the reason; a
+//! text message that is not a subscription, or a binary one, is answered
+//! with `{"type":"error",...}` and the client stays. Either way the other
+//! clients are not touched.
+//!
 //! A ping goes out every [`super::LiveTimings::ping_every`] (20 s by default); a
 //! client that sends nothing (not even a pong) for
 //! [`super::LiveTimings::idle_timeout`] (60 s), or whose socket does not take a
 //! message for [`super::LiveTimings::send_timeout`] (30 s), is closed.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::Extension;
@@ -53,6 +59,10 @@ pub const CLIENT_QUEUE: usize = 256;
 
 /// A client that can see more sites than this reads the all-sites channel.
 pub const MAX_SITE_CHANNELS: usize = 16;
+/// The largest message (and frame) a client may send, 64 KiB: a
+/// subscription naming hundreds of sites and patterns fits many times over.
+/// A client that sends more is closed with code 1008 (policy violation).
+pub const MAX_CLIENT_MESSAGE: usize = 64 << 10;
 /// Read buffer of a client's socket. Clients send only small messages
 /// (subscriptions, pongs); the WebSocket library's default of 128 KiB is
 /// zeroed on every read and so stays resident, per client.
@@ -204,7 +214,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// frame off the live topic; the values are the ones stored later). Without a subscription every frame of the
 /// token's sites (or of `?site=`) is sent. Other messages:
 /// `{"type":"lagged","missed":N}`, `{"type":"error","error":{code,message}}`.
-/// Pings every 20 s; clients silent for 60 s are closed.
+/// Pings every 20 s; clients silent for 60 s are closed. A message over
+/// 64 KiB closes the client with code 1008.
 #[utoipa::path(
     get,
     path = "/api/v1/live",
@@ -237,6 +248,8 @@ pub async fn live(
     let filter = Filter::new(access, subscription);
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| serve(socket, state, filter)))
 }
 
@@ -401,17 +414,28 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
                             }
                         }
                         Err(e) => {
-                            let error = serde_json::json!({ "type": "error", "error": {
-                                "code": "bad_request",
-                                "message": format!("expected {{\"subscribe\":{{\"sites\":[..],\"devices\":[..],\"points\":[..]}}}}: {e}"),
-                            }});
-                            if queue.send(Message::Text(error.to_string().into())).await.is_err() {
+                            if queue.send(bad_request(&format!("{EXPECTED}: {e}"))).await.is_err() {
                                 break;
                             }
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Binary(_))) => {
+                    heard = Instant::now();
+                    if queue.send(bad_request(&format!("binary messages are not understood; {EXPECTED} as text"))).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // Too large, not WebSocket framing, or the connection
+                    // broke: this client goes, told why if it still
+                    // listens; the others are not touched.
+                    metrics::counter!("bess_collector_live_read_errors_total").increment(1);
+                    tracing::debug!("live client closed: {e}");
+                    let _ = queue.send(policy_violation(&e.to_string())).await;
+                    break;
+                }
                 Some(Ok(_)) => heard = Instant::now(),
             },
             _ = ping.tick() => {
@@ -433,6 +457,31 @@ async fn serve(socket: WebSocket, state: ApiState, mut filter: Filter) {
     // The writer ends when its queue is drained or the socket is gone.
     let _ = tokio::time::timeout(timings.send_timeout, writer).await;
     metrics::gauge!("bess_collector_live_clients").decrement(1.0);
+}
+
+/// What a client may send.
+const EXPECTED: &str = r#"expected {"subscribe":{"sites":[..],"devices":[..],"points":[..]}}"#;
+
+/// `{"type":"error","error":{"code":"bad_request",...}}`; the client stays.
+fn bad_request(message: &str) -> Message {
+    let error = serde_json::json!({ "type": "error", "error": {
+        "code": "bad_request",
+        "message": message,
+    }});
+    Message::Text(error.to_string().into())
+}
+
+/// A close frame with code 1008 and the reason (cut to the 123 bytes a
+/// close frame can carry).
+fn policy_violation(reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code: close_code::POLICY,
+        reason: reason[..end].into(),
+    }))
 }
 
 /// An error message if the subscription names sites outside the token's scope.

@@ -15,6 +15,7 @@ mod dashboard;
 mod episodes;
 mod error;
 mod handlers;
+mod http_security;
 mod inventory;
 mod latest;
 mod live;
@@ -25,16 +26,21 @@ mod reports;
 mod rules;
 mod series;
 mod series_render;
+mod server;
 mod silences;
 mod site_keys;
 mod state;
+mod tls;
 mod tokens;
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use error::AppError;
+pub use http_security::{CorsOrigin, InvalidOrigin, BODY_LIMIT};
+pub use server::{app, serve, HttpSettings};
 pub use state::{ApiState, LiveTimings};
+pub use tls::{ApiTls, TlsError};
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -94,5 +100,13 @@ pub fn router(state: ApiState) -> Router {
         // instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::map_response(error::json_errors))
+        // Outside the error layer, so that error responses carry the
+        // security headers too.
+        .layer(http_security::no_sniffing())
+        .layer(http_security::no_framing())
+        .layer(http_security::no_referrer())
+        .layer(http_security::content_security_policy())
+        .layer(http_security::not_stored())
+        .layer(http_security::body_limit())
         .with_state(state)
 }

@@ -260,3 +260,17 @@ pub async fn serve_api(state: bess_collector::api::ApiState) -> anyhow::Result<S
     tokio::spawn(async move { axum::serve(listener, bess_collector::api::router(state)).await });
     Ok(url)
 }
+
+/// Serve `state` as `bess-collector run` does, with the TLS and CORS of
+/// `http`, on a free port; its base URL (`https://…` with TLS). The server
+/// stops with `state.shutdown`.
+pub async fn serve_api_with(
+    state: bess_collector::api::ApiState,
+    http: bess_collector::api::HttpSettings,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = http.url(listener.local_addr()?);
+    let stop = state.shutdown.clone();
+    tokio::spawn(bess_collector::api::serve(listener, state, http, stop));
+    Ok(url)
+}

@@ -252,6 +252,7 @@ async fn run(
         } else {
             bess_collector::site_keys::SignaturePolicy::MIGRATING
         },
+        http: Default::default(),
     };
     let collector = tokio::spawn(service::run(settings, metrics.clone(), cancel.clone()));
     let deadline = Instant::now() + Duration::from_secs(1800);

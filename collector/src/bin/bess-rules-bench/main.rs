@@ -182,6 +182,7 @@ fn settings(
         live_timings: Default::default(),
         rules_file,
         signatures: bess_collector::site_keys::SignaturePolicy::MIGRATING,
+        http: Default::default(),
     }
 }
 
